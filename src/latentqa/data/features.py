@@ -1,0 +1,125 @@
+"""Tokenize examples once into the features both readers train on, and cache them on disk.
+
+The context is tokenized sentence by sentence (`"{title}: {sentence}"`, no special tokens) and the pieces are
+concatenated, so every context token knows its sentence and the support mask covers exactly the supporting
+sentences. Nothing is truncated here: the readers decide what they read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from .examples import Example
+
+log = logging.getLogger(__name__)
+
+FEATURE_VERSION = 1  # bump when the features change meaning, so old caches are not reused
+
+
+def format_sentence(title: str, sentence: str) -> str:
+    return f"{title}: {sentence.strip()}"
+
+
+def question_text(question: str) -> str:
+    return f"question: {question.strip()}"
+
+
+def encode_examples(
+    examples: list[Example],
+    *,
+    question_tokenizer,
+    context_tokenizer,
+    max_question_tokens: int,
+    max_answer_tokens: int,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> dict[str, list]:
+    """Features as columns (one entry per example):
+
+    question_ids   T5 ids of `question: {q}`, no EOS (the collators add it), at most max_question_tokens - 1
+    labels         T5 ids of the answer with EOS, at most max_answer_tokens ([] when unlabelled)
+    context_ids    context-tokenizer ids of all sentences, concatenated, untruncated
+    sentence_index per context token, the index of its sentence in `Example.sentence_keys()`
+    support        per context token, 1 if its sentence is a supporting fact
+    sentence_paragraph  per sentence, the index of its paragraph
+    """
+    columns: dict[str, list] = {k: [] for k in (
+        "id", "question_ids", "labels", "context_ids", "sentence_index", "support", "sentence_paragraph")}
+    for start in tqdm(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
+        chunk = examples[start:start + batch_size]
+        questions = question_tokenizer(
+            [question_text(ex.question) for ex in chunk], add_special_tokens=False,
+            truncation=True, max_length=max_question_tokens - 1)["input_ids"]
+        answers = question_tokenizer(
+            [ex.answer or "" for ex in chunk], truncation=True, max_length=max_answer_tokens)["input_ids"]
+        sentences = [format_sentence(p.title, s) for ex in chunk for p in ex.paragraphs for s in p.sentences]
+        sentence_ids = context_tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        offset = 0
+        for ex, q_ids, a_ids in zip(chunk, questions, answers):
+            keys = ex.sentence_keys()
+            pieces = sentence_ids[offset:offset + len(keys)]
+            offset += len(keys)
+            support_set = set(ex.supporting_facts)
+            lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+            columns["id"].append(ex.id)
+            columns["question_ids"].append(q_ids)
+            columns["labels"].append(a_ids if ex.answer is not None else [])
+            columns["context_ids"].append([t for p in pieces for t in p])
+            columns["sentence_index"].append(np.repeat(np.arange(len(keys)), lengths).tolist())
+            columns["support"].append(np.repeat([int(k in support_set) for k in keys], lengths).astype(int).tolist())
+            columns["sentence_paragraph"].append([i for i, p in enumerate(ex.paragraphs) for _ in p.sentences])
+    return columns
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies a tokenizer by what it does (its full serialisation), not by where it was loaded from."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(repr(ex).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_features(
+    examples: list[Example],
+    *,
+    question_tokenizer,
+    context_tokenizer,
+    max_question_tokens: int,
+    max_answer_tokens: int,
+    cache_dir: str | Path | None,
+    progress: bool = True,
+) -> datasets.Dataset:
+    """`encode_examples` as a `datasets.Dataset`, read from `cache_dir` when the same data, tokenizers and
+    settings were encoded before. Rows come back as Python lists; the collators only pad."""
+    key = hashlib.sha256(json.dumps([
+        FEATURE_VERSION, examples_fingerprint(examples), tokenizer_fingerprint(question_tokenizer),
+        tokenizer_fingerprint(context_tokenizer), max_question_tokens, max_answer_tokens,
+    ]).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"features-{key}" if cache_dir else None
+    if path is not None and (path / "dataset_info.json").exists():
+        log.info("features from cache %s", path)
+        return datasets.load_from_disk(str(path))
+    columns = encode_examples(
+        examples, question_tokenizer=question_tokenizer, context_tokenizer=context_tokenizer,
+        max_question_tokens=max_question_tokens, max_answer_tokens=max_answer_tokens, progress=progress)
+    features = datasets.Dataset.from_dict(columns)
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
+        features.save_to_disk(str(tmp))
+        tmp.rename(path)  # atomic: a half-written cache is never read
+        features = datasets.load_from_disk(str(path))
+    return features

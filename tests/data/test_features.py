@@ -1,0 +1,87 @@
+import numpy as np
+
+from latentqa.data.features import encode_examples, format_sentence, load_features
+from latentqa.data.stats import data_stats, support_end
+
+
+def _encode(examples, tokenizers, **kw):
+    t5_tok, enc_tok = tokenizers
+    return encode_examples(examples, question_tokenizer=t5_tok, context_tokenizer=enc_tok,
+                           max_question_tokens=64, max_answer_tokens=32, progress=False, **kw)
+
+
+def test_support_mask_selects_exactly_the_supporting_sentences(sample_examples, tokenizers):
+    _, enc_tok = tokenizers
+    cols = _encode(sample_examples, tokenizers)
+    for i, ex in enumerate(sample_examples):
+        ids = np.array(cols["context_ids"][i])
+        support = np.array(cols["support"][i], dtype=bool)
+        # The supporting sentences, tokenized on their own in reading order, are exactly the masked tokens.
+        facts = set(ex.supporting_facts)
+        expected = [t for p in ex.paragraphs for j, s in enumerate(p.sentences) if (p.title, j) in facts
+                    for t in enc_tok(format_sentence(p.title, s), add_special_tokens=False)["input_ids"]]
+        assert ids[support].tolist() == expected, ex.id
+        decoded = enc_tok.decode(ids[support].tolist())
+        first_title, first_sent = next((p.title, p.sentences[j]) for p in ex.paragraphs
+                                       for j in range(len(p.sentences)) if (p.title, j) in facts)
+        assert enc_tok.decode(enc_tok(format_sentence(first_title, first_sent),
+                                      add_special_tokens=False)["input_ids"]) in decoded
+
+
+def test_token_to_sentence_map_covers_every_token_in_order(sample_examples, tokenizers):
+    cols = _encode(sample_examples[:5], tokenizers)
+    for i, ex in enumerate(sample_examples[:5]):
+        index = np.array(cols["sentence_index"][i])
+        assert len(index) == len(cols["context_ids"][i])
+        assert np.all(np.diff(index) >= 0)  # reading order
+        assert set(index.tolist()) <= set(range(len(ex.sentence_keys())))
+        para = np.array(cols["sentence_paragraph"][i])[index]
+        assert para[0] == 0 and para[-1] == len(ex.paragraphs) - 1
+
+
+def test_nothing_is_truncated_and_questions_answers_are_bounded(sample_examples, tokenizers):
+    t5_tok, enc_tok = tokenizers
+    cols = _encode(sample_examples, tokenizers)
+    ex = sample_examples[3]
+    n_tokens = sum(len(enc_tok(format_sentence(p.title, s), add_special_tokens=False)["input_ids"])
+                   for p in ex.paragraphs for s in p.sentences)
+    assert len(cols["context_ids"][3]) == n_tokens > 300
+    assert max(map(len, cols["question_ids"])) <= 63
+    assert all(labels[-1] == t5_tok.eos_token_id for labels in cols["labels"])
+
+
+def test_features_are_cached_and_reused(tmp_path, sample_examples, tokenizers, monkeypatch):
+    t5_tok, enc_tok = tokenizers
+    kw = dict(question_tokenizer=t5_tok, context_tokenizer=enc_tok, max_question_tokens=64,
+              max_answer_tokens=32, cache_dir=tmp_path, progress=False)
+    first = load_features(sample_examples[:4], **kw)
+    assert len(list(tmp_path.glob("features-*"))) == 1
+
+    import latentqa.data.features as features
+
+    monkeypatch.setattr(features, "encode_examples", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    again = load_features(sample_examples[:4], **kw)  # would raise if it tokenized again
+    assert again["context_ids"] == first["context_ids"]
+    monkeypatch.undo()
+    load_features(sample_examples[:4], **{**kw, "max_answer_tokens": 16})  # other settings: a new entry
+    assert len(list(tmp_path.glob("features-*"))) == 2
+
+
+def test_stats_on_the_real_sample(sample_examples):
+    from transformers import AutoTokenizer
+
+    from latentqa.assets import pretrained_encoder_path
+
+    tok = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased's vocabulary
+    cols = encode_examples(sample_examples, question_tokenizer=tok, context_tokenizer=tok,
+                           max_question_tokens=64, max_answer_tokens=32, progress=False)
+    stats = data_stats(sample_examples, cols)
+    assert stats["examples"] == 53 and stats["types"] == {"comparison": 14, "bridge": 39}
+    # The brief measured ~1,490 mean tokens and 87% / 49% lost at 512 / 1,024 on the full dev set.
+    assert 1300 < stats["context_tokens"]["mean"] < 1700 and stats["context_tokens"]["max"] > 2500
+    assert 0.8 < stats["lose_support_if_cut_at"]["512"] <= 1.0
+    assert 0.4 < stats["lose_support_if_cut_at"]["1024"] < 0.7
+
+
+def test_support_end():
+    assert support_end([0, 0, 1, 1, 0]) == 4 and support_end([0, 0]) == 0 and support_end([]) == 0

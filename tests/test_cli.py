@@ -1,0 +1,33 @@
+import json
+
+import pytest
+
+from latentqa.cli import build_parser, main
+
+
+def _subcommands(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield [name], sub
+                for path, subsub in _subcommands(sub):
+                    yield [name, *path], subsub
+
+
+def test_every_subcommand_explains_itself(capsys):
+    commands = list(_subcommands(build_parser()))
+    assert ["data", "stats"] in [c for c, _ in commands]
+    for command, _ in commands:
+        with pytest.raises(SystemExit) as info:
+            main([*command, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: latentqa " + " ".join(command)) and len(out) > 100
+
+
+def test_data_stats_json(sample_path, capsys, tmp_path):
+    assert main(["data", "stats", "--data", str(sample_path), "--json", "--cache-dir", str(tmp_path)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["examples"] == 53 and set(stats["lose_support_if_cut_at"]) == {"512", "1024"}
