@@ -37,3 +37,34 @@ def tokenizers(tiny_models):
 
     t5_dir, encoder_dir = tiny_models
     return AutoTokenizer.from_pretrained(t5_dir), AutoTokenizer.from_pretrained(encoder_dir)
+
+
+@pytest.fixture
+def tiny_latent(tiny_models):
+    """A fresh tiny latent reader (tests may change it)."""
+    from latentqa.readers.latent import LatentConfig, LatentReader
+
+    import torch
+
+    torch.manual_seed(0)
+    t5_dir, encoder_dir = tiny_models
+    return LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(num_latents=8, selector_heads=4))
+
+
+@pytest.fixture
+def tiny_baseline(tiny_models):
+    from latentqa.readers.baseline import BaselineConfig, BaselineReader
+
+    return BaselineReader.build(str(tiny_models[0]), BaselineConfig(max_input_tokens=128))
+
+
+def collate(reader, examples, max_question_tokens=64, max_answer_tokens=32):
+    """A batch of `examples` for `reader`, through the real feature and collator code."""
+    from latentqa.data.features import load_features
+    from latentqa.readers.collate import IndexedRows
+
+    features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
+                             context_tokenizer=reader.context_tokenizer, max_question_tokens=max_question_tokens,
+                             max_answer_tokens=max_answer_tokens, cache_dir=None, progress=False)
+    rows = IndexedRows(features)
+    return reader.collator()([rows[i] for i in range(len(rows))]), features

@@ -60,7 +60,8 @@ def encode_examples(
         answers = question_tokenizer(
             [ex.answer or "" for ex in chunk], truncation=True, max_length=max_answer_tokens)["input_ids"]
         sentences = [format_sentence(p.title, s) for ex in chunk for p in ex.paragraphs for s in p.sentences]
-        sentence_ids = context_tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        # verbose=False: contexts longer than the encoder are expected; the readers window them
+        sentence_ids = context_tokenizer(sentences, add_special_tokens=False, verbose=False)["input_ids"] if sentences else []
         offset = 0
         for ex, q_ids, a_ids in zip(chunk, questions, answers):
             keys = ex.sentence_keys()

@@ -1,0 +1,113 @@
+"""What both readers share: outputs, the folder format, and loading a reader of either kind.
+
+A reader folder:
+    reader.json          {"kind": "latent" | "baseline", "config": {...}}
+    model.safetensors    all weights (tied T5 embeddings kept tied; never pickled)
+    t5/                  T5 config, generation config and tokenizer
+    encoder/             context-encoder config and tokenizer (latent reader only)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, T5ForConditionalGeneration
+
+READER_FILE = "reader.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class ReaderOutput:
+    loss: torch.Tensor  # answer loss + aux_weight * support loss
+    answer_loss: torch.Tensor
+    support_loss: torch.Tensor | None = None
+
+
+@dataclass
+class Generation:
+    sequences: torch.Tensor  # (B, T) answer ids
+    sentence_scores: torch.Tensor | None = None  # (B, S) per-sentence score, latent reader only
+
+
+class Reader(nn.Module):
+    """Interface of both readers: forward(batch) → ReaderOutput; generate(batch) → Generation; a collator;
+    parameter groups for the optimizer; save_pretrained / from_pretrained as a folder."""
+
+    kind: str
+
+    def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, config):
+        super().__init__()
+        self.t5 = t5
+        self.t5_tokenizer = t5_tokenizer
+        self.config = config
+
+    @property
+    def context_tokenizer(self):
+        return self.t5_tokenizer
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"t5": list(self.t5.parameters())}
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled:
+            self.t5.activation_checkpointing_enable()
+        else:
+            self.t5.activation_checkpointing_disable()
+
+    # --- folders ---------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / READER_FILE).write_text(json.dumps({"kind": self.kind, "config": asdict(self.config)}, indent=2))
+        safetensors.torch.save_model(self, str(out / WEIGHTS_FILE))
+        self.t5.config.save_pretrained(out / "t5")
+        self.t5.generation_config.save_pretrained(out / "t5")
+        self.t5_tokenizer.save_pretrained(out / "t5")
+        self._save_parts(out)
+        return out
+
+    def _save_parts(self, out: Path) -> None:
+        """Anything beyond T5 (the latent reader's encoder)."""
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Reader":
+        return load_reader(directory, device=device, expected=cls)
+
+
+def t5_from_config(folder: Path) -> T5ForConditionalGeneration:
+    t5 = T5ForConditionalGeneration(AutoConfig.from_pretrained(folder))
+    t5.generation_config = t5.generation_config.from_pretrained(folder)
+    return t5
+
+
+def encoder_from_config(folder: Path):
+    return AutoModel.from_config(AutoConfig.from_pretrained(folder))
+
+
+def load_reader(directory: str | Path, device: str | torch.device = "cpu", expected: type | None = None) -> Reader:
+    """Load a reader folder of either kind; weights from safetensors only."""
+    from .baseline import BaselineConfig, BaselineReader
+    from .latent import LatentConfig, LatentReader
+
+    folder = Path(directory)
+    if not (folder / READER_FILE).exists():
+        raise FileNotFoundError(f"{folder}: not a reader folder (no {READER_FILE})")
+    meta = json.loads((folder / READER_FILE).read_text())
+    t5, t5_tokenizer = t5_from_config(folder / "t5"), AutoTokenizer.from_pretrained(folder / "t5")
+    if meta["kind"] == "baseline":
+        reader = BaselineReader(t5, t5_tokenizer, BaselineConfig(**meta["config"]))
+    elif meta["kind"] == "latent":
+        reader = LatentReader(t5, t5_tokenizer, encoder_from_config(folder / "encoder"),
+                              AutoTokenizer.from_pretrained(folder / "encoder"), LatentConfig(**meta["config"]))
+    else:
+        raise ValueError(f"{folder / READER_FILE}: unknown reader kind {meta['kind']!r}")
+    if expected is not None and expected is not Reader and not isinstance(reader, expected):
+        raise ValueError(f"{folder}: holds a {meta['kind']} reader, not a {expected.__name__}")
+    safetensors.torch.load_model(reader, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
+    return reader.to(device).eval()

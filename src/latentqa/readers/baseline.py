@@ -1,0 +1,44 @@
+"""Baseline reader: T5 on `question: {q} context: {ctx}`, the context cut to fit `max_input_tokens`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+from .base import Generation, Reader, ReaderOutput
+from .collate import BaselineCollator
+
+
+@dataclass
+class BaselineConfig:
+    max_input_tokens: int | None = 512
+    """T5 input length, question and context together; None reads the whole context (relative positions)."""
+
+    def __post_init__(self):
+        if self.max_input_tokens is not None and self.max_input_tokens < 8:
+            raise ValueError(f"max_input_tokens must be at least 8 (or None), got {self.max_input_tokens}")
+
+
+class BaselineReader(Reader):
+    kind = "baseline"
+
+    @classmethod
+    def build(cls, t5_name: str, config: BaselineConfig = BaselineConfig()) -> "BaselineReader":
+        """From a Hub id or folder of a pretrained T5."""
+        return cls(T5ForConditionalGeneration.from_pretrained(t5_name), AutoTokenizer.from_pretrained(t5_name), config)
+
+    def collator(self) -> BaselineCollator:
+        prefix = self.t5_tokenizer("context:", add_special_tokens=False)["input_ids"]
+        return BaselineCollator(pad_id=self.t5_tokenizer.pad_token_id, eos_id=self.t5_tokenizer.eos_token_id,
+                                context_prefix=prefix, max_input_tokens=self.config.max_input_tokens)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ReaderOutput:
+        out = self.t5(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                      use_cache=False)
+        return ReaderOutput(loss=out.loss, answer_loss=out.loss)
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], **generation) -> Generation:
+        return Generation(self.t5.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                           **generation))

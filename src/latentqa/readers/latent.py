@@ -1,0 +1,125 @@
+"""Latent reader: the whole context through a context encoder and a latent bottleneck into T5's decoder.
+
+    context ─ encoder (windows) ─ selector ─ latents (B, N, H) ─ project ─ × tanh(gate) ─┐
+    question ─ T5 encoder ─ question states (B, Tq, D) ───────────────────────── concat ─┴─ T5 decoder ─ answer
+
+T5 is wrapped, not forked: its decoder receives `encoder_outputs=[question states ; gated latents]` with the
+matching attention mask, in training and in `generate` alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from .base import Generation, Reader, ReaderOutput
+from .collate import LatentCollator
+from .selector import LatentSelector, sentence_scores, support_loss
+
+
+@dataclass
+class LatentConfig:
+    num_latents: int = 32
+    """Learned latents: the length of the bottleneck the decoder sees besides the question."""
+    selector_layers: int = 2
+    """Cross-attention blocks in the selector."""
+    selector_heads: int = 8
+    """Attention heads of each selector block; must divide the encoder's width."""
+    support_loss_weight: float = 1.0
+    """Weight of -log(attention mass on supporting tokens) in the loss (0 turns it off)."""
+
+    def __post_init__(self):
+        for name in ("num_latents", "selector_layers", "selector_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.support_loss_weight < 0:
+            raise ValueError(f"support_loss_weight must be >= 0, got {self.support_loss_weight}")
+
+
+class LatentReader(Reader):
+    kind = "latent"
+
+    def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, encoder: nn.Module, encoder_tokenizer,
+                 config: LatentConfig):
+        super().__init__(t5, t5_tokenizer, config)
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # BERT's pooler is never used: no dead parameters under DDP
+        self.encoder = encoder
+        self.encoder_tokenizer = encoder_tokenizer
+        width = encoder.config.hidden_size
+        self.selector = LatentSelector(dim=width, num_latents=config.num_latents, depth=config.selector_layers,
+                                       heads=config.selector_heads)
+        self.project = nn.Linear(width, t5.config.d_model)
+        self.gate = nn.Parameter(torch.zeros(()))  # Flamingo-style: tanh(0) = 0, the latents start silent
+
+    @classmethod
+    def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig()) -> "LatentReader":
+        """From Hub ids or folders of a pretrained T5 and a pretrained encoder (any `AutoModel` encoder)."""
+        return cls(T5ForConditionalGeneration.from_pretrained(t5_name), AutoTokenizer.from_pretrained(t5_name),
+                   AutoModel.from_pretrained(encoder_name), AutoTokenizer.from_pretrained(encoder_name), config)
+
+    @property
+    def context_tokenizer(self):
+        return self.encoder_tokenizer
+
+    def collator(self) -> LatentCollator:
+        tok = self.encoder_tokenizer
+        return LatentCollator(
+            t5_pad_id=self.t5_tokenizer.pad_token_id, t5_eos_id=self.t5_tokenizer.eos_token_id,
+            encoder_pad_id=tok.pad_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
+            window_tokens=self.encoder.config.max_position_embeddings)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"latent": [*self.selector.parameters(), *self.project.parameters(), self.gate],
+                "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        super().set_gradient_checkpointing(enabled)
+        if enabled:
+            self.encoder.activation_checkpointing_enable()
+        else:
+            self.encoder.activation_checkpointing_disable()
+        self.selector.gradient_checkpointing = enabled
+
+    def _save_parts(self, out: Path) -> None:
+        self.encoder.config.save_pretrained(out / "encoder")
+        self.encoder_tokenizer.save_pretrained(out / "encoder")
+
+    # --- the state builder, shared by forward and generate ---------------------------------------------------
+
+    def context_states(self, batch) -> torch.Tensor:
+        """All windows in one encoder batch, then every context token's state in reading order: (B, L, H)."""
+        states = self.encoder(input_ids=batch["window_ids"], attention_mask=batch["window_mask"]).last_hidden_state
+        return states.flatten(0, 1)[batch["context_index"]]  # (W, Lw, H) → (W*Lw, H) → (B, L, H)
+
+    def encoder_states(self, batch, mask_latents: bool = False):
+        """[question states ; gated latents] (B, Tq + N, D), its attention mask, and the selector's attention."""
+        question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
+        question = question.last_hidden_state  # (B, Tq, D)
+        latents, attention = self.selector(self.context_states(batch), batch["context_mask"])  # (B, N, H), (B, N, L)
+        gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
+        states = torch.cat([question, gated.to(question.dtype)], dim=1)
+        latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)
+        return states, torch.cat([batch["question_mask"], latent_mask], dim=1), attention
+
+    def forward(self, batch) -> ReaderOutput:
+        states, mask, attention = self.encoder_states(batch)
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
+                      labels=batch["labels"], use_cache=False)
+        aux = support_loss(attention, batch["support"] & batch["context_mask"])
+        return ReaderOutput(loss=out.loss + self.config.support_loss_weight * aux, answer_loss=out.loss,
+                            support_loss=aux)
+
+    @torch.no_grad()
+    def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:
+        """Greedy or beam search (T5's `generate` expands states and mask per beam) and per-sentence scores."""
+        states, mask, attention = self.encoder_states(batch, mask_latents=mask_latents)
+        sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
+                                     **generation)
+        scores = sentence_scores(attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
+                                 int(batch["num_sentences"].max()))
+        return Generation(sequences, scores)

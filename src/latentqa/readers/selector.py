@@ -1,0 +1,94 @@
+"""Perceiver-style latent selector: learned latents cross-attend to every context token.
+
+Each block is pre-norm cross-attention (latents → context) then a pre-norm feed-forward, both residual. The
+selector returns the latents and the **last block's** attention over context tokens, averaged over heads; that
+attention is what the support loss trains and what sentence scores are read from.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, *, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"selector width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor):
+        """latents (B, N, D), context (B, L, D), key_mask (B, L) bool → out (B, N, D), attention (B, N, L)."""
+        b, n, d = latents.shape
+        length, h = context.shape[1], self.heads
+        q = self.to_q(latents).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N, d/h)
+        k, v = self.to_kv(context).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 × (B, h, L, d/h)
+        scores = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5  # (B, h, N, L)
+        # A finite fill, not -inf: an example with no context tokens gets uniform attention over padding
+        # (and a zero support mass) instead of NaN.
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        attention = scores.softmax(dim=-1)
+        out = (attention @ v).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        return self.to_out(out), attention.mean(dim=1)
+
+
+class SelectorBlock(nn.Module):
+    def __init__(self, *, dim: int, heads: int, ff_mult: int = 4):
+        super().__init__()
+        self.norm_latents = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(dim)
+        self.attention = CrossAttention(dim=dim, heads=heads)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
+
+    def forward(self, latents, context, key_mask):
+        update, attention = self.attention(self.norm_latents(latents), self.norm_context(context), key_mask)
+        latents = latents + update
+        return latents + self.ff(self.norm_ff(latents)), attention
+
+
+class LatentSelector(nn.Module):
+    def __init__(self, *, dim: int, num_latents: int = 32, depth: int = 2, heads: int = 8):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        self.blocks = nn.ModuleList(SelectorBlock(dim=dim, heads=heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.gradient_checkpointing = False
+
+    def forward(self, context: torch.Tensor, key_mask: torch.Tensor):
+        """context (B, L, D), key_mask (B, L) bool → latents (B, N, D), last block's attention (B, N, L)."""
+        latents = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1)  # (B, N, D)
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                latents, attention = checkpoint(block, latents, context, key_mask, use_reentrant=False)
+            else:
+                latents, attention = block(latents, context, key_mask)
+        return self.norm(latents), attention
+
+
+def support_loss(attention: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """-log(attention mass on supporting tokens), averaged over the examples that have support tokens.
+
+    attention (B, N, L) over context tokens, support (B, L) bool. Examples without support tokens contribute
+    nothing; a batch without any gives 0 (never NaN). Computed in float32 so bf16 mass near 0 stays finite.
+    """
+    has_support = support.any(dim=-1)  # (B,)
+    if not bool(has_support.any()):
+        return attention.new_zeros((), dtype=torch.float32)
+    mass = (attention.float() * support[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,) mean over latents
+    return -torch.log(mass[has_support].clamp_min(1e-12)).mean()
+
+
+def sentence_scores(token_attention: torch.Tensor, sentence_index: torch.Tensor, context_mask: torch.Tensor,
+                    num_sentences: int) -> torch.Tensor:
+    """Attention mass summed per sentence: token_attention (B, L), sentence_index (B, L) → (B, num_sentences)."""
+    weights = token_attention.float() * context_mask
+    scores = weights.new_zeros(token_attention.shape[0], max(num_sentences, 1))
+    return scores.scatter_add_(1, sentence_index, weights)
+
+
+

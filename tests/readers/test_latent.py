@@ -1,0 +1,183 @@
+import dataclasses
+
+import pytest
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from latentqa.data.examples import Example
+from latentqa.data.features import format_sentence
+from latentqa.readers.base import load_reader
+from latentqa.readers.selector import support_loss
+from tests.conftest import collate
+
+
+def _long_example(examples, min_paragraphs=40):
+    """A context of several real HotpotQA contexts: well past 3,500 encoder tokens with the sample's vocab."""
+    paragraphs = tuple(p for ex in examples for p in ex.paragraphs)[:min_paragraphs]
+    base = examples[0]
+    return dataclasses.replace(base, id="long", paragraphs=paragraphs)
+
+
+def test_3500_token_context_forward_backward_generate(tiny_latent, sample_examples):
+    reader = tiny_latent
+    reader.gate.data.fill_(0.5)  # open, so every latent module takes part
+    batch, features = collate(reader, [_long_example(sample_examples), sample_examples[1]])
+    length = len(features["context_ids"][0])
+    assert length > 3500
+    window = reader.encoder.config.max_position_embeddings
+    assert batch["window_ids"].shape[1] <= window < length  # the encoder never sees more than its positions
+
+    # Every context token's state comes from its own position in some window, in reading order.
+    flat_ids = batch["window_ids"].flatten()
+    for row in range(2):
+        n = len(features["context_ids"][row])
+        assert flat_ids[batch["context_index"][row, :n]].tolist() == features["context_ids"][row]
+        # After windowing, the support mask still selects exactly the supporting sentences' tokens.
+        ex = [_long_example(sample_examples), sample_examples[1]][row]
+        tok = reader.encoder_tokenizer
+        expected = [t for p in ex.paragraphs for j, s in enumerate(p.sentences) if (p.title, j) in ex.supporting_facts
+                    for t in tok(format_sentence(p.title, s), add_special_tokens=False)["input_ids"]]
+        assert flat_ids[batch["context_index"][row][batch["support"][row]]].tolist() == expected
+
+    reader.train()
+    out = reader(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    _, _, attention = reader.encoder_states(batch)
+    received = attention.sum(dim=1)  # (B, L) summed over latents
+    assert bool((received[0, :length] > 0).all())  # every context token receives attention
+    reader.eval()
+    generation = reader.generate(batch, max_new_tokens=4, num_beams=2)
+    assert generation.sequences.shape[0] == 2
+    assert generation.sentence_scores.shape[1] == len(_long_example(sample_examples).sentence_keys())
+
+
+def _plain_t5(reader, batch, **generation):
+    """T5 given the question alone: what the latent reader must reduce to when the latents are silenced."""
+    with torch.no_grad():
+        loss = reader.t5(input_ids=batch["question_ids"], attention_mask=batch["question_mask"],
+                         labels=batch["labels"]).loss
+        ids = reader.t5.generate(input_ids=batch["question_ids"], attention_mask=batch["question_mask"], **generation)
+    return loss, ids
+
+
+@pytest.mark.parametrize("generation", [dict(max_new_tokens=6), dict(max_new_tokens=6, num_beams=3)])
+def test_masking_the_latents_reproduces_plain_t5_exactly(tiny_latent, sample_examples, generation):
+    reader = tiny_latent.eval()
+    reader.gate.data.fill_(1.0)  # latents fully on, and still masked out
+    batch, _ = collate(reader, sample_examples[:3])
+    plain_loss, plain_ids = _plain_t5(reader, batch, **generation)
+    states, mask, _ = reader.encoder_states(batch, mask_latents=True)
+    with torch.no_grad():
+        loss = reader.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
+                         labels=batch["labels"]).loss
+    assert torch.equal(loss, plain_loss)
+    assert torch.equal(reader.generate(batch, mask_latents=True, **generation).sequences, plain_ids)
+
+
+def test_closed_gate_makes_the_reader_blind_to_the_context(tiny_latent, sample_examples):
+    """tanh(0) = 0: the latents are zero vectors, so nothing of the context reaches the decoder. (They still take
+    softmax mass in cross-attention, so the reader equals T5 with N zero states, not T5 on the question alone.)"""
+    reader = tiny_latent.eval()
+    assert reader.gate.item() == 0.0
+    a, _ = collate(reader, sample_examples[:2])
+    other_context = [dataclasses.replace(ex, paragraphs=sample_examples[5].paragraphs) for ex in sample_examples[:2]]
+    b, _ = collate(reader, other_context)
+    with torch.no_grad():
+        assert torch.equal(reader(a).answer_loss, reader(b).answer_loss)
+        states, mask, _ = reader.encoder_states(a)
+        question_length = a["question_ids"].shape[1]
+        zero_states = torch.cat([states[:, :question_length], torch.zeros_like(states[:, question_length:])], 1)
+        t5_with_zeros = reader.t5(encoder_outputs=BaseModelOutput(last_hidden_state=zero_states), attention_mask=mask,
+                                  labels=a["labels"]).loss
+        assert torch.equal(reader(a).answer_loss, t5_with_zeros)
+    for beams in (1, 3):
+        assert torch.equal(reader.generate(a, max_new_tokens=6, num_beams=beams).sequences,
+                           reader.generate(b, max_new_tokens=6, num_beams=beams).sequences)
+    reader.gate.data.fill_(1.0)
+    with torch.no_grad():
+        assert not torch.equal(reader(a).answer_loss, reader(b).answer_loss)  # open gate: the context counts
+
+
+def test_gradients_reach_every_group_and_frozen_t5_gets_none(tiny_latent, sample_examples):
+    reader = tiny_latent.train()
+    batch, _ = collate(reader, sample_examples[:2])
+    reader(batch).loss.backward()
+    groups = reader.parameter_groups()
+    assert reader.gate.grad is not None and reader.gate.grad != 0  # the closed gate still learns to open
+    for name in ("t5", "encoder"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in groups[name]), name
+
+    reader.zero_grad(set_to_none=True)
+    reader.gate.data.fill_(0.5)
+    for p in groups["t5"]:
+        p.requires_grad_(False)
+    reader(batch).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in groups["latent"])  # every latent module
+    assert all(p.grad is None for p in groups["t5"])
+    assert any(p.grad is not None for p in groups["encoder"])
+
+
+def test_support_loss_is_finite_without_support_and_falls_as_attention_moves_onto_it():
+    attention = torch.full((2, 4, 6), 1 / 6)  # (B, N, L) uniform
+    no_support = torch.zeros(2, 6, dtype=torch.bool)
+    assert support_loss(attention, no_support).item() == 0.0
+    support = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    uniform = support_loss(attention, support)
+    assert uniform.item() == pytest.approx(-torch.log(torch.tensor(2 / 6)).item())  # example 2 contributes nothing
+    focused = attention.clone()
+    focused[0] = torch.tensor([0.4, 0.4, 0.05, 0.05, 0.05, 0.05])
+    assert support_loss(focused, support) < uniform
+    zero_mass = torch.zeros(2, 4, 6)
+    zero_mass[..., 5] = 1.0
+    assert torch.isfinite(support_loss(zero_mass, support))  # no mass at all on support: large, not inf
+
+
+def test_batch_without_support_tokens_trains(tiny_latent, sample_examples):
+    reader = tiny_latent.train()
+    unlabelled = [dataclasses.replace(ex, supporting_facts=()) for ex in sample_examples[:2]]
+    batch, _ = collate(reader, unlabelled)
+    out = reader(batch)
+    assert out.support_loss.item() == 0.0 and torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_empty_context_gives_finite_loss(tiny_latent, sample_examples):
+    empty = Example(id="empty", question="Who?", paragraphs=(), answer="nobody")
+    batch, _ = collate(tiny_latent, [empty, sample_examples[0]])
+    assert torch.isfinite(tiny_latent(batch).loss)
+    batch, _ = collate(tiny_latent, [empty])
+    assert torch.isfinite(tiny_latent(batch).loss)
+
+
+def test_gradient_checkpointing_and_bf16(tiny_latent, sample_examples):
+    reader = tiny_latent.eval()  # no dropout: both runs must agree
+    reader.gate.data.fill_(0.5)
+    batch, _ = collate(reader, sample_examples[:2])
+    reader(batch).loss.backward()
+    plain = {n: p.grad.clone() for n, p in reader.named_parameters() if p.grad is not None}
+    reader.zero_grad(set_to_none=True)
+    reader.set_gradient_checkpointing(True)
+    reader(batch).loss.backward()
+    for name, grad in plain.items():
+        torch.testing.assert_close(dict(reader.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = reader(batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_save_load_round_trip_is_exact(tiny_latent, sample_examples, tmp_path):
+    reader = tiny_latent.eval()
+    reader.gate.data.fill_(0.3)
+    batch, _ = collate(reader, sample_examples[:2])
+    reader.save_pretrained(tmp_path / "latent")
+    loaded = load_reader(tmp_path / "latent")
+    assert type(loaded) is type(reader) and loaded.config == reader.config
+    for (name, a), (_, b) in zip(reader.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert loaded.t5.lm_head.weight.data_ptr() == loaded.t5.shared.weight.data_ptr() or not loaded.t5.config.tie_word_embeddings
+    with torch.no_grad():
+        assert torch.equal(reader(batch).loss, loaded(batch).loss)
+    assert torch.equal(reader.generate(batch, max_new_tokens=5).sequences, loaded.generate(batch, max_new_tokens=5).sequences)
+    assert loaded.encoder_tokenizer.get_vocab() == reader.encoder_tokenizer.get_vocab()
