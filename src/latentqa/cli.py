@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from .config import ConfigError, field_help
 from .data.examples import DataError
 from .resources import SAMPLE_PATH
 
@@ -54,6 +55,15 @@ def cmd_assets(args) -> None:
     print(f"tiny T5: {t5_dir}\ntiny encoder: {encoder_dir}")
 
 
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .training.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    out = train(config, resume=args.resume)
+    print(f"run folder: {out} (best reader: {out / 'best'})")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -91,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(SAMPLE_PATH), help="text to train the tokenizers on; " + SOURCE_HELP)
     p.add_argument("--out", required=True, help="output folder; writes OUT/t5 and OUT/encoder")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    p = add("train", cmd_train, "Train a reader (latent or baseline) from a YAML preset; evaluates every epoch and "
+                                "keeps the best reader in OUTPUT_DIR/best. Runs under accelerate launch / torchrun.")
+    p.add_argument("--config", help="YAML preset (configs/*.yaml); without it, the defaults below")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from the latest checkpoint of the run folder, or from the checkpoint PATH given")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. train.epochs=1 model.num_latents=16")
+    p.epilog = "config fields:\n" + field_help()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
@@ -98,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("accelerate", "httpx", "datasets"):  # their INFO lines drown the progress bars
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)
-    except (DataError, UserError, FileNotFoundError) as err:
+    except (DataError, ConfigError, UserError, FileNotFoundError) as err:
         print(f"latentqa: error: {err}", file=sys.stderr)
         return 2
     return 0

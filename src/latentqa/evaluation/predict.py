@@ -1,0 +1,79 @@
+"""Batched prediction and validation loss, on one process or many (Accelerate gathers without duplicates)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..config import EvalConfig
+from ..data.examples import Example
+
+
+@dataclass
+class Predictions:
+    answers: dict[str, str]
+    sp: dict[str, list] | None  # None: the reader predicts no supporting facts (baseline)
+    sentence_scores: dict[str, list[float]] = field(default_factory=dict)  # per id, one score per sentence
+
+
+def select_facts(example: Example, scores: list[float], config: EvalConfig) -> list[list]:
+    """Supporting facts from per-sentence scores: the top k, or every sentence at or above a threshold."""
+    keys = example.sentence_keys()
+    if not keys:
+        return []
+    order = sorted(range(len(keys)), key=lambda i: -scores[i])
+    if config.sp_threshold is None:
+        chosen = order[:config.sp_top_k]
+    else:
+        chosen = [i for i in order if scores[i] >= config.sp_threshold] or order[:1]
+    return [[keys[i][0], keys[i][1]] for i in sorted(chosen)]
+
+
+@torch.no_grad()
+def predict(model, loader, examples: list[Example], accelerator: Accelerator, config: EvalConfig,
+            desc: str = "predict") -> Predictions:
+    """Answer every example of `loader` (built over `examples`, in order); every process gets all predictions."""
+    reader = accelerator.unwrap_model(model)
+    was_training = reader.training
+    reader.eval()
+    tokenizer = reader.t5_tokenizer
+    answers, sp, sentence_scores = {}, {}, {}
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
+        with accelerator.autocast():
+            generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
+        sequences = accelerator.pad_across_processes(generation.sequences, dim=1, pad_index=tokenizer.pad_token_id)
+        scores = generation.sentence_scores
+        if scores is None:
+            index, sequences = accelerator.gather_for_metrics((batch["index"], sequences))
+        else:
+            scores = accelerator.pad_across_processes(scores.float(), dim=1, pad_index=0.0)
+            index, sequences, scores = accelerator.gather_for_metrics((batch["index"], sequences, scores))
+        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        for row, (i, text) in enumerate(zip(index.tolist(), texts)):
+            example = examples[i]
+            answers[example.id] = text.strip()
+            if scores is not None:
+                per_sentence = scores[row, :len(example.sentence_keys())].tolist()
+                sentence_scores[example.id] = per_sentence
+                sp[example.id] = select_facts(example, per_sentence, config)
+    reader.train(was_training)
+    return Predictions(answers, sp if reader.kind == "latent" else None, sentence_scores)
+
+
+@torch.no_grad()
+def validation_loss(model, loader, accelerator: Accelerator) -> dict[str, float]:
+    """Mean loss (and its parts) over the batches of every process."""
+    model.eval()
+    totals: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        with accelerator.autocast():
+            out = model(batch)
+        parts = {"loss": out.loss, "answer_loss": out.answer_loss}
+        if out.support_loss is not None:
+            parts["support_loss"] = out.support_loss
+        for name, value in parts.items():
+            totals.setdefault(name, []).append(accelerator.gather(value.detach().float().reshape(1)))
+    model.train()
+    return {name: torch.cat(values).mean().item() for name, values in totals.items()}

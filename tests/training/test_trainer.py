@@ -1,0 +1,169 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import safetensors.torch
+import torch
+
+from latentqa.config import load_config
+from latentqa.readers.base import load_reader
+from latentqa.readers.latent import LatentReader
+from latentqa.training.trainer import NonFiniteLossError, train
+
+
+def tiny_config(tiny_models, out, *overrides, kind="latent"):
+    t5_dir, encoder_dir = tiny_models
+    return load_config(None, [
+        f"model.kind={kind}", f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=4",
+        "model.selector_heads=4", "model.max_input_tokens=96",
+        "data.train_limit=8", "data.validation_limit=4", f"data.cache_dir={out / 'cache'}",
+        f"train.output_dir={out / 'run'}", "train.epochs=2", "train.batch_size=2", "train.log_every_steps=1",
+        "train.lr_latent=1e-3", "train.lr_t5=5e-4", "train.lr_encoder=2e-4", "train.warmup_ratio=0.25",
+        "eval.batch_size=4", "eval.max_new_tokens=4", *overrides])
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_train_evaluate_save_best(tiny_models, tmp_path):
+    run = train(tiny_config(tiny_models, tmp_path))
+    assert {p.name for p in run.iterdir()} >= {"best", "checkpoints", "config.yaml", "metrics.jsonl", "summary.json",
+                                               "tensorboard"}
+    assert any((run / "tensorboard").iterdir())
+    metrics = _metrics(run)
+    evals = [m for m in metrics if m["kind"] == "eval"]
+    assert [m["epoch"] for m in evals] == [1, 2] and [m["step"] for m in evals] == [4, 8]
+    for m in evals:
+        assert {"loss", "answer_loss", "support_loss", "em", "f1", "sp_f1", "joint_f1"} <= set(m)
+        assert math.isfinite(m["loss"]) and m["count"] == 4
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["epochs"] == 2
+    assert summary["best_value"] == min(m["loss"] for m in evals)
+    # The learning-rate groups keep their ratios through warm-up and decay.
+    for m in (m for m in metrics if m["kind"] == "train"):
+        assert m["lr_latent"] == pytest.approx(2 * m["lr_t5"]) and m["lr_t5"] == pytest.approx(2.5 * m["lr_encoder"])
+    assert max(m["lr_latent"] for m in metrics if m["kind"] == "train") == pytest.approx(1e-3)
+    # The best reader is an ordinary reader folder, and the config used is saved.
+    best = load_reader(run / "best")
+    assert isinstance(best, LatentReader) and best.gate.item() != 0.0
+    assert load_config(run / "config.yaml").train.lr_latent == 1e-3
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000004", "step-00000008"]
+
+
+@pytest.mark.slow
+def test_frozen_t5_warm_start_then_unfreezes(tiny_models, tmp_path):
+    run = train(tiny_config(tiny_models, tmp_path, "train.freeze_t5_steps=2", "train.save_every_steps=1",
+                            "train.keep_last=10", "train.epochs=1"))
+
+    def t5_weights(step):
+        state = safetensors.torch.load_file(str(run / "checkpoints" / f"step-{step:08d}" / "model.safetensors"))
+        return {k: v for k, v in state.items() if k.startswith("t5.")}, {k: v for k, v in state.items() if k.startswith("selector.")}
+
+    initial = {f"t5.{k}": v for k, v in safetensors.torch.load_file(str(tiny_models[0] / "model.safetensors")).items()}
+    t5_1, selector_1 = t5_weights(1)
+    t5_2, selector_2 = t5_weights(2)
+    t5_3, _ = t5_weights(3)
+    for key, value in t5_2.items():
+        assert torch.equal(value, initial[key]) and torch.equal(value, t5_1[key]), key  # frozen: untouched
+    assert any(not torch.equal(selector_1[k], selector_2[k]) for k in selector_1)  # while the latents train
+    assert any(not torch.equal(t5_2[k], t5_3[k]) for k in t5_2)  # unfrozen at step 3
+    frozen_flags = [m["frozen_t5"] for m in _metrics(run) if m["kind"] == "train"]
+    assert frozen_flags == [True, True, False, False]
+
+
+@pytest.mark.slow
+def test_nonfinite_guard_skips_and_stops(tiny_models, tmp_path, monkeypatch):
+    real_forward = LatentReader.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(self, batch):
+        calls["n"] += 1
+        out = real_forward(self, batch)
+        if calls["n"] in inject:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(LatentReader, "forward", sometimes_nan)
+    inject = {2}  # the second micro-batch: one skipped update, training goes on
+    run = train(tiny_config(tiny_models, tmp_path / "a", "train.epochs=1"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["nonfinite_total"] == 1 and summary["steps"] == 4
+    assert all(math.isfinite(m["loss"]) for m in _metrics(run))
+
+    calls["n"], inject = 0, set(range(1, 100))
+    with pytest.raises(NonFiniteLossError, match="3 consecutive"):
+        train(tiny_config(tiny_models, tmp_path / "b", "train.max_nonfinite_steps=3"))
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "latentqa.cli", *args]
+
+
+def _config_file(tiny_models, tmp_path, name, *overrides):
+    config = tiny_config(tiny_models, tmp_path / name, *overrides)
+    path = tmp_path / f"{name}.yaml"
+    config.save(path)
+    return path, tmp_path / name / "run"
+
+
+def _final_weights(run, step):
+    return safetensors.torch.load_file(str(run / "checkpoints" / f"step-{step:08d}" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical(tiny_models, tmp_path):
+    """Dropout on (tiny T5 and encoder use 0.1), gradient accumulation on, killed with SIGKILL mid-run."""
+    overrides = ("train.epochs=3", "train.grad_accum=2", "train.save_every_steps=1", "train.keep_last=20",
+                 "data.train_limit=12", "train.gradient_checkpointing=false")
+    ref_config, ref_run = _config_file(tiny_models, tmp_path, "reference", *overrides)
+    subprocess.run(_cli("train", "--config", str(ref_config)), check=True, capture_output=True)
+    total = json.loads((ref_run / "summary.json").read_text())["steps"]
+    assert total == 9
+
+    config, run = _config_file(tiny_models, tmp_path, "killed", *overrides)
+    process = subprocess.Popen(_cli("train", "--config", str(config)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "step-00000004").exists():  # mid-epoch 2: step 4 of 3 per epoch
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert f"step-{total:08d}" not in done, "killed too late to test anything"
+    subprocess.run(_cli("train", "--config", str(config), "--resume"), check=True, capture_output=True)
+
+    reference, resumed = _final_weights(ref_run, total), _final_weights(run, total)
+    assert reference.keys() == resumed.keys()
+    for key in reference:
+        assert torch.equal(reference[key], resumed[key]), key
+    ref_eval = [m for m in _metrics(ref_run) if m["kind"] == "eval"][-1]
+    resumed_eval = [m for m in _metrics(run) if m["kind"] == "eval"][-1]
+    assert ref_eval["loss"] == resumed_eval["loss"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_equal_global_batch(tiny_models, tmp_path):
+    """torchrun --nproc_per_node 2 on CPU (gloo), batch 2 per process, against 1 process with batch 4.
+    Tolerance: dropout masks differ per rank, so losses agree to 5% relative, not exactly."""
+    common = ("train.epochs=2", "data.train_limit=16", "train.cpu=true", "train.log_every_steps=1")
+    one_config, one_run = _config_file(tiny_models, tmp_path, "one", *common, "train.batch_size=4")
+    two_config, two_run = _config_file(tiny_models, tmp_path, "two", *common, "train.batch_size=2")
+    subprocess.run(_cli("train", "--config", str(one_config)), check=True, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29533", "-m", "latentqa.cli",
+                             "train", "--config", str(two_config)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = _metrics(one_run), _metrics(two_run)
+    assert [m["step"] for m in one] == [m["step"] for m in two]  # same number of optimizer steps
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.05), (a, b)
+    evals = [m for m in two if m["kind"] == "eval"]
+    assert all(m["count"] == 4 and m["missing_answer"] == 0 for m in evals)  # gathered, no duplicates
