@@ -68,3 +68,19 @@ def collate(reader, examples, max_question_tokens=64, max_answer_tokens=32):
                              max_answer_tokens=max_answer_tokens, cache_dir=None, progress=False)
     rows = IndexedRows(features)
     return reader.collator()([rows[i] for i in range(len(rows))]), features
+
+
+@pytest.fixture(scope="session")
+def trained_latent_run(tiny_models, tmp_path_factory):
+    """A tiny latent reader trained for a few steps on the sample: its run folder (best reader in RUN/best)."""
+    from latentqa.config import load_config
+    from latentqa.training.trainer import train
+
+    out = tmp_path_factory.mktemp("trained")
+    t5_dir, encoder_dir = tiny_models
+    config = load_config(None, [
+        f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=4", "model.selector_heads=4",
+        "data.train_limit=8", "data.validation_limit=4", f"data.cache_dir={out / 'cache'}",
+        f"train.output_dir={out / 'run'}", "train.epochs=2", "train.batch_size=4", "train.lr_latent=1e-3",
+        "eval.max_new_tokens=4"])
+    return train(config)

@@ -64,6 +64,102 @@ def cmd_train(args) -> None:
     print(f"run folder: {out} (best reader: {out / 'best'})")
 
 
+# --- evaluation ---------------------------------------------------------------------------------------------
+
+
+def _eval_config(args):
+    from .config import EvalConfig
+
+    return EvalConfig(batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+                      sp_top_k=args.sp_top_k, sp_threshold=args.sp_threshold)
+
+
+def cmd_predict(args) -> None:
+    from .evaluation.predictions import write_predictions
+    from .evaluation.run import predict_source
+
+    _, examples, _, predictions = predict_source(args.model, args.data, _eval_config(args), limit=args.limit,
+                                                 cache_dir=args.cache_dir)
+    path = write_predictions(args.out, predictions.answers, predictions.sp)
+    print(f"{len(predictions.answers)} predictions ({'with' if predictions.sp is not None else 'no'} supporting "
+          f"facts) → {path}")
+
+
+def cmd_score(args) -> None:
+    from .data.sources import load_examples
+    from .evaluation.metrics import score
+    from .evaluation.predictions import read_predictions
+
+    gold, _ = load_examples(args.gold)
+    unlabelled = [ex.id for ex in gold if ex.answer is None]
+    if unlabelled:
+        raise UserError(f"{args.gold}: example {unlabelled[0]} has no answer; scoring needs labelled data")
+    answers, sp = read_predictions(args.pred, [ex.id for ex in gold])
+    metrics = score(gold, answers, sp)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    for key, value in metrics.items():
+        print(f"{key:<14} {'absent (no sp in the prediction file)' if value is None else value}")
+    if metrics["missing_answer"] or metrics["missing_sp"]:
+        print(f"note: {metrics['missing_answer']} answer(s) and {metrics['missing_sp'] or 0} sp list(s) missing, "
+              "scored 0", file=sys.stderr)
+
+
+def cmd_eval(args) -> None:
+    from pathlib import Path
+
+    from .evaluation import report
+    from .evaluation.metrics import score
+    from .evaluation.predictions import write_predictions
+    from .evaluation.run import predict_source
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reader, examples, features, predictions = predict_source(
+        args.model, args.data, _eval_config(args), limit=args.limit, cache_dir=args.cache_dir)
+    write_predictions(out / "predictions.json", predictions.answers, predictions.sp)
+    labelled = [ex for ex in examples if ex.answer is not None]
+    if len(labelled) < len(examples):
+        raise UserError(f"{args.data}: {len(examples) - len(labelled)} unlabelled example(s); predictions written to "
+                        f"{out / 'predictions.json'}, but a report needs labelled data")
+    metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
+    groups = report.breakdown(examples, features, predictions.answers)
+    plots = [report.plot_breakdown(groups, out / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
+    if predictions.sentence_scores:
+        plots.append(report.plot_sentence_attention(examples, predictions.sentence_scores, out / "attention.png"))
+    curves = report.plot_training_curves(Path(args.model).resolve().parent / "metrics.jsonl", out / "training.png")
+    plots += [curves] if curves else []
+    (out / "metrics.json").write_text(json.dumps({**metrics, "groups": groups}, indent=2))
+    path = report.write_report(out, model_dir=args.model, source=args.data, metrics=metrics, groups=groups,
+                               plots=plots)
+    print(f"EM {metrics['em']:.3f}  F1 {metrics['f1']:.3f}" +
+          (f"  sp F1 {metrics['sp_f1']:.3f}  joint F1 {metrics['joint_f1']:.3f}" if metrics["sp_f1"] is not None else "")
+          + f"\nreport: {path}")
+
+
+def cmd_compare(args) -> None:
+    from pathlib import Path
+
+    from .evaluation.report import compare_plot
+
+    names, rows = [], []
+    for folder in args.eval_dirs:
+        path = Path(folder) / "metrics.json"
+        if not path.exists():
+            raise UserError(f"{folder}: no metrics.json (run `latentqa eval --out-dir {folder}` first)")
+        names.append(Path(folder).name)
+        rows.append(json.loads(path.read_text()))
+    keys = ["em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count"]
+    width = max(12, *map(len, names))
+    print(f"{'':<{width}} " + " ".join(f"{k:>8}" for k in keys))
+    for name, m in zip(names, rows):
+        cells = [f"{m[k]:>8.3f}" if isinstance(m.get(k), float) else f"{str(m.get(k, '-')) if m.get(k) is not None else '-':>8}"
+                 for k in keys]
+        print(f"{name:<{width}} " + " ".join(cells))
+    print(f"plot: {compare_plot(names, rows, Path(args.out))}")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -109,6 +205,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. train.epochs=1 model.num_latents=16")
     p.epilog = "config fields:\n" + field_help()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+    def generation_options(p):
+        p.add_argument("--model", required=True, help="reader folder (e.g. runs/NAME/best)")
+        p.add_argument("--data", required=True, help=SOURCE_HELP)
+        p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+        p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
+        p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
+        p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer")
+        p.add_argument("--sp-top-k", type=int, default=2, help="supporting facts per question (latent reader)")
+        p.add_argument("--sp-threshold", type=float, default=None,
+                       help="instead of top-k: sentences with at least this attention mass")
+        p.add_argument("--cache-dir", default=".cache/latentqa", help="tokenized-feature cache")
+
+    p = add("predict", cmd_predict, "Answer every question of a data source; writes the official prediction format "
+                                    '{"answer": {id: text}, "sp": {id: [[title, sent_id]]}}.')
+    generation_options(p)
+    p.add_argument("--out", required=True, help="prediction file to write (JSON)")
+
+    p = add("score", cmd_score, "Score a prediction file with the official HotpotQA metrics (answer, supporting "
+                                "facts, joint).")
+    p.add_argument("--gold", required=True, help="labelled " + SOURCE_HELP)
+    p.add_argument("--pred", required=True, help="prediction file (official format; sp optional)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("eval", cmd_eval, "Predict, score and report: predictions.json, metrics.json, report.md and plots "
+                              "(scores by context length, support past token 512, type, level; attention; "
+                              "training curves).")
+    generation_options(p)
+    p.add_argument("--out-dir", required=True, help="folder for the report")
+
+    p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
+    p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")
+    p.add_argument("--out", default="compare.png", help="plot to write")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 

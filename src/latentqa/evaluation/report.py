@@ -1,0 +1,127 @@
+"""`latentqa eval` output: metrics.json, report.md and the plots a researcher looks at first."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..data.stats import support_end  # noqa: E402
+from .metrics import score_examples  # noqa: E402
+
+LENGTH_BUCKETS = (0, 512, 1024, 2048, 4096)
+
+
+def length_bucket(length: int) -> str:
+    for low, high in zip(LENGTH_BUCKETS, LENGTH_BUCKETS[1:]):
+        if length < high:
+            return f"{low}-{high}"
+    return f"{LENGTH_BUCKETS[-1]}+"
+
+
+def breakdown(examples, features, answers) -> dict[str, dict[str, dict]]:
+    """Answer EM/F1 grouped by context length, support past token 512, question type and level."""
+    per_example = {s.id: s for s in score_examples(examples, answers, None)}
+    groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for ex, ids, support in zip(examples, features["context_ids"], features["support"]):
+        s = per_example[ex.id].answer or (0.0, 0.0, 0.0, 0.0)
+        for by, key in (("context tokens", length_bucket(len(ids))),
+                        ("support past token 512", "yes" if support_end(support) > 512 else "no"),
+                        ("type", ex.type or "unknown"), ("level", ex.level or "unknown")):
+            groups[by][key].append(s)
+    return {by: {key: {"n": len(v), "em": sum(x[0] for x in v) / len(v), "f1": sum(x[1] for x in v) / len(v)}
+                 for key, v in sorted(keys.items())} for by, keys in groups.items()}
+
+
+def plot_breakdown(groups: dict, path: Path, title: str) -> Path:
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    for ax, (by, keys) in zip(axes[0], groups.items()):
+        names = list(keys)
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], [keys[n]["em"] for n in names], width=0.4, label="EM")
+        ax.bar([i + 0.2 for i in x], [keys[n]["f1"] for n in names], width=0.4, label="F1")
+        ax.set_xticks(list(x), [f"{n}\n(n={keys[n]['n']})" for n in names], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"by {by}", fontsize=10)
+    axes[0][0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sentence_attention(examples, sentence_scores: dict[str, list[float]], path: Path, count: int = 3) -> Path:
+    """The selector's attention mass per sentence for a few examples, gold supporting sentences in orange."""
+    shown = [ex for ex in examples if ex.id in sentence_scores][:count]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(11, 2.6 * len(shown)), squeeze=False)
+    for ax, ex in zip(axes[:, 0], shown):
+        keys, scores = ex.sentence_keys(), sentence_scores[ex.id]
+        gold = set(ex.supporting_facts)
+        ax.bar(range(len(keys)), scores, color=["tab:orange" if k in gold else "tab:blue" for k in keys])
+        starts = [i for i, k in enumerate(keys) if k[1] == 0]
+        ax.set_xticks(starts, [keys[i][0][:18] for i in starts], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("attention mass")
+        ax.set_title(f"{ex.id}: {ex.question[:90]}", fontsize=9)
+    fig.suptitle("Selector attention per sentence (orange: gold supporting facts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(metrics_file: Path, path: Path) -> Path | None:
+    """Training loss per logged step, validation loss and EM/F1 per evaluation."""
+    if not metrics_file.exists():
+        return None
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", alpha=0.7)
+    left.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="validation loss")
+    left.set_xlabel("optimizer step")
+    left.legend()
+    for key in ("em", "f1", "sp_f1"):
+        if evals and key in evals[0]:
+            right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=key)
+    right.set_ylim(0, 1)
+    right.set_xlabel("optimizer step")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(out_dir: Path, *, model_dir: str, source: str, metrics: dict, groups: dict, plots: list[Path]) -> Path:
+    lines = [f"# Evaluation of `{model_dir}`", "", f"Data: `{source}` ({metrics.get('count', 0)} examples)", "",
+             "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+              if v is not None]
+    for by, keys in groups.items():
+        lines += ["", f"## Answer scores by {by}", "", "| group | n | EM | F1 |", "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {v['n']} | {v['em']:.3f} | {v['f1']:.3f} |" for k, v in keys.items()]
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def compare_plot(names: list[str], metrics: list[dict], path: Path, keys=("em", "f1", "sp_f1", "joint_f1")) -> Path:
+    keys = [k for k in keys if any(m.get(k) is not None for m in metrics)]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(keys), 3.6))
+    width = 0.8 / max(len(names), 1)
+    for i, (name, m) in enumerate(zip(names, metrics)):
+        ax.bar([j + i * width for j in range(len(keys))], [m.get(k) or 0.0 for k in keys], width=width, label=name)
+    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(keys))], keys)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,28 @@
+"""Predict a data source with a saved reader: what `latentqa predict` and `latentqa eval` share."""
+from __future__ import annotations
+
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from ..config import EvalConfig
+from ..data.examples import Example
+from ..data.features import load_features
+from ..data.sources import load_examples
+from ..readers.base import Reader, load_reader
+from ..readers.collate import IndexedRows
+from .predict import Predictions, predict
+
+
+def predict_source(model_dir: str, source: str, config: EvalConfig, *, limit: int | None = None,
+                   cache_dir: str | None = ".cache/latentqa", max_question_tokens: int = 64,
+                   max_answer_tokens: int = 32) -> tuple[Reader, list[Example], object, Predictions]:
+    """Load the reader and the data, answer every example; returns (reader, examples, features, predictions)."""
+    accelerator = Accelerator()
+    reader = load_reader(model_dir, device=accelerator.device)
+    examples, _ = load_examples(source, limit=limit)
+    features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
+                             context_tokenizer=reader.context_tokenizer, max_question_tokens=max_question_tokens,
+                             max_answer_tokens=max_answer_tokens, cache_dir=cache_dir)
+    loader = accelerator.prepare(DataLoader(IndexedRows(features), batch_size=config.batch_size,
+                                            collate_fn=reader.collator()))
+    return reader, examples, features, predict(reader, loader, examples, accelerator, config)
