@@ -160,6 +160,14 @@ def cmd_compare(args) -> None:
     print(f"plot: {compare_plot(names, rows, Path(args.out))}")
 
 
+def cmd_demo(args) -> None:
+    from .demo.run import format_table, run_demo
+
+    results = run_demo(args.out_dir, quick=args.quick, encoder=args.encoder, seed=args.seed)
+    print(format_table(results))
+    print(f"report: {args.out_dir}/report.md")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -235,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "training curves).")
     generation_options(p)
     p.add_argument("--out-dir", required=True, help="folder for the report")
+
+    p = add("demo", cmd_demo, "The point, shown: hide a fact in real HotpotQA contexts (mostly past token 512), train "
+                              "the truncated baseline and the latent reader offline, test both, write a report.")
+    p.add_argument("--out-dir", default="runs/demo", help="task, models, runs, report")
+    p.add_argument("--quick", action="store_true", help="a small task and one epoch: a smoke test, not a result")
+    p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task and the models")
 
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")
