@@ -62,7 +62,10 @@ def train_t5_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizer
     """A SentencePiece-style Unigram tokenizer with T5's special ids: <pad>=0, </s>=1, <unk>=2, EOS appended.
     Pieces: frequent words (with their `▁` word-start mark) scored by log-frequency, then single characters as a
     fallback, so every text of the corpus alphabet tokenizes without <unk>."""
-    normalizer, pre_tokenizer = normalizers.NFKC(), pre_tokenizers.Metaspace()
+    # Punctuation split off words, as SentencePiece vocabularies do: `crimson.` in a context and the answer
+    # `crimson` must share their word piece, or no reader can copy it.
+    normalizer = normalizers.NFKC()
+    pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     specials = ["<pad>", "</s>", "<unk>"]
     words, chars = _ranked_pieces(texts, normalizer, pre_tokenizer, vocab_size)
     singles = sorted(set(chars) | {"▁"})

@@ -168,6 +168,22 @@ def cmd_demo(args) -> None:
     print(f"report: {args.out_dir}/report.md")
 
 
+def cmd_bench(args) -> None:
+    from pathlib import Path
+
+    from .benchmark.run import format_results, plot_results, run_bench
+
+    lengths = args.lengths or ((256, 512) if args.quick else (512, 1024, 2048, 4096))
+    results = run_bench(lengths=lengths, batch_size=args.batch_size, repeats=1 if args.quick else args.repeats,
+                        warmup=args.warmup, quick=args.quick, gradient_checkpointing=args.gradient_checkpointing,
+                        device=args.device)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    print(format_results(results))
+    print(f"json: {out / 'bench.json'}\nplot: {plot_results(results, out / 'bench.png')}")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -251,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and the models")
 
+    p = add("bench", cmd_bench, "Speed and memory side by side (baseline at 512, baseline on the whole context, latent "
+                                "reader, Fusion-in-Decoder) at several context lengths, as a table of ratios, JSON "
+                                "and a plot. Real-size models (flan-t5-base, distilbert-base-uncased shapes).")
+    p.add_argument("--lengths", type=int, nargs="+", default=None, help="context lengths in tokens "
+                   "(default 512 1024 2048 4096; 256 512 with --quick)")
+    p.add_argument("--batch-size", type=int, default=1, help="examples per step")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="turn it on for every contender")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--quick", action="store_true", help="small models, short contexts, one repeat: a smoke test")
+    p.add_argument("--out-dir", default="runs/bench", help="where bench.json and bench.png go")
+
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")
     p.add_argument("--out", default="compare.png", help="plot to write")
@@ -262,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("accelerate", "httpx", "datasets"):  # their INFO lines drown the progress bars
+    for noisy in ("accelerate", "httpx", "datasets", "matplotlib"):  # their INFO lines drown the progress bars
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)

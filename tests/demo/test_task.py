@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from latentqa.assets import pretrained_encoder_path
+from latentqa.data.features import encode_examples
+from latentqa.data.sources import load_examples
+from latentqa.demo.task import ANSWERS, build_task, write_task
+
+
+@pytest.fixture(scope="module")
+def ruler():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(pretrained_encoder_path())
+
+
+@pytest.fixture(scope="module")
+def task(sample_examples, ruler):
+    return build_task(sample_examples, ruler, seed=3, per_context={"train": 4, "validation": 2, "test": 3})
+
+
+def test_task_is_deterministic(sample_examples, ruler, task):
+    again = build_task(sample_examples, ruler, seed=3, per_context={"train": 4, "validation": 2, "test": 3})
+    assert again == task
+    other = build_task(sample_examples, ruler, seed=4, per_context={"train": 4, "validation": 2, "test": 3})
+    assert other != task
+
+
+def test_facts_sit_where_the_task_says(task, ruler):
+    for split, items in task.items():
+        examples = [ex for ex, _ in items]
+        cols = encode_examples(examples, question_tokenizer=ruler, context_tokenizer=ruler, max_question_tokens=64,
+                               max_answer_tokens=16, progress=False)
+        for (ex, position), support, ids in zip(items, cols["support"], cols["context_ids"]):
+            support = np.asarray(support, dtype=bool)
+            assert int(np.flatnonzero(support)[0]) == position, ex.id  # verified in tokens
+            fact = ruler.decode(np.asarray(ids)[support].tolist())
+            assert fact.endswith(f"the code word of {ex.question.split('of ', 1)[1][:-1].lower()} is {ex.answer}.")
+            assert ex.answer in ANSWERS and len(ex.supporting_facts) == 1
+
+
+def test_facts_spread_over_the_whole_context_and_splits_use_different_contexts(task):
+    positions = np.array([p for items in task.values() for _, p in items])
+    assert (positions >= 512).mean() > 0.5 and positions.max() > 2000 and positions.min() < 256
+    sources = {split: {ex.id.rsplit("-fact", 1)[0] for ex, _ in items} for split, items in task.items()}
+    assert not (sources["train"] & sources["test"]) and not (sources["train"] & sources["validation"])
+    assert not (sources["validation"] & sources["test"])
+    assert {len(s) for s in sources.values()} == {35, 6, 12}
+
+
+def test_task_files_are_official_hotpotqa_json(task, tmp_path):
+    files = write_task(task, tmp_path)
+    loaded, report = load_examples(str(files["test"]))
+    assert loaded == [ex for ex, _ in task["test"]] and not report.warnings
+    positions = json.loads((tmp_path / "positions.json").read_text())
+    assert positions == {ex.id: p for items in task.values() for ex, p in items}
