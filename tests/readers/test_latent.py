@@ -181,3 +181,12 @@ def test_save_load_round_trip_is_exact(tiny_latent, sample_examples, tmp_path):
         assert torch.equal(reader(batch).loss, loaded(batch).loss)
     assert torch.equal(reader.generate(batch, max_new_tokens=5).sequences, loaded.generate(batch, max_new_tokens=5).sequences)
     assert loaded.encoder_tokenizer.get_vocab() == reader.encoder_tokenizer.get_vocab()
+
+
+def test_gate_init_sets_the_initial_gate(tiny_models):
+    from latentqa.readers.latent import LatentConfig, LatentReader
+
+    reader = LatentReader.build(str(tiny_models[0]), str(tiny_models[1]),
+                                LatentConfig(num_latents=2, selector_heads=4, gate_init=1.0))
+    assert reader.gate.item() == 1.0
+    assert LatentConfig().gate_init == 0.0  # the default keeps a pretrained T5's behaviour at the start

@@ -31,6 +31,9 @@ class LatentConfig:
     """Attention heads of each selector block; must divide the encoder's width."""
     support_loss_weight: float = 1.0
     """Weight of -log(attention mass on supporting tokens) in the loss (0 turns it off)."""
+    gate_init: float = 0.0
+    """Initial value of the tanh gate. 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with
+    random weights has nothing to keep, and at 0 its gate gets no consistent gradient (see README)."""
 
     def __post_init__(self):
         for name in ("num_latents", "selector_layers", "selector_heads"):
@@ -54,7 +57,8 @@ class LatentReader(Reader):
         self.selector = LatentSelector(dim=width, num_latents=config.num_latents, depth=config.selector_layers,
                                        heads=config.selector_heads)
         self.project = nn.Linear(width, t5.config.d_model)
-        self.gate = nn.Parameter(torch.zeros(()))  # Flamingo-style: tanh(0) = 0, the latents start silent
+        # Flamingo-style: at the default tanh(0) = 0 the latents start silent
+        self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
 
     @classmethod
     def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig()) -> "LatentReader":
