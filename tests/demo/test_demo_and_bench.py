@@ -27,7 +27,7 @@ def test_bench_quick_writes_every_contender(tmp_path, capsys):
     figures = results["lengths"]["256"]
     for name in CONTENDERS:
         assert figures[name]["train_examples_per_s"] > 0 and figures[name]["generate_examples_per_s"] > 0
-        assert figures[name]["peak_memory_mb"] >= 0
+        assert figures[name]["peak_memory_mb"] is None  # CUDA only; CI has no GPU
     assert set(figures["ratios"]) >= {"train_vs_full", "train_time_vs_512", "generate_vs_full", "train_vs_fid",
                                       "generate_vs_fid"}
     assert set(figures["latent_forward_s"]) == {"encoder", "selector", "t5"}

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, T5ForConditionalGeneration
 
 from ..readers.baseline import BaselineConfig, BaselineReader
@@ -74,38 +74,18 @@ def fid_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {"passage_ids": passage_ids, "passage_mask": passage_ids != 0, "labels": pad([r["labels"] for r in rows], -100)}
 
 
-class PeakMemory:
-    """Peak resident memory above the start, sampled every 2 ms (CPU), or the CUDA allocator's peak."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            self.start = self._rss()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.start)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
-        else:
-            self._stop.set()
-            self._thread.join()
+def peak_memory_mb(fn, device: torch.device) -> float | None:
+    """Peak CUDA memory allocated while `fn` runs, above what was allocated before. None on CPU: the CPU allocator
+    keeps freed pages for reuse, so resident-memory deltas after the first measurement read as ~0 and mislead."""
+    if device.type != "cuda":
+        fn()
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - start) / 2**20
 
 
 def timed(fn, warmup: int, repeats: int, sync) -> float:
@@ -130,14 +110,14 @@ def measure(reader, batch, device, warmup: int, repeats: int, sync) -> dict:
         reader(batch).loss.backward()
         reader.zero_grad(set_to_none=True)
 
-    with PeakMemory(device) as memory:
-        step_s = timed(step, warmup, repeats, sync)
+    step_s = timed(step, warmup, repeats, sync)
+    memory = peak_memory_mb(step, device)
     reader.eval()
     generate_s = timed(lambda: reader.generate(batch, max_new_tokens=16, min_new_tokens=16, do_sample=False),
                        warmup, repeats, sync)
     n = next(iter(batch.values())).shape[0]
     return {"train_examples_per_s": n / step_s, "train_step_s": step_s, "generate_examples_per_s": n / generate_s,
-            "generate_s": generate_s, "peak_memory_mb": memory.peak / 2**20}
+            "generate_s": generate_s, "peak_memory_mb": memory}
 
 
 @torch.no_grad()
@@ -171,7 +151,7 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
 
 
 def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 3, warmup: int = 1,
-              quick: bool = False, gradient_checkpointing: bool = False, device: str | None = None) -> dict:
+              quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None) -> dict:
     from ..assets import pretrained_encoder_path, train_t5_tokenizer
     from transformers import AutoTokenizer
 
@@ -191,6 +171,7 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
         reader.set_gradient_checkpointing(gradient_checkpointing)
 
     rng = np.random.default_rng(0)
+    progress = tqdm(total=len(lengths) * len(CONTENDERS), unit="figure")
     results = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"),
                "torch_threads": torch.get_num_threads(), "batch_size": batch_size, "repeats": repeats,
                "quick": quick, "gradient_checkpointing": gradient_checkpointing, "lengths": {}}
@@ -198,6 +179,7 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
         rows = synthetic_rows(length, batch_size, rng, vocab=min(t5_config.vocab_size, encoder_config.vocab_size))
         figures = {}
         for name in CONTENDERS:
+            progress.set_description(f"bench {length} tokens: {name}")
             if name == "fid":
                 reader, batch = fid, fid_collate(rows)
             elif name == "latent":
@@ -206,12 +188,14 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
                 baseline.config = BaselineConfig(max_input_tokens=512 if name == "baseline-512" else None)
                 reader, batch = baseline, baseline.collator()(rows)
             figures[name] = measure(reader, batch, device, warmup, repeats, sync)
+            progress.update(1)
         latent_batch = {k: v.to(device) for k, v in latent.collator()(rows).items()}
         figures["latent_forward_s"] = latent_breakdown(latent, latent_batch, warmup, repeats, sync)
         figures["ratios"] = ratios(figures)
         results["lengths"][str(length)] = figures
         if length == 2048 or length == lengths[-1]:
             results["data"] = data_side(rows, latent, figures["latent"]["train_step_s"])
+    progress.close()
     return results
 
 
@@ -223,7 +207,8 @@ def ratios(f: dict) -> dict:
         "generate_vs_full": lat["generate_examples_per_s"] / f["baseline-full"]["generate_examples_per_s"],
         "train_vs_fid": lat["train_examples_per_s"] / f["fid"]["train_examples_per_s"],
         "generate_vs_fid": lat["generate_examples_per_s"] / f["fid"]["generate_examples_per_s"],
-        "memory_vs_full": lat["peak_memory_mb"] / max(f["baseline-full"]["peak_memory_mb"], 1e-9),
+        "memory_vs_full": None if lat["peak_memory_mb"] is None
+        else lat["peak_memory_mb"] / max(f["baseline-full"]["peak_memory_mb"], 1e-9),
     }
 
 
@@ -233,8 +218,9 @@ def format_results(results: dict) -> str:
     for length, f in results["lengths"].items():
         for name in CONTENDERS:
             r = f[name]
+            memory = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
             lines.append(f"{length:>6} {name:<14} {r['train_examples_per_s']:>10.3f} "
-                         f"{r['generate_examples_per_s']:>9.3f} {r['peak_memory_mb']:>8.0f}")
+                         f"{r['generate_examples_per_s']:>9.3f} {memory:>8}")
     lines += ["", "latent reader, ratios (higher is better except time and memory):",
               f"{'tokens':>6} {'train/full':>10} {'time/512':>9} {'gen/full':>9} {'train/FiD':>10} {'gen/FiD':>8} "
               f"{'mem/full':>9}   forward: encoder / selector / T5 (s)"]
@@ -242,7 +228,8 @@ def format_results(results: dict) -> str:
         r, b = f["ratios"], f["latent_forward_s"]
         lines.append(f"{length:>6} {r['train_vs_full']:>10.2f} {r['train_time_vs_512']:>9.2f} "
                      f"{r['generate_vs_full']:>9.2f} {r['train_vs_fid']:>10.2f} {r['generate_vs_fid']:>8.2f} "
-                     f"{r['memory_vs_full']:>9.2f}   {b['encoder']:.3f} / {b['selector']:.3f} / {b['t5']:.3f}")
+                     f"{'n/a' if r['memory_vs_full'] is None else format(r['memory_vs_full'], '.2f'):>9}   "
+                     f"{b['encoder']:.3f} / {b['selector']:.3f} / {b['t5']:.3f}")
     d = results["data"]
     lines += ["", f"data: tokenization {d['tokenize_examples_per_s']:.0f} examples/s on the shipped sample; "
                   f"collation {d['collate_s'] * 1000:.1f} ms = {d['collate_share_of_step']:.1%} of a latent step"]
@@ -256,9 +243,12 @@ def plot_results(results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     lengths = list(results["lengths"])
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for ax, key, label in zip(axes, ("train_examples_per_s", "generate_examples_per_s", "peak_memory_mb"),
-                              ("training examples/s", "generation examples/s (16 tokens)", "peak memory (MB)")):
+    panels = [("train_examples_per_s", "training examples/s"),
+              ("generate_examples_per_s", "generation examples/s (16 tokens)")]
+    if results["lengths"][lengths[0]]["latent"]["peak_memory_mb"] is not None:
+        panels.append(("peak_memory_mb", "peak memory (MB)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.7 * len(panels), 3.8))
+    for ax, (key, label) in zip(axes, panels):
         for name in CONTENDERS:
             ax.plot([int(n) for n in lengths], [results["lengths"][n][name][key] for n in lengths], "o-", label=name)
         ax.set_xlabel("context tokens")
