@@ -105,12 +105,7 @@ def build_tiny_t5(out_dir: str | Path, texts: list[str], *, sizes: TinySizes = T
         feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
         decoder_start_token_id=0,  # a T5 built from a config has none; generate() and label shifting need it
     )
-    torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _save_new_model(T5ForConditionalGeneration, config, tokenizer, out_dir, seed)
 
 
 def build_tiny_encoder(out_dir: str | Path, texts: list[str], *, sizes: TinySizes = TinySizes(), seed: int = 0) -> Path:
@@ -119,10 +114,14 @@ def build_tiny_encoder(out_dir: str | Path, texts: list[str], *, sizes: TinySize
     config = DistilBertConfig(
         vocab_size=len(tokenizer), dim=sizes.d_model, n_layers=sizes.encoder_layers, n_heads=sizes.num_heads,
         hidden_dim=sizes.d_ff, max_position_embeddings=sizes.encoder_positions, pad_token_id=tokenizer.pad_token_id)
+    return _save_new_model(DistilBertModel, config, tokenizer, out_dir, seed)
+
+
+def _save_new_model(model_class, config, tokenizer, out_dir: str | Path, seed: int) -> Path:
+    """A model with seeded random weights, saved with its tokenizer as an ordinary Hugging Face folder."""
     torch.manual_seed(seed)
-    model = DistilBertModel(config)
     out = Path(out_dir)
-    model.save_pretrained(out)
+    model_class(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

@@ -40,13 +40,6 @@ def real_size_models(quick: bool):
     return t5_config, encoder_config
 
 
-class Tokens:
-    """The few special ids the collators need (T5: pad 0, eos 1; BERT WordPiece: pad 0, cls 101, sep 102)."""
-
-    def __init__(self, **ids):
-        self.__dict__.update(ids)
-
-
 def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab: int) -> list[dict]:
     """Feature rows with a `length`-token context in 10 paragraphs of 4 sentences, 2 of them supporting."""
     per_sentence = max(length // (PARAGRAPHS * SENTENCES), 1)
