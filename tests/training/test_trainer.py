@@ -158,8 +158,11 @@ def test_two_processes_match_one_at_equal_global_batch(tiny_models, tmp_path):
     two_config, two_run = _config_file(tiny_models, tmp_path, "two", *common, "train.batch_size=2")
     subprocess.run(_cli("train", "--config", str(one_config)), check=True, capture_output=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29533", "-m", "latentqa.cli",
-                             "train", "--config", str(two_config)], capture_output=True, text=True, env=env)
+    # `python -m torch.distributed.run` is torchrun, from the interpreter in use (an unactivated venv has no
+    # torchrun on PATH)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29533", "-m", "latentqa.cli", "train", "--config", str(two_config)],
+                            capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _metrics(one_run), _metrics(two_run)
     assert [m["step"] for m in one] == [m["step"] for m in two]  # same number of optimizer steps
