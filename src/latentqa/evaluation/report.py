@@ -16,11 +16,16 @@ from .metrics import score_examples  # noqa: E402
 LENGTH_BUCKETS = (0, 512, 1024, 2048, 4096)
 
 
-def length_bucket(length: int) -> str:
-    for low, high in zip(LENGTH_BUCKETS, LENGTH_BUCKETS[1:]):
-        if length < high:
-            return f"{low}-{high}"
-    return f"{LENGTH_BUCKETS[-1]}+"
+def bucket_labels(edges) -> list[str]:
+    """`low-high` for each pair of edges, then `last+`, in order."""
+    return [f"{low}-{high}" for low, high in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+
+
+def bucket_label(value: int, edges=LENGTH_BUCKETS) -> str:
+    for label, high in zip(bucket_labels(edges), edges[1:]):
+        if value < high:
+            return label
+    return bucket_labels(edges)[-1]
 
 
 def breakdown(examples, features, answers) -> dict[str, dict[str, dict]]:
@@ -29,7 +34,7 @@ def breakdown(examples, features, answers) -> dict[str, dict[str, dict]]:
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for ex, ids, support in zip(examples, features["context_ids"], features["support"]):
         s = per_example[ex.id].answer or (0.0, 0.0, 0.0, 0.0)
-        for by, key in (("context tokens", length_bucket(len(ids))),
+        for by, key in (("context tokens", bucket_label(len(ids))),
                         ("support past token 512", "yes" if support_end(support) > 512 else "no"),
                         ("type", ex.type or "unknown"), ("level", ex.level or "unknown")):
             groups[by][key].append(s)

@@ -166,8 +166,9 @@ def train(config: RunConfig, resume: str | None = None) -> Path:
             batches.set_epoch(state.epoch)
             for batch in batches:
                 frozen = state.step < cfg.freeze_t5_steps or state.epoch < cfg.freeze_t5_epochs
-                for p in t5_params:
-                    p.requires_grad_(not frozen)
+                if t5_params[0].requires_grad == frozen:  # the warm start begins or ends
+                    for p in t5_params:
+                        p.requires_grad_(not frozen)
                 torch.manual_seed(dropout_seed(cfg.seed, state.epoch, state.batch_in_epoch, accelerator.process_index))
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
