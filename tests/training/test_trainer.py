@@ -1,10 +1,12 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -149,13 +151,26 @@ def test_sigkill_and_resume_is_bit_identical(tiny_models, tmp_path):
     assert ref_eval["loss"] == resumed_eval["loss"]
 
 
+def _without_dropout(tiny_models, out: Path) -> tuple[Path, Path]:
+    """Copies of the tiny models with every dropout at 0."""
+    copies = []
+    for folder, keys in zip(tiny_models, (("dropout_rate",), ("dropout", "attention_dropout"))):
+        copy = Path(shutil.copytree(folder, out / folder.name))
+        config = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps({**config, **dict.fromkeys(keys, 0.0)}))
+        copies.append(copy)
+    return tuple(copies)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_at_equal_global_batch(tiny_models, tmp_path):
-    """torchrun --nproc_per_node 2 on CPU (gloo), batch 2 per process, against 1 process with batch 4.
-    Tolerance: dropout masks differ per rank, so losses agree to 5% relative, not exactly."""
+    """torchrun --nproc_per_node 2 on CPU (gloo), batch 2 per process, against 1 process with batch 4, without
+    dropout (its masks differ per rank). The logged losses still differ slightly, already at step 1 with identical
+    weights (0.15%): each rank averages the answer loss over its own label tokens. Seen: at most 1.6%."""
+    models = _without_dropout(tiny_models, tmp_path / "models")
     common = ("train.epochs=2", "data.train_limit=16", "train.cpu=true", "train.log_every_steps=1")
-    one_config, one_run = _config_file(tiny_models, tmp_path, "one", *common, "train.batch_size=4")
-    two_config, two_run = _config_file(tiny_models, tmp_path, "two", *common, "train.batch_size=2")
+    one_config, one_run = _config_file(models, tmp_path, "one", *common, "train.batch_size=4")
+    two_config, two_run = _config_file(models, tmp_path, "two", *common, "train.batch_size=2")
     subprocess.run(_cli("train", "--config", str(one_config)), check=True, capture_output=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # `python -m torch.distributed.run` is torchrun, from the interpreter in use (an unactivated venv has no
@@ -167,6 +182,6 @@ def test_two_processes_match_one_at_equal_global_batch(tiny_models, tmp_path):
     one, two = _metrics(one_run), _metrics(two_run)
     assert [m["step"] for m in one] == [m["step"] for m in two]  # same number of optimizer steps
     for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=0.05), (a, b)
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.03), (a, b)
     evals = [m for m in two if m["kind"] == "eval"]
     assert all(m["count"] == 4 and m["missing_answer"] == 0 for m in evals)  # gathered, no duplicates
