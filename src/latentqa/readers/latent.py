@@ -46,7 +46,7 @@ class LatentConfig:
     """Weight of -log(attention mass on supporting tokens) in the loss (0 turns it off)."""
     encoder_attention_dropout: float | None = 0.0
     """Dropout on the context encoder's attention probabilities (None: the checkpoint's own). At 0, PyTorch's fused
-    attention kernels run; with dropout, CPU attention falls back to the unfused path (README, "Benchmarks")."""
+    attention kernels run; with dropout, CPU attention falls back to the unfused path (README, "The bench")."""
     gate_init: float = 0.0
     """Initial value of the tanh gate. 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with
     random weights has nothing to keep, and at 0 its gate gets no consistent gradient (see README)."""
@@ -79,10 +79,11 @@ class LatentReader(Reader):
     @classmethod
     def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig()) -> "LatentReader":
         """From Hub ids or folders of a pretrained T5 and a pretrained encoder (any `AutoModel` encoder)."""
-        encoder_config = set_attention_dropout(AutoConfig.from_pretrained(encoder_name), config.encoder_attention_dropout)
+        encoder_config = set_attention_dropout(AutoConfig.from_pretrained(encoder_name),
+                                               config.encoder_attention_dropout)
+        encoder = AutoModel.from_pretrained(encoder_name, config=encoder_config)
         return cls(T5ForConditionalGeneration.from_pretrained(t5_name), AutoTokenizer.from_pretrained(t5_name),
-                   AutoModel.from_pretrained(encoder_name, config=encoder_config), AutoTokenizer.from_pretrained(encoder_name),
-                   config)
+                   encoder, AutoTokenizer.from_pretrained(encoder_name), config)
 
     @property
     def context_tokenizer(self):
