@@ -41,3 +41,16 @@ def test_bad_yaml_names_the_file(tmp_path):
     path.write_text("train: [1, 2")
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.num_latents=0"], "model.num_latents must be at least 1"),
+    (["model.encoder_attention_dropout=1.5"], r"model.encoder_attention_dropout must be in \[0, 1\)"),
+    (["model.kind=baseline", "model.max_input_tokens=4"], "model.max_input_tokens must be at least 8"),
+])
+def test_bad_reader_settings_name_the_field_before_any_model_loads(overrides, message, tmp_path):
+    from latentqa.training.build import build_reader
+
+    config = load_config(None, ["model.t5=no/such-model", *overrides])  # never reached: the settings fail first
+    with pytest.raises(ConfigError, match=message):
+        build_reader(config.model, str(tmp_path))

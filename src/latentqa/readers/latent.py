@@ -57,6 +57,8 @@ class LatentConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.support_loss_weight < 0:
             raise ValueError(f"support_loss_weight must be >= 0, got {self.support_loss_weight}")
+        if self.encoder_attention_dropout is not None and not 0 <= self.encoder_attention_dropout < 1:
+            raise ValueError(f"encoder_attention_dropout must be in [0, 1), got {self.encoder_attention_dropout}")
 
 
 class LatentReader(Reader):

@@ -37,14 +37,18 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
             raise ConfigError(f"model.init_from {config.init_from} holds a {reader.kind} reader, "
                               f"but model.kind is {config.kind}")
         return reader
+    try:  # the readers' own checks, named as the config fields they come from
+        settings = BaselineConfig(max_input_tokens=config.max_input_tokens) if config.kind == "baseline" else \
+            LatentConfig(num_latents=config.num_latents, selector_layers=config.selector_layers,
+                         selector_heads=config.selector_heads, support_loss_weight=config.support_loss_weight,
+                         encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init)
+    except ValueError as err:
+        raise ConfigError(f"model.{err}") from None
     t5 = resolve_model(config.t5, cache_dir, "t5")
     try:
         if config.kind == "baseline":
-            return BaselineReader.build(t5, BaselineConfig(max_input_tokens=config.max_input_tokens))
-        return LatentReader.build(t5, resolve_model(config.encoder, cache_dir, "encoder"), LatentConfig(
-            num_latents=config.num_latents, selector_layers=config.selector_layers,
-            selector_heads=config.selector_heads, support_loss_weight=config.support_loss_weight,
-            encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init))
+            return BaselineReader.build(t5, settings)
+        return LatentReader.build(t5, resolve_model(config.encoder, cache_dir, "encoder"), settings)
     except OSError as err:  # transformers: not on the Hub / not cached offline / no such folder
         raise ConfigError(f"model: cannot load {config.t5!r} / {config.encoder!r}: {str(err).splitlines()[0]}. "
                           "Offline, point model.t5 / model.encoder at local folders, or use 'tiny' / 'minilm'.") from None
