@@ -44,6 +44,9 @@ class ModelConfig:
     selector_layers: int = _help("cross-attention blocks of the selector", 2)
     selector_heads: int = _help("heads per selector block (must divide the encoder width)", 8)
     support_loss_weight: float = _help("weight of the supporting-fact attention loss", 1.0)
+    answer_span_loss_weight: float = _help(
+        "weight of the answer-span attention loss: -log(attention mass on the answer's words inside the supporting "
+        "sentences); teaches the selector which words to read (0: off)", 0.0)
     encoder_attention_dropout: float | None = _help(
         "dropout on the context encoder's attention probabilities (None: the checkpoint's own); 0 keeps the fused "
         "attention kernels: on CPU a latent training step at 2,048 tokens takes 20% less time", 0.0)

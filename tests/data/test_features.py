@@ -1,6 +1,6 @@
 import numpy as np
 
-from latentqa.data.features import encode_examples, format_sentence, load_features
+from latentqa.data.features import answer_token_mask, encode_examples, format_sentence, load_features
 from latentqa.data.stats import data_stats, support_end
 
 
@@ -26,6 +26,32 @@ def test_support_mask_selects_exactly_the_supporting_sentences(sample_examples, 
                                        for j in range(len(p.sentences)) if (p.title, j) in facts)
         assert enc_tok.decode(enc_tok(format_sentence(first_title, first_sent),
                                       add_special_tokens=False)["input_ids"]) in decoded
+
+
+def test_answer_span_marks_the_answer_inside_supporting_sentences_only(sample_examples, tokenizers):
+    _, enc_tok = tokenizers
+    cols = _encode(sample_examples, tokenizers)
+    spans = 0
+    for i, ex in enumerate(sample_examples):
+        ids = np.array(cols["context_ids"][i])
+        span, support = np.array(cols["answer_span"][i], dtype=bool), np.array(cols["support"][i], dtype=bool)
+        assert len(span) == len(ids) and not (span & ~support).any(), ex.id
+        if ex.answer.lower() in ("yes", "no"):
+            assert not span.any(), ex.id
+        elif span.any():  # the answer as written in a supporting sentence (some are paraphrased there)
+            spans += 1
+            answer = enc_tok.decode(enc_tok(ex.answer, add_special_tokens=False)["input_ids"])  # as normalised
+            assert answer.replace(" ", "") in enc_tok.decode(ids[span].tolist()).replace(" ", ""), ex.id
+    assert spans >= 30  # most real answers are spans of their supporting facts
+
+
+def test_answer_token_mask_matches_whole_words_in_any_case():
+    text = "Amberley: the amber room, AMBER light."
+    offsets = [(0, 8), (8, 9), (10, 13), (14, 19), (20, 24), (24, 25), (26, 31), (32, 37), (37, 38)]
+    assert answer_token_mask(text, offsets, "amber") == [0, 0, 0, 1, 0, 0, 1, 0, 0]
+    assert answer_token_mask(text, offsets, "amber room") == [0, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert answer_token_mask("yes, no", [(0, 3), (5, 7)], "yes") == [0, 0]
+    assert answer_token_mask(text, offsets, None) == [0] * len(offsets)
 
 
 def test_token_to_sentence_map_covers_every_token_in_order(sample_examples, tokenizers):

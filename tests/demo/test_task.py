@@ -33,11 +33,13 @@ def test_facts_sit_where_the_task_says(task, ruler):
         examples = [ex for ex, _ in items]
         cols = encode_examples(examples, question_tokenizer=ruler, context_tokenizer=ruler, max_question_tokens=64,
                                max_answer_tokens=16, progress=False)
-        for (ex, position), support, ids in zip(items, cols["support"], cols["context_ids"]):
-            support = np.asarray(support, dtype=bool)
+        for (ex, position), support, span, ids in zip(items, cols["support"], cols["answer_span"], cols["context_ids"]):
+            support, span = np.asarray(support, dtype=bool), np.asarray(span, dtype=bool)
             assert int(np.flatnonzero(support)[0]) == position, ex.id  # verified in tokens
             fact = ruler.decode(np.asarray(ids)[support].tolist())
             assert fact.endswith(f"the code word of {ex.question.split('of ', 1)[1][:-1].lower()} is {ex.answer}.")
+            # the answer span is the code word, inside the fact (or also in its title, where a title holds it)
+            assert (span <= support).all() and ruler.decode(np.asarray(ids)[span].tolist()).split()[-1] == ex.answer
             assert ex.answer in ANSWERS and len(ex.supporting_facts) == 1
 
 

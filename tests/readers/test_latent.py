@@ -7,7 +7,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from latentqa.data.examples import Example
 from latentqa.data.features import format_sentence
 from latentqa.readers.base import load_reader
-from latentqa.readers.selector import support_loss
+from latentqa.readers.selector import attention_mass_loss
 from tests.conftest import collate
 
 
@@ -121,16 +121,16 @@ def test_gradients_reach_every_group_and_frozen_t5_gets_none(tiny_latent, sample
 def test_support_loss_is_finite_without_support_and_falls_as_attention_moves_onto_it():
     attention = torch.full((2, 4, 6), 1 / 6)  # (B, N, L) uniform
     no_support = torch.zeros(2, 6, dtype=torch.bool)
-    assert support_loss(attention, no_support).item() == 0.0
+    assert attention_mass_loss(attention, no_support).item() == 0.0
     support = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
-    uniform = support_loss(attention, support)
+    uniform = attention_mass_loss(attention, support)
     assert uniform.item() == pytest.approx(-torch.log(torch.tensor(2 / 6)).item())  # example 2 contributes nothing
     focused = attention.clone()
     focused[0] = torch.tensor([0.4, 0.4, 0.05, 0.05, 0.05, 0.05])
-    assert support_loss(focused, support) < uniform
+    assert attention_mass_loss(focused, support) < uniform
     zero_mass = torch.zeros(2, 4, 6)
     zero_mass[..., 5] = 1.0
-    assert torch.isfinite(support_loss(zero_mass, support))  # no mass at all on support: large, not inf
+    assert torch.isfinite(attention_mass_loss(zero_mass, support))  # no mass at all on support: large, not inf
 
 
 def test_batch_without_support_tokens_trains(tiny_latent, sample_examples):
@@ -140,6 +140,23 @@ def test_batch_without_support_tokens_trains(tiny_latent, sample_examples):
     out = reader(batch)
     assert out.support_loss.item() == 0.0 and torch.isfinite(out.loss)
     out.loss.backward()
+
+
+def test_answer_span_loss_adds_to_the_loss_when_weighted(tiny_latent, sample_examples):
+    reader = tiny_latent.eval()  # no dropout: both passes see the same attention
+    batch, _ = collate(reader, sample_examples[:4])
+    assert batch["answer_span"].any() and not (batch["answer_span"] & ~batch["support"]).any()
+    off = reader(batch)
+    assert off.answer_span_loss is None
+    reader.config = dataclasses.replace(reader.config, answer_span_loss_weight=0.5)
+    on = reader(batch)
+    assert on.answer_span_loss.item() > 0
+    torch.testing.assert_close(on.loss, off.loss + 0.5 * on.answer_span_loss)
+    on.answer_span_loss.backward()
+    assert reader.selector.latents.grad.abs().sum() > 0
+    yes_no = [dataclasses.replace(ex, answer="yes") for ex in sample_examples[:2]]
+    batch, _ = collate(reader, yes_no)
+    assert reader(batch).answer_span_loss.item() == 0.0  # no span to find: nothing, not NaN
 
 
 def test_empty_context_gives_finite_loss(tiny_latent, sample_examples):

@@ -41,7 +41,8 @@ def real_size_models(quick: bool):
 
 
 def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab: int) -> list[dict]:
-    """Feature rows with a `length`-token context in 10 paragraphs of 4 sentences, 2 of them supporting."""
+    """Feature rows with a `length`-token context in 10 paragraphs of 4 sentences, 2 of them supporting, the first
+    of them holding a 2-token answer."""
     per_sentence = max(length // (PARAGRAPHS * SENTENCES), 1)
     sentences = PARAGRAPHS * SENTENCES
     rows = []
@@ -49,9 +50,11 @@ def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab
         context = rng.integers(1000, vocab, size=per_sentence * sentences).tolist()
         sentence_index = np.repeat(np.arange(sentences), per_sentence).tolist()
         support = [int(s in (3, 17)) for s in sentence_index]
+        answer_span = [int(3 * per_sentence <= t < 3 * per_sentence + 2) for t in range(len(context))]  # in sentence 3
         rows.append({"index": i, "question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
                      "labels": [*rng.integers(1000, vocab, size=ANSWER - 1).tolist(), 1],
                      "context_ids": context, "sentence_index": sentence_index, "support": support,
+                     "answer_span": answer_span,
                      "sentence_paragraph": [s // SENTENCES for s in range(sentences)]})
     return rows
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .examples import Example
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 1  # bump when the features change meaning, so old caches are not reused
+FEATURE_VERSION = 2  # bump when the features change meaning, so old caches are not reused
 
 
 def format_sentence(title: str, sentence: str) -> str:
@@ -29,6 +30,16 @@ def format_sentence(title: str, sentence: str) -> str:
 
 def question_text(question: str) -> str:
     return f"question: {question.strip()}"
+
+
+def answer_token_mask(text: str, offsets: list[tuple[int, int]], answer: str | None) -> list[int]:
+    """Per token of `text` (character `offsets`), 1 if it overlaps a case-insensitive whole-word occurrence of
+    `answer`. Yes/no answers are not spans and mark nothing."""
+    if not answer or answer.strip().lower() in ("yes", "no"):
+        return [0] * len(offsets)
+    spans = [m.span() for m in re.finditer(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, re.IGNORECASE)]
+    return [int(any(start < span_end and span_start < end for span_start, span_end in spans))
+            for start, end in offsets]
 
 
 def encode_examples(
@@ -48,10 +59,12 @@ def encode_examples(
     context_ids    context-tokenizer ids of all sentences, concatenated, untruncated
     sentence_index per context token, the index of its sentence in `Example.sentence_keys()`
     support        per context token, 1 if its sentence is a supporting fact
+    answer_span    per context token, 1 if it is part of the answer inside a supporting sentence
     sentence_paragraph  per sentence, the index of its paragraph
     """
     columns: dict[str, list] = {k: [] for k in (
-        "id", "question_ids", "labels", "context_ids", "sentence_index", "support", "sentence_paragraph")}
+        "id", "question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
+        "sentence_paragraph")}
     for start in tqdm(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
@@ -61,13 +74,18 @@ def encode_examples(
             [ex.answer or "" for ex in chunk], truncation=True, max_length=max_answer_tokens)["input_ids"]
         sentences = [format_sentence(p.title, s) for ex in chunk for p in ex.paragraphs for s in p.sentences]
         # verbose=False: contexts longer than the encoder are expected; the readers window them
-        sentence_ids = context_tokenizer(sentences, add_special_tokens=False, verbose=False)["input_ids"] if sentences else []
+        encoded = context_tokenizer(sentences, add_special_tokens=False, verbose=False,
+                                    return_offsets_mapping=True) if sentences else {"input_ids": [], "offset_mapping": []}
+        sentence_ids, sentence_offsets = encoded["input_ids"], encoded["offset_mapping"]
         offset = 0
         for ex, q_ids, a_ids in zip(chunk, questions, answers):
             keys = ex.sentence_keys()
             pieces = sentence_ids[offset:offset + len(keys)]
-            offset += len(keys)
             support_set = set(ex.supporting_facts)
+            answer_span = [mark for key, text, offsets in zip(keys, sentences[offset:], sentence_offsets[offset:])
+                           for mark in (answer_token_mask(text, offsets, ex.answer) if key in support_set
+                                        else [0] * len(offsets))]
+            offset += len(keys)
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
             columns["id"].append(ex.id)
             columns["question_ids"].append(q_ids)
@@ -75,6 +93,7 @@ def encode_examples(
             columns["context_ids"].append([t for p in pieces for t in p])
             columns["sentence_index"].append(np.repeat(np.arange(len(keys)), lengths).tolist())
             columns["support"].append(np.repeat([int(k in support_set) for k in keys], lengths).astype(int).tolist())
+            columns["answer_span"].append(answer_span)
             columns["sentence_paragraph"].append([i for i, p in enumerate(ex.paragraphs) for _ in p.sentences])
     return columns
 

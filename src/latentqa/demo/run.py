@@ -45,8 +45,10 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, quick: bool
             data=data, eval=evaluation,
             # The tiny T5 has random weights, so there is no pretrained behaviour for a closed gate to keep; at 0
             # its gate got no consistent gradient in 140 steps (README, "The demo").
+            # The support loss finds the fact sentence but, alone, fixes the attention on a template word of it
+            # ("code"); the answer-span loss points it at the answer word (README, "The demo").
             model=ModelConfig(kind="latent", t5=str(t5_dir), encoder=encoder, num_latents=8, selector_heads=4,
-                              gate_init=1.0),
+                              gate_init=1.0, answer_span_loss_weight=1.0),
             train=TrainConfig(output_dir=str(out / "latent"), lr_latent=3e-3, lr_t5=3e-3,
                               lr_encoder=3e-3 if encoder != "minilm" else 5e-5, **common)),
     }

@@ -71,8 +71,9 @@ def validation_loss(model, loader, accelerator: Accelerator) -> dict[str, float]
         with accelerator.autocast():
             out = model(batch)
         parts = {"loss": out.loss, "answer_loss": out.answer_loss}
-        if out.support_loss is not None:
-            parts["support_loss"] = out.support_loss
+        for name in ("support_loss", "answer_span_loss"):
+            if getattr(out, name) is not None:
+                parts[name] = getattr(out, name)
         for name, value in parts.items():
             totals.setdefault(name, []).append(accelerator.gather(value.detach().float().reshape(1)))
     model.train()

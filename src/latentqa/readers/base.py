@@ -23,9 +23,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 @dataclass
 class ReaderOutput:
-    loss: torch.Tensor  # answer loss + aux_weight * support loss
+    loss: torch.Tensor  # answer loss + the weighted attention losses
     answer_loss: torch.Tensor
     support_loss: torch.Tensor | None = None
+    answer_span_loss: torch.Tensor | None = None  # latent reader with answer_span_loss_weight > 0
 
 
 @dataclass

@@ -68,7 +68,7 @@ class LatentCollator:
 
     question_ids (B, Tq), question_mask; window_ids (W, Lw), window_mask: all windows of the batch, [CLS] ctx [SEP];
     context_index (B, L): for each context token, its row in the flattened (W * Lw) window states;
-    context_mask (B, L); support (B, L) bool; sentence_index (B, L); num_sentences (B,).
+    context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,).
     """
 
     t5_pad_id: int
@@ -102,6 +102,7 @@ class LatentCollator:
             "context_index": pad(flat, 0, min_length=1),
             "context_mask": pad([np.ones(len(i)) for i in flat], 0, dtype=torch.bool, min_length=1),
             "support": pad([r["support"] for r in rows], 0, dtype=torch.bool, min_length=1),
+            "answer_span": pad([r["answer_span"] for r in rows], 0, dtype=torch.bool, min_length=1),
             "sentence_index": pad([r["sentence_index"] for r in rows], 0, min_length=1),
             "num_sentences": torch.tensor([len(r["sentence_paragraph"]) for r in rows]),
         }

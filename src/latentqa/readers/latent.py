@@ -18,7 +18,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .base import Generation, Reader, ReaderOutput
 from .collate import LatentCollator
-from .selector import LatentSelector, sentence_scores, support_loss
+from .selector import LatentSelector, attention_mass_loss, sentence_scores
 
 
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
@@ -44,6 +44,9 @@ class LatentConfig:
     """Attention heads of each selector block; must divide the encoder's width."""
     support_loss_weight: float = 1.0
     """Weight of -log(attention mass on supporting tokens) in the loss (0 turns it off)."""
+    answer_span_loss_weight: float = 0.0
+    """Weight of -log(attention mass on the answer's tokens inside the supporting sentences): it teaches the
+    selector which words of a supporting sentence to read (0 turns it off; yes/no answers mark no tokens)."""
     encoder_attention_dropout: float | None = 0.0
     """Dropout on the context encoder's attention probabilities (None: the checkpoint's own). At 0, PyTorch's fused
     attention kernels run; with dropout, CPU attention falls back to the unfused path (README, "The bench")."""
@@ -55,8 +58,9 @@ class LatentConfig:
         for name in ("num_latents", "selector_layers", "selector_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.support_loss_weight < 0:
-            raise ValueError(f"support_loss_weight must be >= 0, got {self.support_loss_weight}")
+        for name in ("support_loss_weight", "answer_span_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.encoder_attention_dropout is not None and not 0 <= self.encoder_attention_dropout < 1:
             raise ValueError(f"encoder_attention_dropout must be in [0, 1), got {self.encoder_attention_dropout}")
 
@@ -135,9 +139,13 @@ class LatentReader(Reader):
         states, mask, attention = self.encoder_states(batch)
         out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
                       labels=batch["labels"], use_cache=False)
-        aux = support_loss(attention, batch["support"] & batch["context_mask"])
-        return ReaderOutput(loss=out.loss + self.config.support_loss_weight * aux, answer_loss=out.loss,
-                            support_loss=aux)
+        support = attention_mass_loss(attention, batch["support"] & batch["context_mask"])
+        loss = out.loss + self.config.support_loss_weight * support
+        answer_span = None
+        if self.config.answer_span_loss_weight > 0:
+            answer_span = attention_mass_loss(attention, batch["answer_span"] & batch["context_mask"])
+            loss = loss + self.config.answer_span_loss_weight * answer_span
+        return ReaderOutput(loss=loss, answer_loss=out.loss, support_loss=support, answer_span_loss=answer_span)
 
     @torch.no_grad()
     def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:

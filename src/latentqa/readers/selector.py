@@ -2,7 +2,7 @@
 
 Each block is pre-norm cross-attention (latents → context) then a pre-norm feed-forward, both residual. The
 selector returns the latents and the **last block's** attention over context tokens, averaged over heads; that
-attention is what the support loss trains and what sentence scores are read from.
+attention is what the support (and answer-span) loss trains and what sentence scores are read from.
 """
 from __future__ import annotations
 
@@ -70,17 +70,18 @@ class LatentSelector(nn.Module):
         return self.norm(latents), attention
 
 
-def support_loss(attention: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """-log(attention mass on supporting tokens), averaged over the examples that have support tokens.
+def attention_mass_loss(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
+    """-log(attention mass on the marked tokens), averaged over the examples that have marked tokens. The support
+    loss marks the supporting sentences, the answer-span loss the answer inside them.
 
-    attention (B, N, L) over context tokens, support (B, L) bool. Examples without support tokens contribute
+    attention (B, N, L) over context tokens, marked (B, L) bool. Examples without marked tokens contribute
     nothing; a batch without any gives 0 (never NaN). Computed in float32 so bf16 mass near 0 stays finite.
     """
-    has_support = support.any(dim=-1)  # (B,)
-    if not bool(has_support.any()):
+    has_marks = marked.any(dim=-1)  # (B,)
+    if not bool(has_marks.any()):
         return attention.new_zeros((), dtype=torch.float32)
-    mass = (attention.float() * support[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,) mean over latents
-    return -torch.log(mass[has_support].clamp_min(1e-12)).mean()
+    mass = (attention.float() * marked[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,) mean over latents
+    return -torch.log(mass[has_marks].clamp_min(1e-12)).mean()
 
 
 def sentence_scores(token_attention: torch.Tensor, sentence_index: torch.Tensor, context_mask: torch.Tensor,

@@ -41,6 +41,7 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
         settings = BaselineConfig(max_input_tokens=config.max_input_tokens) if config.kind == "baseline" else \
             LatentConfig(num_latents=config.num_latents, selector_layers=config.selector_layers,
                          selector_heads=config.selector_heads, support_loss_weight=config.support_loss_weight,
+                         answer_span_loss_weight=config.answer_span_loss_weight,
                          encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init)
     except ValueError as err:
         raise ConfigError(f"model.{err}") from None
