@@ -136,10 +136,9 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
     from ..data.sources import load_examples
 
     examples, _ = load_examples(str(SAMPLE_PATH))
-    start = time.perf_counter()
-    encode_examples(examples, question_tokenizer=latent.t5_tokenizer, context_tokenizer=latent.encoder_tokenizer,
-                    max_question_tokens=64, max_answer_tokens=32, progress=False)
-    tokenize_s = time.perf_counter() - start
+    tokenize_s = timed(lambda: encode_examples(
+        examples, question_tokenizer=latent.t5_tokenizer, context_tokenizer=latent.encoder_tokenizer,
+        max_question_tokens=64, max_answer_tokens=32, progress=False), 1, 3, lambda: None)
     collate = latent.collator()
     collate_s = timed(lambda: collate(rows), 1, 5, lambda: None)
     return {"tokenize_examples_per_s": len(examples) / tokenize_s, "collate_s": collate_s,

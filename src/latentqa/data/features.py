@@ -74,18 +74,20 @@ def encode_examples(
             [ex.answer or "" for ex in chunk], truncation=True, max_length=max_answer_tokens)["input_ids"]
         sentences = [format_sentence(p.title, s) for ex in chunk for p in ex.paragraphs for s in p.sentences]
         # verbose=False: contexts longer than the encoder are expected; the readers window them
-        encoded = context_tokenizer(sentences, add_special_tokens=False, verbose=False,
-                                    return_offsets_mapping=True) if sentences else {"input_ids": [], "offset_mapping": []}
+        # offsets: where each token lies in its sentence's text, to mark the answer's tokens
+        encoded = context_tokenizer(sentences, add_special_tokens=False, verbose=False, return_offsets_mapping=True) \
+            if sentences else {"input_ids": [], "offset_mapping": []}
         sentence_ids, sentence_offsets = encoded["input_ids"], encoded["offset_mapping"]
         offset = 0
         for ex, q_ids, a_ids in zip(chunk, questions, answers):
             keys = ex.sentence_keys()
-            pieces = sentence_ids[offset:offset + len(keys)]
+            mine = slice(offset, offset + len(keys))
+            offset += len(keys)
+            pieces = sentence_ids[mine]
             support_set = set(ex.supporting_facts)
-            answer_span = [mark for key, text, offsets in zip(keys, sentences[offset:], sentence_offsets[offset:])
+            answer_span = [mark for key, text, offsets in zip(keys, sentences[mine], sentence_offsets[mine])
                            for mark in (answer_token_mask(text, offsets, ex.answer) if key in support_set
                                         else [0] * len(offsets))]
-            offset += len(keys)
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
             columns["id"].append(ex.id)
             columns["question_ids"].append(q_ids)
