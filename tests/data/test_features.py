@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from latentqa.config import ConfigError
 from latentqa.data.features import answer_token_mask, encode_examples, format_sentence, load_features
 from latentqa.data.stats import data_stats, support_end
 
@@ -43,6 +45,16 @@ def test_answer_span_marks_the_answer_inside_supporting_sentences_only(sample_ex
             answer = enc_tok.decode(enc_tok(ex.answer, add_special_tokens=False)["input_ids"])  # as normalised
             assert answer.replace(" ", "") in enc_tok.decode(ids[span].tolist()).replace(" ", ""), ex.id
     assert spans >= 30  # most real answers are spans of their supporting facts
+
+
+def test_a_tokenizer_without_offsets_is_refused_by_name(sample_examples, tokenizers):
+    t5_tok, _ = tokenizers
+
+    class SlowTokenizer:
+        is_fast, name_or_path = False, "some/python-only-tokenizer"
+
+    with pytest.raises(ConfigError, match="some/python-only-tokenizer"):
+        _encode(sample_examples[:1], (t5_tok, SlowTokenizer()))
 
 
 def test_answer_token_mask_matches_whole_words_in_any_case():

@@ -50,7 +50,8 @@ def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab
         context = rng.integers(1000, vocab, size=per_sentence * sentences).tolist()
         sentence_index = np.repeat(np.arange(sentences), per_sentence).tolist()
         support = [int(s in (3, 17)) for s in sentence_index]
-        answer_span = [int(3 * per_sentence <= t < 3 * per_sentence + 2) for t in range(len(context))]  # in sentence 3
+        answer_span = [0] * len(context)
+        answer_span[3 * per_sentence:3 * per_sentence + 2] = [1, 1]  # the first 2 tokens of sentence 3
         rows.append({"index": i, "question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
                      "labels": [*rng.integers(1000, vocab, size=ANSWER - 1).tolist(), 1],
                      "context_ids": context, "sentence_index": sentence_index, "support": support,

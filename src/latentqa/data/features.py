@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..config import ConfigError
 from .examples import Example
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def encode_examples(
     answer_span    per context token, 1 if it is part of the answer inside a supporting sentence
     sentence_paragraph  per sentence, the index of its paragraph
     """
+    if not getattr(context_tokenizer, "is_fast", False):  # only `tokenizers` backends report character offsets
+        raise ConfigError(f"context tokenizer {getattr(context_tokenizer, 'name_or_path', context_tokenizer)!r} has no "
+                          "fast (tokenizers) backend: its character offsets are needed to mark answer spans")
     columns: dict[str, list] = {k: [] for k in (
         "id", "question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
         "sentence_paragraph")}
@@ -85,9 +89,9 @@ def encode_examples(
             offset += len(keys)
             pieces = sentence_ids[mine]
             support_set = set(ex.supporting_facts)
-            answer_span = [mark for key, text, offsets in zip(keys, sentences[mine], sentence_offsets[mine])
-                           for mark in (answer_token_mask(text, offsets, ex.answer) if key in support_set
-                                        else [0] * len(offsets))]
+            answer_span = []
+            for key, text, offsets in zip(keys, sentences[mine], sentence_offsets[mine]):
+                answer_span += answer_token_mask(text, offsets, ex.answer) if key in support_set else [0] * len(offsets)
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
             columns["id"].append(ex.id)
             columns["question_ids"].append(q_ids)
