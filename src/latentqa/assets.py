@@ -118,10 +118,14 @@ def build_tiny_encoder(out_dir: str | Path, texts: list[str], *, sizes: TinySize
 
 
 def _save_new_model(model_class, config, tokenizer, out_dir: str | Path, seed: int) -> Path:
-    """A model with seeded random weights, saved with its tokenizer as an ordinary Hugging Face folder."""
-    torch.manual_seed(seed)
+    """A model with seeded random weights, saved with its tokenizer as an ordinary Hugging Face folder. The global
+    random state is left as it was: a run that builds these models on a cold cache must draw its own new
+    parameters from the same state as a run that finds them built."""
     out = Path(out_dir)
-    model_class(config).save_pretrained(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

@@ -185,3 +185,22 @@ def test_two_processes_match_one_at_equal_global_batch(tiny_models, tmp_path):
         assert b["loss"] == pytest.approx(a["loss"], rel=0.03), (a, b)
     evals = [m for m in two if m["kind"] == "eval"]
     assert all(m["count"] == 4 and m["missing_answer"] == 0 for m in evals)  # gathered, no duplicates
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights_on_a_cold_and_a_warm_model_cache(tmp_path):
+    """The embedded tiny models are built into the cache on the first run only; building them must not move the
+    random state the reader's new modules (selector, projection, gate) are drawn from."""
+    cache = tmp_path / "cache"
+    runs = []
+    for name in ("cold", "warm"):
+        config = load_config(None, [
+            "model.t5=tiny", "model.encoder=tiny", "model.num_latents=4", "model.selector_heads=4",
+            "data.train_limit=4", "data.validation_limit=2", f"data.cache_dir={cache}",
+            f"train.output_dir={tmp_path / name}", "train.epochs=1", "train.batch_size=2", "eval.max_new_tokens=2"])
+        runs.append(train(config))
+        assert (cache / "tiny-models" / "t5" / "config.json").exists()
+    cold, warm = (_final_weights(run, 2) for run in runs)
+    assert cold.keys() == warm.keys()
+    for key in cold:
+        assert torch.equal(cold[key], warm[key]), key
