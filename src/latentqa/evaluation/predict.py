@@ -1,6 +1,7 @@
 """Batched prediction and validation loss, on one process or many (Accelerate gathers without duplicates)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -64,17 +65,17 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
 
 @torch.no_grad()
 def validation_loss(model, loader, accelerator: Accelerator) -> dict[str, float]:
-    """Mean loss (and its parts) over the batches of every process."""
+    """Each loss (and its parts) averaged over examples, on every process. Per-example values are gathered with
+    `gather_for_metrics`, which drops the samples Accelerate repeats to even out the last batch across processes;
+    a part that no example has (support, on unlabelled data) is left out."""
     model.eval()
-    totals: dict[str, list[torch.Tensor]] = {}
+    gathered: dict[str, list[torch.Tensor]] = {}
     for batch in loader:
         with accelerator.autocast():
-            out = model(batch)
-        parts = {"loss": out.loss, "answer_loss": out.answer_loss}
-        for name in ("support_loss", "answer_span_loss"):
-            if getattr(out, name) is not None:
-                parts[name] = getattr(out, name)
-        for name, value in parts.items():
-            totals.setdefault(name, []).append(accelerator.gather(value.detach().float().reshape(1)))
+            per_example = model(batch).per_example
+        per_example = accelerator.gather_for_metrics({k: v.detach().float() for k, v in per_example.items()})
+        for name, values in per_example.items():
+            gathered.setdefault(name, []).append(values)
     model.train()
-    return {name: torch.cat(values).mean().item() for name, values in totals.items()}
+    means = {name: torch.cat(values).nanmean().item() for name, values in gathered.items()}
+    return {name: value for name, value in means.items() if not math.isnan(value)}

@@ -9,12 +9,13 @@ A reader folder:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5ForConditionalGeneration
 
 READER_FILE = "reader.json"
@@ -27,6 +28,15 @@ class ReaderOutput:
     answer_loss: torch.Tensor
     support_loss: torch.Tensor | None = None
     answer_span_loss: torch.Tensor | None = None  # latent reader with answer_span_loss_weight > 0
+    per_example: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The same losses for each example, (B,) each (NaN where an example has nothing to score): what validation
+    averages, so its figure does not depend on how examples were batched or sharded."""
+
+
+def answer_loss_per_example(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean token cross-entropy of each example's answer: logits (B, T, V), labels (B, T) with -100 → (B,)."""
+    nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T)
+    return nll.sum(dim=1) / (labels != -100).sum(dim=1).clamp_min(1)
 
 
 @dataclass

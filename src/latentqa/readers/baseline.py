@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-from .base import Generation, Reader, ReaderOutput
+from .base import Generation, Reader, ReaderOutput, answer_loss_per_example
 from .collate import BaselineCollator
 
 
@@ -36,7 +36,8 @@ class BaselineReader(Reader):
     def forward(self, batch: dict[str, torch.Tensor]) -> ReaderOutput:
         out = self.t5(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                       use_cache=False)
-        return ReaderOutput(loss=out.loss, answer_loss=out.loss)
+        answer = answer_loss_per_example(out.logits, batch["labels"])
+        return ReaderOutput(loss=out.loss, answer_loss=out.loss, per_example={"loss": answer, "answer_loss": answer})
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **generation) -> Generation:

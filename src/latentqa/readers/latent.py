@@ -16,9 +16,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from .base import Generation, Reader, ReaderOutput
+from .base import Generation, Reader, ReaderOutput, answer_loss_per_example
 from .collate import LatentCollator
-from .selector import LatentSelector, attention_mass_loss, sentence_scores
+from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
 
 
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
@@ -139,13 +139,21 @@ class LatentReader(Reader):
         states, mask, attention = self.encoder_states(batch)
         out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
                       labels=batch["labels"], use_cache=False)
-        support = attention_mass_loss(attention, batch["support"] & batch["context_mask"])
+        answer_each = answer_loss_per_example(out.logits, batch["labels"])  # (B,)
+        support_each = attention_mass_nll(attention, batch["support"] & batch["context_mask"])  # (B,), NaN: none
+        support = mean_over_scored(support_each)
         loss = out.loss + self.config.support_loss_weight * support
+        loss_each = answer_each + self.config.support_loss_weight * support_each.nan_to_num(0.0)
+        per_example = {"answer_loss": answer_each, "support_loss": support_each}
         answer_span = None
         if self.config.answer_span_loss_weight > 0:
-            answer_span = attention_mass_loss(attention, batch["answer_span"] & batch["context_mask"])
+            span_each = attention_mass_nll(attention, batch["answer_span"] & batch["context_mask"])
+            answer_span = mean_over_scored(span_each)
             loss = loss + self.config.answer_span_loss_weight * answer_span
-        return ReaderOutput(loss=loss, answer_loss=out.loss, support_loss=support, answer_span_loss=answer_span)
+            loss_each = loss_each + self.config.answer_span_loss_weight * span_each.nan_to_num(0.0)
+            per_example["answer_span_loss"] = span_each
+        return ReaderOutput(loss=loss, answer_loss=out.loss, support_loss=support, answer_span_loss=answer_span,
+                            per_example={"loss": loss_each, **per_example})
 
     @torch.no_grad()
     def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:

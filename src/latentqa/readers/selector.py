@@ -70,18 +70,26 @@ class LatentSelector(nn.Module):
         return self.norm(latents), attention
 
 
-def attention_mass_loss(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
-    """-log(attention mass on the marked tokens), averaged over the examples that have marked tokens. The support
-    loss marks the supporting sentences, the answer-span loss the answer inside them.
+def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
+    """-log(attention mass on the marked tokens) per example, the mass averaged over latents: attention (B, N, L)
+    over context tokens, marked (B, L) bool → (B,), NaN for an example without marked tokens. Computed in float32
+    so bf16 mass near 0 stays finite."""
+    mass = (attention.float() * marked[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,)
+    return torch.where(marked.any(dim=-1), -torch.log(mass.clamp_min(1e-12)), torch.nan)
 
-    attention (B, N, L) over context tokens, marked (B, L) bool. Examples without marked tokens contribute
-    nothing; a batch without any gives 0 (never NaN). Computed in float32 so bf16 mass near 0 stays finite.
-    """
-    has_marks = marked.any(dim=-1)  # (B,)
-    if not bool(has_marks.any()):
-        return attention.new_zeros((), dtype=torch.float32)
-    mass = (attention.float() * marked[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,) mean over latents
-    return -torch.log(mass[has_marks].clamp_min(1e-12)).mean()
+
+def attention_mass_loss(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
+    """The mean of `attention_mass_nll` over the examples that have marked tokens. The support loss marks the
+    supporting sentences, the answer-span loss the answer inside them. A batch without any gives 0 (never NaN)."""
+    return mean_over_scored(attention_mass_nll(attention, marked))
+
+
+def mean_over_scored(per_example: torch.Tensor) -> torch.Tensor:
+    """Mean of the non-NaN entries of (B,); 0 when there are none."""
+    scored = ~per_example.isnan()
+    if not bool(scored.any()):
+        return per_example.new_zeros(())
+    return per_example[scored].mean()
 
 
 def sentence_scores(token_attention: torch.Tensor, sentence_index: torch.Tensor, context_mask: torch.Tensor,

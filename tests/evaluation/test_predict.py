@@ -1,0 +1,47 @@
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from latentqa.config import EvalConfig
+from latentqa.data.features import load_features
+from latentqa.evaluation.predict import select_facts, validation_loss
+from latentqa.readers.collate import IndexedRows
+
+
+def _loader(reader, examples, batch_size, accelerator):
+    features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
+                             context_tokenizer=reader.context_tokenizer, max_question_tokens=64,
+                             max_answer_tokens=32, cache_dir=None, progress=False)
+    return accelerator.prepare(DataLoader(IndexedRows(features), batch_size=batch_size,
+                                          collate_fn=reader.collator()))
+
+
+@pytest.mark.parametrize("reader_name", ["tiny_latent", "tiny_baseline"])
+def test_validation_loss_is_a_mean_over_examples_whatever_the_batch_size(reader_name, request, sample_examples):
+    """5 examples in batches of 2 (the last holds one) and in one batch of 5: the same mean over examples."""
+    reader = request.getfixturevalue(reader_name).eval()
+    accelerator = Accelerator(cpu=True)
+    examples = sample_examples[:5]
+    by_two = validation_loss(reader, _loader(reader, examples, 2, accelerator), accelerator)
+    whole = validation_loss(reader, _loader(reader, examples, 5, accelerator), accelerator)
+    by_one = validation_loss(reader, _loader(reader, examples, 1, accelerator), accelerator)
+    assert set(by_two) == set(whole) and "answer_loss" in whole
+    for name in whole:
+        assert math.isfinite(whole[name])
+        assert by_two[name] == pytest.approx(whole[name], rel=1e-5), name
+        assert by_one[name] == pytest.approx(whole[name], rel=1e-5), name
+
+
+def test_select_facts_top_k_and_threshold(sample_examples):
+    example = sample_examples[0]
+    keys = example.sentence_keys()
+    scores = [0.0] * len(keys)
+    scores[3], scores[1], scores[5] = 0.5, 0.3, 0.2
+    top = select_facts(example, scores, EvalConfig(sp_top_k=2))
+    assert top == [list(keys[1]), list(keys[3])]  # the two best, in context order
+    assert select_facts(example, scores, EvalConfig(sp_threshold=0.25)) == [list(keys[1]), list(keys[3])]
+    assert select_facts(example, scores, EvalConfig(sp_threshold=0.2)) == [list(keys[i]) for i in (1, 3, 5)]
+    assert select_facts(example, scores, EvalConfig(sp_threshold=0.9)) == [list(keys[3])]  # the best one always
