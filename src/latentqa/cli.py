@@ -59,7 +59,9 @@ def cmd_train(args) -> None:
 
     config = load_config(args.config, args.overrides)
     out = train(config, resume=args.resume)
-    print(f"run folder: {out} (best reader: {out / 'best'})")
+    best = out / "best"
+    print(f"run folder: {out} " + (f"(best reader: {best})" if best.exists() else
+                                   f"(no best reader: train.best_metric={config.train.best_metric} was never finite)"))
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
@@ -298,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConfigError, UserError, FileNotFoundError) as err:
         print(f"latentqa: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # training stops at an optimizer step and names its checkpoint
+        print(f"latentqa: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     return 0
 
 

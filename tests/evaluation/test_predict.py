@@ -1,4 +1,9 @@
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,3 +50,24 @@ def test_select_facts_top_k_and_threshold(sample_examples):
     assert select_facts(example, scores, EvalConfig(sp_threshold=0.25)) == [list(keys[1]), list(keys[3])]
     assert select_facts(example, scores, EvalConfig(sp_threshold=0.2)) == [list(keys[i]) for i in (1, 3, 5)]
     assert select_facts(example, scores, EvalConfig(sp_threshold=0.9)) == [list(keys[3])]  # the best one always
+
+
+@pytest.mark.slow
+def test_two_processes_gather_the_same_validation_loss_and_answers_as_one(tiny_models, tmp_path):
+    """5 examples, batches of 2, 2 processes: the last batch is evened out with a repeated example, which
+    `gather_for_metrics` must drop (with a plain gather the repeat counts and the mean moves)."""
+    script = Path(__file__).with_name("validation_run.py")
+    args = [str(tiny_models[0]), str(tiny_models[1])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), *args, str(tmp_path / "one.json")], check=True, env=env,
+                   capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             "29541", str(script), *args, str(tmp_path / "two.json")], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert set(one["losses"]) == set(two["losses"]) == {"loss", "answer_loss", "support_loss"}
+    for name, value in one["losses"].items():
+        assert two["losses"][name] == pytest.approx(value, rel=1e-5), name
+    assert two["answers"] == one["answers"] and len(one["answers"]) == 5

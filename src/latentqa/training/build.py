@@ -2,6 +2,7 @@
 tokenized splits."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..config import ConfigError, DataConfig, ModelConfig
@@ -32,11 +33,7 @@ def resolve_model(name: str, cache_dir: str, part: str) -> str:
 
 def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
     if config.init_from:
-        reader = load_reader(config.init_from)
-        if reader.kind != config.kind:
-            raise ConfigError(f"model.init_from {config.init_from} holds a {reader.kind} reader, "
-                              f"but model.kind is {config.kind}")
-        return reader
+        return reader_from_folder(config)
     try:  # the readers' own checks, named as the config fields they come from
         settings = BaselineConfig(max_input_tokens=config.max_input_tokens) if config.kind == "baseline" else \
             LatentConfig(num_latents=config.num_latents, selector_layers=config.selector_layers,
@@ -75,3 +72,20 @@ def load_split(config: DataConfig, reader: Reader, split: str, accelerator=None)
         return examples, features()
     with accelerator.main_process_first():
         return examples, features()
+
+
+def reader_from_folder(config: ModelConfig) -> Reader:
+    """`model.init_from`: the folder's reader with its own settings. A model field set to something else than its
+    default and than the folder's value would be silently ignored, so it is refused by name."""
+    reader = load_reader(config.init_from)
+    if reader.kind != config.kind:
+        raise ConfigError(f"model.init_from {config.init_from} holds a {reader.kind} reader, "
+                          f"but model.kind is {config.kind}")
+    defaults, saved = ModelConfig(), dataclasses.asdict(reader.config)
+    names = ["t5", *(["encoder"] if reader.kind == "latent" else []), *saved]
+    ignored = sorted(f"model.{name}" for name in names if getattr(config, name) != getattr(defaults, name)
+                     and getattr(config, name) != saved.get(name, getattr(defaults, name)))
+    if ignored:
+        raise ConfigError(f"model.init_from {config.init_from}: the reader is built from the folder's own settings, "
+                          f"so {ignored} would be ignored; remove them or leave out init_from")
+    return reader

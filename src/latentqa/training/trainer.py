@@ -2,15 +2,20 @@
 the same command under `accelerate launch` / `torchrun` for many devices.
 
 Exact resume: data order is a permutation drawn from (seed, epoch), and the dropout RNG is reseeded before every
-micro-batch from (seed, epoch, micro-batch, rank), so a run stopped anywhere and resumed from its last checkpoint
-sees the same batches with the same dropout masks as an uninterrupted run.
+micro-batch from (seed, epoch, micro-batch, rank), so a run stopped at an optimizer step and resumed from its
+checkpoint sees the same batches with the same dropout masks as an uninterrupted run. Ctrl-C therefore stops at
+the end of the optimizer step under way (a second Ctrl-C stops at once, without saving).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..config import ConfigError, RunConfig
+from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
 from ..readers.collate import IndexedRows
@@ -32,10 +38,16 @@ from .state import RunState
 
 log = logging.getLogger(__name__)
 RUN_STATE_FILE = "run_state.json"
+ANSWER_METRICS = ("em", "f1", "sp_f1", "joint_f1")  # need labelled validation data
+SP_METRICS = ("sp_f1", "joint_f1")  # need a reader that predicts supporting facts
 
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the run stopped at an optimizer step, with a checkpoint to resume from."""
 
 
 class EpochSampler(Sampler):
@@ -70,12 +82,76 @@ def make_accelerator(config: RunConfig, log_dir: Path | None = None) -> Accelera
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
+@dataclass
+class LossWindow:
+    """Training losses and examples since the last log line."""
+
+    losses: list[torch.Tensor] = field(default_factory=list)
+    examples: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Run:
+    """Everything a training run holds while it runs, besides its config and its run state."""
+
+    config: RunConfig
+    out: Path
+    accelerator: Accelerator
+    model: torch.nn.Module  # the prepared reader
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: DataLoader
+    val_loader: DataLoader
+    gen_loader: DataLoader
+    gen_examples: list[Example]
+    total_steps: int
+    state: RunState = field(default_factory=RunState)
+    window: LossWindow = field(default_factory=LossWindow)
+    update_poisoned: bool = False  # a non-finite loss in this accumulation cycle: its update is skipped
+    evaluated_at: int | None = None  # the last step evaluated, and the last checkpointed, in this process
+    saved_at: int | None = None
+
+
 def train(config: RunConfig, resume: str | None = None) -> Path:
     """Train, evaluating each epoch; returns the run folder (best reader in OUT/best)."""
+    check_config(config)
+    run = setup(config, resume)
+    progress = tqdm(total=run.total_steps, initial=run.state.step, desc="train", unit="step",
+                    disable=not run.accelerator.is_local_main_process)
+    try:
+        with stop_requests(run.accelerator) as stop_requested:
+            while run.state.epoch < config.train.epochs and run.state.step < run.total_steps:
+                train_epoch(run, progress, stop_requested)
+                # at each epoch end, and where max_steps stopped the run (unless this step was just done)
+                if run.evaluated_at != run.state.step:
+                    evaluate(run)
+                if run.saved_at != run.state.step:
+                    save_checkpoint(run)
+    finally:
+        progress.close()
+        run.accelerator.end_training()
+    write_summary(run)
+    return run.out
+
+
+# --- stages -------------------------------------------------------------------------------------------------
+
+
+def check_config(config: RunConfig) -> None:
+    """Combinations that cannot train or cannot pick a best reader, refused before anything loads."""
     cfg = config.train
-    out = Path(cfg.output_dir)
     if config.model.kind == "baseline" and (cfg.freeze_t5_steps or cfg.freeze_t5_epochs):
         raise ConfigError("train.freeze_t5_*: the baseline reader is all T5; freezing it would train nothing")
+    if config.model.kind == "baseline" and cfg.best_metric in SP_METRICS:
+        raise ConfigError(f"train.best_metric={cfg.best_metric}: the baseline reader predicts no supporting facts; "
+                          "use loss, em or f1")
+
+
+def setup(config: RunConfig, resume: str | None) -> Run:
+    """Accelerator, reader, data, optimizer and schedule, prepared; the run state restored when resuming."""
+    cfg = config.train
+    out = Path(cfg.output_dir)
     accelerator = make_accelerator(config, out)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -84,19 +160,20 @@ def train(config: RunConfig, resume: str | None = None) -> Path:
     reader = build_reader(config.model, config.data.cache_dir)
     reader.set_gradient_checkpointing(cfg.gradient_checkpointing)
 
-    # --- data ---
-    train_examples, train_features = load_split(config.data, reader, "train", accelerator)
+    _, train_features = load_split(config.data, reader, "train", accelerator)
     val_examples, val_features = load_split(config.data, reader, "validation", accelerator)
     gen_count = min(config.eval.limit or len(val_examples), len(val_examples))
+    unlabelled = [ex.id for ex in val_examples[:gen_count] if ex.answer is None]
+    if cfg.best_metric in ANSWER_METRICS and unlabelled:
+        raise ConfigError(f"train.best_metric={cfg.best_metric} needs answers, but data.validation "
+                          f"{config.data.validation} has unlabelled examples (first: {unlabelled[0]}); use loss")
     collate = reader.collator()
-    sampler = EpochSampler(len(train_features), cfg.seed)
-    train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size, sampler=sampler,
-                              collate_fn=collate)
+    train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
+                              sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
     val_loader = DataLoader(IndexedRows(val_features), batch_size=config.eval.batch_size, collate_fn=collate)
     gen_loader = DataLoader(IndexedRows(val_features.select(range(gen_count))), batch_size=config.eval.batch_size,
                             collate_fn=collate)
 
-    # --- optimisation ---
     rates = {"latent": cfg.lr_latent, "t5": cfg.lr_t5, "encoder": cfg.lr_encoder}
     groups = [{"params": params, "lr": rates[name], "name": name} for name, params in reader.parameter_groups().items()]
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -109,128 +186,174 @@ def train(config: RunConfig, resume: str | None = None) -> Path:
         optimizer, int(cfg.warmup_ratio * total_steps) * accelerator.num_processes,
         total_steps * accelerator.num_processes))
 
-    state = RunState()
+    run = Run(config, out, accelerator, model, optimizer, scheduler, train_loader, val_loader, gen_loader,
+              val_examples[:gen_count], total_steps)
     if resume:
         path = resolve_resume(out, resume)
         accelerator.load_state(str(path))
-        state.load_state_dict(json.loads((path / RUN_STATE_FILE).read_text()))
-        log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step)
+        run.state.load_state_dict(json.loads((path / RUN_STATE_FILE).read_text()))
+        log.info("resumed from %s at epoch %d, step %d, micro-batch %d", path, run.state.epoch, run.state.step,
+                 run.state.batch_in_epoch)
     accelerator.init_trackers("tensorboard")
-    t5_params = reader.parameter_groups()["t5"]
+    return run
 
-    def save_checkpoint() -> None:
-        final = checkpoint_dir(out, state.step)
-        tmp = final.with_name(final.name + ".tmp")
-        accelerator.save_state(str(tmp), safe_serialization=True)
+
+def train_epoch(run: Run, progress, stop_requested) -> None:
+    """The rest of the current epoch (all of it unless resuming inside it), or up to the last step."""
+    state, accelerator = run.state, run.accelerator
+    batches = accelerator.skip_first_batches(run.train_loader, state.batch_in_epoch) \
+        if state.batch_in_epoch else run.train_loader
+    # On the loader we iterate: Accelerate passes its own epoch counter to the sampler on every __iter__, and the
+    # loader made by skip_first_batches starts that counter at 0.
+    batches.set_epoch(state.epoch)
+    run.model.train()
+    for batch in batches:
+        micro_step(run, batch)
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        progress.update(1)
+        maybe_log(run, progress)
+        cfg = run.config.train
+        if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0:
+            evaluate(run)
+        if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
+            save_checkpoint(run)
+        if stop_requested():
+            stop(run)
+        if state.step >= run.total_steps:
+            break
+    if state.batch_in_epoch >= len(run.train_loader):  # the epoch ran to its end
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
+def micro_step(run: Run, batch) -> None:
+    """Forward and backward of one micro-batch; at the end of an accumulation cycle, the update."""
+    state, accelerator, cfg = run.state, run.accelerator, run.config.train
+    set_t5_frozen(run, state.step < cfg.freeze_t5_steps or state.epoch < cfg.freeze_t5_epochs)
+    torch.manual_seed(dropout_seed(cfg.seed, state.epoch, state.batch_in_epoch, accelerator.process_index))
+    with accelerator.accumulate(run.model):
+        with accelerator.autocast():
+            loss = run.model(batch).loss
+        if bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
+            accelerator.backward(loss)
+            run.window.losses.append(loss.detach().float())
+        else:
+            note_nonfinite(state, cfg.max_nonfinite_steps, "loss")
+            run.update_poisoned = True
+        if accelerator.sync_gradients:
+            update(run)
+        run.optimizer.zero_grad(set_to_none=True)
+    run.window.examples += batch["index"].shape[0] * accelerator.num_processes
+    state.batch_in_epoch += 1
+
+
+def update(run: Run) -> None:
+    """The optimizer step, unless this cycle saw a non-finite loss or (without a grad scaler) a non-finite
+    gradient. Under fp16 an overflowing gradient is the scaler's to absorb: it skips the step and lowers its scale."""
+    state, accelerator, cfg = run.state, run.accelerator, run.config.train
+    poisoned, run.update_poisoned = run.update_poisoned, False
+    if poisoned:
+        return
+    norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm or math.inf)
+    if accelerator.scaler is None and not math.isfinite(float(norm)):
+        note_nonfinite(state, cfg.max_nonfinite_steps, "gradient")
+        return
+    run.optimizer.step()
+    if accelerator.optimizer_step_was_skipped:
+        log.debug("fp16 gradient overflow at step %d: the scaler skipped the update", state.step)
+        return
+    run.scheduler.step()
+    state.nonfinite_streak = 0
+
+
+def set_t5_frozen(run: Run, frozen: bool) -> None:
+    """Begin or end the frozen-T5 warm start (a no-op while it does not change)."""
+    params = run.accelerator.unwrap_model(run.model).parameter_groups()["t5"]
+    if params[0].requires_grad == frozen:
+        for p in params:
+            p.requires_grad_(not frozen)
+
+
+def maybe_log(run: Run, progress) -> None:
+    state, window, cfg = run.state, run.window, run.config.train
+    if state.step % cfg.log_every_steps or not window.losses:
+        return
+    rate = window.examples / (time.perf_counter() - window.start)
+    rates = {f"lr_{g['name']}": g["lr"] for g in run.optimizer.param_groups}
+    t5_params = run.accelerator.unwrap_model(run.model).parameter_groups()["t5"]
+    entry = {"kind": "train", "epoch": state.epoch, "step": state.step,
+             "loss": run.accelerator.gather(torch.stack(window.losses)).mean().item(), "examples_per_s": rate,
+             "frozen_t5": not t5_params[0].requires_grad, "nonfinite_total": state.nonfinite_total, **rates}
+    record(run, entry)
+    progress.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry.get('lr_latent', entry['lr_t5']):.1e}",
+                         ex_s=f"{rate:.1f}")
+    run.window = LossWindow()
+
+
+def evaluate(run: Run) -> dict:
+    """Validation loss, then generated answers scored; the best reader so far goes to OUT/best."""
+    state, accelerator, cfg = run.state, run.accelerator, run.config.train
+    metrics = {"kind": "eval", "epoch": state.epoch, "step": state.step,
+               **validation_loss(run.model, run.val_loader, accelerator)}
+    predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, desc="evaluate")
+    if all(ex.answer is not None for ex in run.gen_examples):
+        scores = score(run.gen_examples, predictions.answers, predictions.sp)
+        metrics.update({k: v for k, v in scores.items() if v is not None})
+    value = metrics.get(cfg.best_metric, math.nan)
+    if state.improves(value, higher_is_better=cfg.best_metric != "loss"):
+        state.best_value, state.best_step = value, state.step
         if accelerator.is_main_process:
-            (tmp / RUN_STATE_FILE).write_text(json.dumps(state.state_dict()))
-            publish(tmp, final)
-            prune(out, cfg.keep_last)
-        accelerator.wait_for_everyone()
+            tmp = run.out / "best.tmp"
+            accelerator.unwrap_model(run.model).save_pretrained(tmp)
+            publish(tmp, run.out / "best")
+        metrics["best"] = True
+    record(run, metrics)
+    run.evaluated_at = state.step
+    accelerator.wait_for_everyone()
+    return metrics
 
-    def evaluate() -> dict:
-        metrics = {"kind": "eval", "epoch": state.epoch, "step": state.step, **validation_loss(model, val_loader, accelerator)}
-        predictions = predict(model, gen_loader, val_examples[:gen_count], accelerator, config.eval, desc="evaluate")
-        if all(ex.answer is not None for ex in val_examples[:gen_count]):
-            metrics.update({k: v for k, v in score(val_examples[:gen_count], predictions.answers, predictions.sp).items()
-                            if v is not None})
-        value = metrics.get(cfg.best_metric, math.nan)
-        if state.improves(value, higher_is_better=cfg.best_metric != "loss"):
-            state.best_value, state.best_step = value, state.step
-            if accelerator.is_main_process:
-                tmp = out / "best.tmp"
-                accelerator.unwrap_model(model).save_pretrained(tmp)
-                publish(tmp, out / "best")
-            metrics["best"] = True
-        record(metrics)
-        accelerator.wait_for_everyone()
-        return metrics
 
-    def record(metrics: dict) -> None:
-        if accelerator.is_main_process:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-        accelerator.log({f"{metrics['kind']}/{k}": v for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=state.step)
+def record(run: Run, metrics: dict) -> None:
+    if run.accelerator.is_main_process:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+    run.accelerator.log({f"{metrics['kind']}/{k}": v for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=run.state.step)
 
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
-                    disable=not accelerator.is_local_main_process)
-    window_loss, window_examples, window_start = [], 0, time.perf_counter()
-    model.train()
-    try:
-        while state.epoch < cfg.epochs and state.step < total_steps:
-            batches = accelerator.skip_first_batches(train_loader, state.batch_in_epoch) \
-                if state.batch_in_epoch else train_loader
-            # On the loader we iterate: Accelerate passes its own epoch counter to the sampler on every __iter__,
-            # and the loader made by skip_first_batches starts that counter at 0.
-            batches.set_epoch(state.epoch)
-            for batch in batches:
-                frozen = state.step < cfg.freeze_t5_steps or state.epoch < cfg.freeze_t5_epochs
-                if t5_params[0].requires_grad == frozen:  # the warm start begins or ends
-                    for p in t5_params:
-                        p.requires_grad_(not frozen)
-                torch.manual_seed(dropout_seed(cfg.seed, state.epoch, state.batch_in_epoch, accelerator.process_index))
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss = model(batch).loss
-                    if not bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all()):
-                        skip_nonfinite(state, cfg.max_nonfinite_steps, "loss")
-                        optimizer.zero_grad(set_to_none=True)
-                    else:
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients:
-                            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
-                            if not math.isfinite(float(norm)):
-                                skip_nonfinite(state, cfg.max_nonfinite_steps, "gradient")
-                            else:
-                                state.nonfinite_streak = 0
-                                optimizer.step()
-                                scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                        window_loss.append(loss.detach().float())
-                window_examples += batch["index"].shape[0] * accelerator.num_processes
-                state.batch_in_epoch += 1
-                if not accelerator.sync_gradients:
-                    continue
-                state.step += 1
-                progress.update(1)
-                if state.step % cfg.log_every_steps == 0 and window_loss:
-                    rate = window_examples / (time.perf_counter() - window_start)
-                    entry = {"kind": "train", "epoch": state.epoch, "step": state.step,
-                             "loss": accelerator.gather(torch.stack(window_loss)).mean().item(),
-                             "examples_per_s": rate, "frozen_t5": frozen, "nonfinite_total": state.nonfinite_total,
-                             **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}}
-                    record(entry)
-                    progress.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry.get('lr_latent', entry['lr_t5']):.1e}",
-                                         ex_s=f"{rate:.1f}")
-                    window_loss, window_examples, window_start = [], 0, time.perf_counter()
-                if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0:
-                    evaluate()
-                if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
-                    save_checkpoint()
-                if state.step >= total_steps:
-                    break
-            if state.batch_in_epoch >= len(train_loader):  # the epoch ran to its end
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            evaluate()  # at each epoch end, and where max_steps stopped the run
-            save_checkpoint()
-    except KeyboardInterrupt:
-        log.warning("interrupted: saving a checkpoint at step %d (resume with --resume latest)", state.step)
-        save_checkpoint()
-        raise
-    finally:
-        progress.close()
-        accelerator.end_training()
+
+def save_checkpoint(run: Run) -> Path:
+    """Model, optimizer, scheduler, RNG and run state at the current optimizer step, written atomically."""
+    accelerator, final = run.accelerator, checkpoint_dir(run.out, run.state.step)
+    tmp = final.with_name(final.name + ".tmp")
+    accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
-        summary = {"steps": state.step, "epochs": state.epoch, "best_metric": cfg.best_metric,
-                   "best_value": state.best_value, "best_step": state.best_step,
-                   "nonfinite_total": state.nonfinite_total}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("done: %s", summary)
-    return out
+        (tmp / RUN_STATE_FILE).write_text(json.dumps(run.state.state_dict()))
+        publish(tmp, final)
+        prune(run.out, run.config.train.keep_last)
+    run.saved_at = run.state.step
+    accelerator.wait_for_everyone()
+    return final
 
 
-def skip_nonfinite(state: RunState, limit: int, what: str) -> None:
+def stop(run: Run) -> None:
+    """After Ctrl-C, at an optimizer step: keep a checkpoint of this step (the one saved just now, if any)."""
+    path = checkpoint_dir(run.out, run.state.step) if run.saved_at == run.state.step else save_checkpoint(run)
+    log.warning("interrupted at step %d: checkpoint %s (continue with --resume)", run.state.step, path)
+    raise TrainingInterrupted(f"interrupted at step {run.state.step}; checkpoint {path}")
+
+
+def write_summary(run: Run) -> None:
+    if not run.accelerator.is_main_process:
+        return
+    state, cfg = run.state, run.config.train
+    summary = {"steps": state.step, "epochs": state.epoch, "best_metric": cfg.best_metric,
+               "best_value": state.best_value, "best_step": state.best_step, "nonfinite_total": state.nonfinite_total}
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("done: %s", summary)
+
+
+def note_nonfinite(state: RunState, limit: int, what: str) -> None:
     state.nonfinite_streak += 1
     state.nonfinite_total += 1
     log.warning("non-finite %s at step %d: update skipped (%d in a row, %d in all)",
@@ -239,3 +362,28 @@ def skip_nonfinite(state: RunState, limit: int, what: str) -> None:
         raise NonFiniteLossError(
             f"{state.nonfinite_streak} consecutive non-finite {what}es at step {state.step}: stopping. "
             "Lower the learning rates, use bf16 instead of fp16, or check the data.")
+
+
+@contextmanager
+def stop_requests(accelerator: Accelerator):
+    """Turn the first Ctrl-C into a request, answered at the next optimizer step (every process agrees on
+    which); a second Ctrl-C interrupts at once. Yields a function that says whether a stop was requested."""
+    requested = threading.Event()
+
+    def on_sigint(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("Ctrl-C: stopping after this optimizer step (Ctrl-C again to stop at once, unsaved)")
+
+    def stop_requested() -> bool:
+        if requested.is_set():
+            accelerator.set_trigger()
+        return accelerator.check_trigger()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
+        yield stop_requested
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
