@@ -242,3 +242,29 @@ def test_encoder_attention_dropout_is_set_for_each_encoder_family(tiny_models, t
     bert = LatentReader.build(str(t5_dir), str(pretrained_encoder_path()),
                               LatentConfig(num_latents=2, selector_heads=4, encoder_attention_dropout=0.05))
     assert bert.encoder.config.attention_probs_dropout_prob == 0.05
+
+
+def test_roberta_shaped_encoder_windows_fit_its_position_table(tiny_models, sample_examples, tmp_path):
+    """RoBERTa counts positions from padding_idx + 1: a table of 66 entries with padding_idx 1 holds 64 tokens.
+    Windows as long as the whole table would index past it."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaModel
+
+    from latentqa.readers.latent import LatentConfig, LatentReader, window_positions
+
+    t5_dir, encoder_dir = tiny_models
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    assert tokenizer.pad_token_id == 0
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=66, pad_token_id=1)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(tmp_path / "roberta")
+    tokenizer.save_pretrained(tmp_path / "roberta")
+    reader = LatentReader.build(str(t5_dir), str(tmp_path / "roberta"), LatentConfig(num_latents=2, selector_heads=4))
+    assert window_positions(reader.encoder) == 64
+    assert window_positions(LatentReader.build(str(t5_dir), str(encoder_dir),
+                                               LatentConfig(num_latents=2, selector_heads=4)).encoder) == 128
+    batch, features = collate(reader, sample_examples[:2])
+    assert batch["window_ids"].shape[1] == 64 < len(features["context_ids"][0])
+    out = reader(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)

@@ -34,6 +34,14 @@ def set_attention_dropout(config: PretrainedConfig, value: float | None) -> Pret
     return config
 
 
+def window_positions(encoder: nn.Module) -> int:
+    """Tokens one encoder window can hold, [CLS] and [SEP] included. RoBERTa-family encoders number positions from
+    padding_idx + 1, so their table of 514 entries holds 512 tokens; the others use every entry."""
+    positions = encoder.config.max_position_embeddings
+    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    return positions - (padding_idx + 1) if padding_idx is not None else positions
+
+
 @dataclass
 class LatentConfig:
     num_latents: int = 32
@@ -100,7 +108,7 @@ class LatentReader(Reader):
         return LatentCollator(
             t5_pad_id=self.t5_tokenizer.pad_token_id, t5_eos_id=self.t5_tokenizer.eos_token_id,
             encoder_pad_id=tok.pad_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
-            window_tokens=self.encoder.config.max_position_embeddings)
+            window_tokens=window_positions(self.encoder))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"latent": [*self.selector.parameters(), *self.project.parameters(), self.gate],
