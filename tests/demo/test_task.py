@@ -58,3 +58,21 @@ def test_task_files_are_official_hotpotqa_json(task, tmp_path):
     assert loaded == [ex for ex, _ in task["test"]] and not report.warnings
     positions = json.loads((tmp_path / "positions.json").read_text())
     assert positions == {ex.id: p for items in task.values() for ex, p in items}
+
+
+def test_fact_in_input_follows_the_baselines_own_cut(tiny_baseline, sample_examples):
+    """Counted in the baseline's T5 tokens: a fact at the start of the context is inside its 128-token input,
+    one at the end is not, and a cut that ends inside the fact sentence leaves it out."""
+    from latentqa.demo.run import fact_in_input
+    from latentqa.demo.task import insert_fact
+    from tests.conftest import collate
+
+    tok, base = tiny_baseline.t5_tokenizer, sample_examples[0]
+    first, _ = insert_fact(base, 0, "the Elm project", "jade", tok, "first")
+    last, _ = insert_fact(base, 10 ** 6, "the Elm project", "jade", tok, "last")
+    batch, features = collate(tiny_baseline, [first, last])
+    assert fact_in_input([first, last], features, tiny_baseline.collator()) == {"first": True, "last": False}
+    fact_end = int(np.flatnonzero(features["support"][0])[-1]) + 1
+    kept = batch["context_kept"][0].item()
+    tiny_baseline.config.max_input_tokens -= kept - fact_end + 1  # now the cut ends one token before the fact does
+    assert fact_in_input([first], features.select([0]), tiny_baseline.collator()) == {"first": False}

@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..assets import build_tiny_models, corpus, pretrained_encoder_path  # noqa: E402
 from ..config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from ..data.sources import load_examples  # noqa: E402
+from ..data.stats import support_end  # noqa: E402
 from ..evaluation.report import bucket_label, bucket_labels, plot_sentence_attention, plot_training_curves  # noqa: E402
 from ..evaluation.run import predict_source  # noqa: E402
+from ..readers.collate import IndexedRows  # noqa: E402
 from ..resources import SAMPLE_PATH  # noqa: E402
 from ..training.trainer import train  # noqa: E402
 from .task import ANSWERS, build_task, write_task  # noqa: E402
@@ -71,44 +73,63 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, encoder: str = "tiny",
     encoder_name = str(tiny_encoder) if encoder == "tiny" else encoder
 
     results = {"chance": 1 / len(ANSWERS), "cut": CUT, "readers": {}}
+    in_input = None  # per test id: did the baseline's input hold the whole fact sentence?
     for name, config in demo_configs(out, files, t5_dir, encoder_name, quick).items():
         log.info("demo: training the %s reader", name)
         train_start = time.perf_counter()
         run = train(config)
         train_seconds = time.perf_counter() - train_start
-        _, examples, _, predictions = predict_source(str(run / "best"), str(files["test"]), config.eval,
-                                                     cache_dir=config.data.cache_dir)
+        reader, examples, features, predictions = predict_source(str(run / "best"), str(files["test"]), config.eval,
+                                                                 cache_dir=config.data.cache_dir)
+        if name == "baseline":
+            in_input = fact_in_input(examples, features, reader.collator())
         correct = {ex.id: predictions.answers[ex.id].strip().lower() == ex.answer for ex in examples}
-        by_bucket: dict[str, list[bool]] = {}
-        for ex in examples:
-            by_bucket.setdefault(bucket_label(positions[ex.id], POSITION_BUCKETS), []).append(correct[ex.id])
+        found = None
         if predictions.sp is not None:  # did the reader find the fact sentence? (the baseline predicts none)
             found = {ex.id: [tuple(f) for f in predictions.sp[ex.id]] == list(ex.supporting_facts) for ex in examples}
-            sp_past = [found[ex.id] for ex in examples if positions[ex.id] >= CUT]
-            sp_results = {"sp_em": sum(found.values()) / len(found), "sp_em_past_cut": sum(sp_past) / max(len(sp_past), 1)}
-        else:
-            sp_results = {"sp_em": None, "sp_em_past_cut": None}
-        past = [correct[ex.id] for ex in examples if positions[ex.id] >= CUT]
-        before = [correct[ex.id] for ex in examples if positions[ex.id] < CUT]
-        results["readers"][name] = {
-            "em": sum(correct.values()) / len(correct),
-            "em_before_cut": sum(before) / max(len(before), 1), "n_before_cut": len(before),
-            "em_past_cut": sum(past) / max(len(past), 1), "n_past_cut": len(past),
-            "em_by_position": {k: sum(by_bucket[k]) / len(by_bucket[k])
-                               for k in bucket_labels(POSITION_BUCKETS) if k in by_bucket},
-            "n_by_position": {k: len(v) for k, v in by_bucket.items()},
-            "train_seconds": train_seconds, **sp_results,
-        }
+        results["readers"][name] = {**reader_results(examples, positions, in_input, correct, found),
+                                    "train_seconds": train_seconds}
         if name == "latent":
             far = max(examples, key=lambda ex: positions[ex.id])
             plot_sentence_attention([far], predictions.sentence_scores, out / "attention.png", count=1)
         plot_training_curves(run / "metrics.jsonl", out / f"training_{name}.png")
     results["seconds"] = time.perf_counter() - start
     results["test_examples"] = len(task["test"])
+    results["fact_in_baseline_input"] = sum(in_input.values())
     plot_em_by_position(results, out / "em_by_position.png")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_demo_report(results, out)
     return results
+
+
+def fact_in_input(examples, features, collator) -> dict[str, bool]:
+    """Per example: whether its fact sentence lies wholly inside the context the collator keeps (for the
+    baseline: counted in its own T5 tokens, after the question)."""
+    rows = IndexedRows(features)
+    kept = collator([rows[i] for i in range(len(rows))])["context_kept"].tolist()
+    return {ex.id: 0 < support_end(support) <= k for ex, support, k in zip(examples, features["support"], kept)}
+
+
+def reader_results(examples, positions: dict, in_input: dict, correct: dict, found: dict | None) -> dict:
+    """EM overall, split by whether the baseline's input held the fact, and by the fact's position in word pieces;
+    `found` (latent only): the top-scored sentence is the fact."""
+    def share(flags):
+        return sum(flags) / len(flags) if flags else None
+
+    seen = [ex.id for ex in examples if in_input[ex.id]]
+    unseen = [ex.id for ex in examples if not in_input[ex.id]]
+    by_bucket: dict[str, list[bool]] = {}
+    for ex in examples:
+        by_bucket.setdefault(bucket_label(positions[ex.id], POSITION_BUCKETS), []).append(correct[ex.id])
+    return {
+        "em": share(list(correct.values())),
+        "em_fact_in_input": share([correct[i] for i in seen]), "n_fact_in_input": len(seen),
+        "em_fact_cut_off": share([correct[i] for i in unseen]), "n_fact_cut_off": len(unseen),
+        "em_by_position": {k: share(by_bucket[k]) for k in bucket_labels(POSITION_BUCKETS) if k in by_bucket},
+        "n_by_position": {k: len(v) for k, v in by_bucket.items()},
+        "sp_em": None if found is None else share(list(found.values())),
+        "sp_em_cut_off": None if found is None else share([found[i] for i in unseen]),
+    }
 
 
 def plot_em_by_position(results: dict, path: Path) -> Path:
@@ -118,10 +139,11 @@ def plot_em_by_position(results: dict, path: Path) -> Path:
         ax.plot(range(len(keys)), [r["em_by_position"][k] for k in keys], "o-", label=f"{name}")
         ax.set_xticks(range(len(keys)), [f"{k}\n(n={r['n_by_position'][k]})" for k in keys], fontsize=8)
     ax.axhline(results["chance"], color="grey", ls=":", label="chance")
-    ax.set_xlabel("position of the fact in the context (tokens)")
+    ax.set_xlabel("position of the fact in the context (distilbert-base-uncased word pieces)")
     ax.set_ylabel("exact match")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"Answer EM by fact position (baseline reads the first {results['cut']} tokens)")
+    ax.set_title(f"Answer EM by fact position (baseline: its first {results['cut']} T5 tokens, "
+                 f"{results['fact_in_baseline_input']} of {results['test_examples']} facts inside)", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -130,24 +152,34 @@ def plot_em_by_position(results: dict, path: Path) -> Path:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{'reader':<10} {'EM':>6} {'EM <512':>8} {'EM >=512':>9} {'fact found':>10} {'found >=512':>11} "
-             f"{'train s':>8}"]
+    """Columns split the test questions by whether the baseline's input (its first 512 T5 tokens, question
+    included) held the whole fact sentence."""
+    def cell(value, width):
+        return f"{'-' if value is None else format(value, '.3f'):>{width}}"
+
+    first = next(iter(results["readers"].values()))
+    lines = [f"{'reader':<10} {'EM':>6} {'EM, fact in baseline input':>27} {'EM, fact cut off':>17} "
+             f"{'fact found':>10} {'found, cut off':>14} {'train s':>8}",
+             f"{'':<10} {'':>6} {'(n=' + str(first['n_fact_in_input']) + ')':>27} "
+             f"{'(n=' + str(first['n_fact_cut_off']) + ')':>17}"]
     for name, r in results["readers"].items():
-        found = "-" if r["sp_em"] is None else f"{r['sp_em']:.3f}"
-        found_past = "-" if r["sp_em_past_cut"] is None else f"{r['sp_em_past_cut']:.3f}"
-        lines.append(f"{name:<10} {r['em']:>6.3f} {r['em_before_cut']:>8.3f} {r['em_past_cut']:>9.3f} {found:>10} "
-                     f"{found_past:>11} {r['train_seconds']:>8.0f}")
-    lines.append(f"chance {results['chance']:.3f}; {results['test_examples']} test questions; "
-                 f"{results['seconds']:.0f} s in all")
+        lines.append(f"{name:<10} {cell(r['em'], 6)} {cell(r['em_fact_in_input'], 27)} "
+                     f"{cell(r['em_fact_cut_off'], 17)} {cell(r['sp_em'], 10)} {cell(r['sp_em_cut_off'], 14)} "
+                     f"{r['train_seconds']:>8.0f}")
+    lines.append(f"chance {results['chance']:.3f}; {results['test_examples']} test questions; the baseline reads its "
+                 f"first {results['cut']} T5 tokens; {results['seconds']:.0f} s in all")
     return "\n".join(lines)
 
 
 def write_demo_report(results: dict, out: Path) -> Path:
     text = ["# latentqa demo: a fact hidden in a long context", "",
             "Each test question asks for one fact inserted into a real HotpotQA context (test contexts are unseen "
-            f"in training). The baseline T5 reads the first {results['cut']} tokens; the latent reader reads all of "
-            "it through its latents. `fact found`: the sentence the latent reader's attention ranks first is the "
-            "inserted fact (supporting-fact EM; the baseline predicts none).", "", "```", format_table(results),
+            f"in training). The baseline T5 reads its first {results['cut']} T5 tokens, question included; the "
+            "latent reader reads the whole context through its latents. The columns split the test questions by "
+            "whether the baseline's input held the whole fact sentence, counted in the baseline's own tokens. "
+            "`fact found`: the sentence the latent reader's attention ranks first is the inserted fact "
+            "(supporting-fact EM; the baseline predicts none). The plot places each fact by its position in "
+            "distilbert-base-uncased word pieces.", "", "```", format_table(results),
             "```", "",
             "![EM by position](em_by_position.png)", "", "![latent attention](attention.png)", "",
             "![latent training](training_latent.png)", "", "![baseline training](training_baseline.png)", ""]
