@@ -7,6 +7,7 @@ import logging
 import sys
 from .config import ConfigError, field_help
 from .data.examples import DataError
+from .readers.errors import ReaderFolderError
 from .resources import SAMPLE_PATH
 
 
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)
-    except (DataError, ConfigError, UserError, FileNotFoundError) as err:
+    except (DataError, ConfigError, ReaderFolderError, UserError, FileNotFoundError) as err:
         print(f"latentqa: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # training stops at an optimizer step and names its checkpoint

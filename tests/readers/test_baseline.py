@@ -1,7 +1,12 @@
+from pathlib import Path
+
+import pytest
 import torch
 
-from latentqa.readers.base import load_reader
+from latentqa.readers.loading import load_reader
 from latentqa.readers.baseline import BaselineConfig, BaselineReader
+from latentqa.readers.errors import ReaderFolderError
+from latentqa.readers.latent import LatentReader
 from tests.conftest import collate
 
 
@@ -31,7 +36,7 @@ def test_save_load_round_trip_is_exact(tiny_baseline, sample_examples, tmp_path)
     reader = tiny_baseline.eval()
     batch, _ = collate(reader, sample_examples[:3])
     reader.save_pretrained(tmp_path / "baseline")
-    loaded = BaselineReader.from_pretrained(tmp_path / "baseline")
+    loaded = load_reader(tmp_path / "baseline", expected=BaselineReader)
     assert loaded.config == reader.config
     with torch.no_grad():
         assert torch.equal(reader(batch).loss, loaded(batch).loss)
@@ -39,3 +44,37 @@ def test_save_load_round_trip_is_exact(tiny_baseline, sample_examples, tmp_path)
         assert torch.equal(reader.generate(batch, max_new_tokens=5, num_beams=beams).sequences,
                            loaded.generate(batch, max_new_tokens=5, num_beams=beams).sequences)
     assert load_reader(tmp_path / "baseline").kind == "baseline"
+
+
+def test_broken_reader_folders_are_named_in_one_line(tiny_baseline, tmp_path, sample_path, capsys):
+    import json
+    import shutil
+
+    from latentqa.cli import main
+
+    good = tiny_baseline.save_pretrained(tmp_path / "good")
+    with pytest.raises(ReaderFolderError, match="holds a baseline reader, not a LatentReader"):
+        load_reader(good, expected=LatentReader)
+
+    def broken(name, change):
+        folder = Path(shutil.copytree(good, tmp_path / name))
+        change(folder)
+        return folder
+
+    cases = {
+        "no-weights": (lambda f: (f / "model.safetensors").unlink(), "no model.safetensors"),
+        "corrupt-weights": (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 64),
+                            "model.safetensors: cannot load the weights"),
+        "other-version": (lambda f: (f / "reader.json").write_text(json.dumps(
+            {"kind": "baseline", "config": {"max_input_tokens": 512, "added_later": 1}})),
+            "reader.json: not a reader description this version reads"),
+        "no-kind": (lambda f: (f / "reader.json").write_text("{}"), "reader.json: not a reader description"),
+        "not-json": (lambda f: (f / "reader.json").write_text("{"), "reader.json: not a reader description"),
+    }
+    for name, (change, message) in cases.items():
+        folder = broken(name, change)
+        capsys.readouterr()
+        assert main(["predict", "--model", str(folder), "--data", str(sample_path), "--out",
+                     str(tmp_path / "p.json"), "--cache-dir", str(tmp_path / "cache")]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and str(folder) in err and "Traceback" not in err and err.count("\n") == 1, (name, err)

@@ -6,7 +6,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from latentqa.data.examples import Example
 from latentqa.data.features import format_sentence
-from latentqa.readers.base import load_reader
+from latentqa.readers.loading import load_reader
 from latentqa.readers.selector import attention_mass_loss
 from tests.conftest import collate
 

@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 
 from latentqa.config import ConfigError, load_config
-from latentqa.readers.base import load_reader
+from latentqa.readers.loading import load_reader
 from latentqa.readers.latent import LatentReader
 from latentqa.resources import SAMPLE_PATH
 from latentqa.training.trainer import NonFiniteLossError, TrainingInterrupted, train

@@ -8,7 +8,8 @@ from ..config import EvalConfig
 from ..data.examples import Example
 from ..data.features import load_features
 from ..data.sources import load_examples
-from ..readers.base import Reader, load_reader
+from ..readers.base import Reader
+from ..readers.loading import load_reader
 from ..readers.collate import IndexedRows
 from .predict import Predictions, predict
 

@@ -1,4 +1,4 @@
-"""What both readers share: outputs, the folder format, and loading a reader of either kind.
+"""What both readers share: outputs, the interface, and writing the folder format (`loading.py` reads it).
 
 A reader folder:
     reader.json          {"kind": "latent" | "baseline", "config": {...}}
@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModel, AutoTokenizer, T5ForConditionalGeneration
+from transformers import T5ForConditionalGeneration
 
 READER_FILE = "reader.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -47,7 +47,7 @@ class Generation:
 
 class Reader(nn.Module):
     """Interface of both readers: forward(batch) → ReaderOutput; generate(batch) → Generation; a collator;
-    parameter groups for the optimizer; save_pretrained / from_pretrained as a folder."""
+    parameter groups for the optimizer; save_pretrained as a folder (`loading.load_reader` reads it back)."""
 
     kind: str
 
@@ -85,40 +85,3 @@ class Reader(nn.Module):
 
     def _save_parts(self, out: Path) -> None:
         """Anything beyond T5 (the latent reader's encoder)."""
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Reader":
-        return load_reader(directory, device=device, expected=cls)
-
-
-def t5_from_config(folder: Path) -> T5ForConditionalGeneration:
-    t5 = T5ForConditionalGeneration(AutoConfig.from_pretrained(folder))
-    t5.generation_config = t5.generation_config.from_pretrained(folder)
-    return t5
-
-
-def encoder_from_config(folder: Path):
-    return AutoModel.from_config(AutoConfig.from_pretrained(folder))
-
-
-def load_reader(directory: str | Path, device: str | torch.device = "cpu", expected: type | None = None) -> Reader:
-    """Load a reader folder of either kind; weights from safetensors only."""
-    from .baseline import BaselineConfig, BaselineReader
-    from .latent import LatentConfig, LatentReader
-
-    folder = Path(directory)
-    if not (folder / READER_FILE).exists():
-        raise FileNotFoundError(f"{folder}: not a reader folder (no {READER_FILE})")
-    meta = json.loads((folder / READER_FILE).read_text())
-    t5, t5_tokenizer = t5_from_config(folder / "t5"), AutoTokenizer.from_pretrained(folder / "t5")
-    if meta["kind"] == "baseline":
-        reader = BaselineReader(t5, t5_tokenizer, BaselineConfig(**meta["config"]))
-    elif meta["kind"] == "latent":
-        reader = LatentReader(t5, t5_tokenizer, encoder_from_config(folder / "encoder"),
-                              AutoTokenizer.from_pretrained(folder / "encoder"), LatentConfig(**meta["config"]))
-    else:
-        raise ValueError(f"{folder / READER_FILE}: unknown reader kind {meta['kind']!r}")
-    if expected is not None and expected is not Reader and not isinstance(reader, expected):
-        raise ValueError(f"{folder}: holds a {meta['kind']} reader, not a {expected.__name__}")
-    safetensors.torch.load_model(reader, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
-    return reader.to(device).eval()

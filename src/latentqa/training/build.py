@@ -8,7 +8,8 @@ from pathlib import Path
 from ..config import ConfigError, DataConfig, ModelConfig
 from ..data.features import load_features
 from ..data.sources import load_examples
-from ..readers.base import Reader, load_reader
+from ..readers.base import Reader
+from ..readers.loading import load_reader
 from ..readers.baseline import BaselineConfig, BaselineReader
 from ..readers.latent import LatentConfig, LatentReader
 from ..resources import SAMPLE_PATH
