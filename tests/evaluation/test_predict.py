@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 

@@ -11,19 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -34,6 +30,8 @@ from ..evaluation.predict import predict, validation_loss
 from ..readers.collate import IndexedRows
 from .build import build_reader, load_split
 from .checkpoints import checkpoint_dir, prune, publish, resolve_resume
+from .interrupt import stop_requests
+from .order import EpochSampler, dropout_seed
 from .state import RunState
 
 log = logging.getLogger(__name__)
@@ -48,26 +46,6 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C: the run stopped at an optimizer step, with a checkpoint to resume from."""
-
-
-class EpochSampler(Sampler):
-    """A fresh permutation each epoch, drawn from (seed, epoch) alone: the same order after any resume."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
-
-    def __len__(self):
-        return self.size
-
-
-def dropout_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
 
 
 def make_accelerator(config: RunConfig, log_dir: Path | None = None) -> Accelerator:
@@ -362,28 +340,3 @@ def note_nonfinite(state: RunState, limit: int, what: str) -> None:
         raise NonFiniteLossError(
             f"{state.nonfinite_streak} consecutive non-finite {what}es at step {state.step}: stopping. "
             "Lower the learning rates, use bf16 instead of fp16, or check the data.")
-
-
-@contextmanager
-def stop_requests(accelerator: Accelerator):
-    """Turn the first Ctrl-C into a request, answered at the next optimizer step (every process agrees on
-    which); a second Ctrl-C interrupts at once. Yields a function that says whether a stop was requested."""
-    requested = threading.Event()
-
-    def on_sigint(signum, frame):
-        requested.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        log.warning("Ctrl-C: stopping after this optimizer step (Ctrl-C again to stop at once, unsaved)")
-
-    def stop_requested() -> bool:
-        if requested.is_set():
-            accelerator.set_trigger()
-        return accelerator.check_trigger()
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
-    try:
-        yield stop_requested
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
