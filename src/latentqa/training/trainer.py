@@ -84,6 +84,7 @@ class Run:
     gen_loader: DataLoader
     gen_examples: list[Example]
     total_steps: int
+    t5_params: list[torch.nn.Parameter]  # frozen during a warm start
     state: RunState = field(default_factory=RunState)
     window: LossWindow = field(default_factory=LossWindow)
     update_poisoned: bool = False  # a non-finite loss in this accumulation cycle: its update is skipped
@@ -165,7 +166,7 @@ def setup(config: RunConfig, resume: str | None) -> Run:
         total_steps * accelerator.num_processes))
 
     run = Run(config, out, accelerator, model, optimizer, scheduler, train_loader, val_loader, gen_loader,
-              val_examples[:gen_count], total_steps)
+              val_examples[:gen_count], total_steps, reader.parameter_groups()["t5"])
     if resume:
         path = resolve_resume(out, resume)
         accelerator.load_state(str(path))
@@ -247,9 +248,8 @@ def update(run: Run) -> None:
 
 def set_t5_frozen(run: Run, frozen: bool) -> None:
     """Begin or end the frozen-T5 warm start (a no-op while it does not change)."""
-    params = run.accelerator.unwrap_model(run.model).parameter_groups()["t5"]
-    if params[0].requires_grad == frozen:
-        for p in params:
+    if run.t5_params[0].requires_grad == frozen:
+        for p in run.t5_params:
             p.requires_grad_(not frozen)
 
 
@@ -259,10 +259,9 @@ def maybe_log(run: Run, progress) -> None:
         return
     rate = window.examples / (time.perf_counter() - window.start)
     rates = {f"lr_{g['name']}": g["lr"] for g in run.optimizer.param_groups}
-    t5_params = run.accelerator.unwrap_model(run.model).parameter_groups()["t5"]
     entry = {"kind": "train", "epoch": state.epoch, "step": state.step,
              "loss": run.accelerator.gather(torch.stack(window.losses)).mean().item(), "examples_per_s": rate,
-             "frozen_t5": not t5_params[0].requires_grad, "nonfinite_total": state.nonfinite_total, **rates}
+             "frozen_t5": not run.t5_params[0].requires_grad, "nonfinite_total": state.nonfinite_total, **rates}
     record(run, entry)
     progress.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry.get('lr_latent', entry['lr_t5']):.1e}",
                          ex_s=f"{rate:.1f}")
