@@ -71,8 +71,15 @@ def cmd_train(args) -> None:
 def _eval_config(args):
     from .config import EvalConfig
 
-    return EvalConfig(batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                      sp_top_k=args.sp_top_k, sp_threshold=args.sp_threshold)
+    flags = {"batch_size": args.batch_size, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+             "sp_top_k": args.sp_top_k, "sp_threshold": args.sp_threshold}
+    try:
+        return EvalConfig(**flags)
+    except ConfigError as err:  # named as the flag the user typed
+        message = str(err)
+        for name in flags:
+            message = message.replace(f"eval.{name}", "--" + name.replace("_", "-"))
+        raise UserError(message) from None
 
 
 def cmd_predict(args) -> None:

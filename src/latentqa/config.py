@@ -106,6 +106,15 @@ class EvalConfig:
                                        "(the best one always)", None)
     limit: int | None = _help("generate answers for only the first N validation examples during training", None)
 
+    def __post_init__(self):
+        for name in ("batch_size", "num_beams", "max_new_tokens", "sp_top_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name} must be at least 1, got {getattr(self, name)}")
+        if self.sp_threshold is not None and not 0 <= self.sp_threshold <= 1:
+            raise ConfigError(f"eval.sp_threshold is an attention mass in [0, 1], got {self.sp_threshold}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"eval.limit must be at least 1 (or null), got {self.limit}")
+
 
 @dataclass
 class RunConfig:

@@ -59,3 +59,33 @@ def check_example(example: Example, report: LoadReport) -> Example:
     if example.unresolved_facts():
         report.warn("a supporting fact not found in the context", example.id)
     return example
+
+
+def checked_example(where: str, *, id, question, titles, sentences, facts, answer=None, kind=None,
+                    level=None) -> Example:
+    """An Example from a source's raw fields (either schema), each checked for its type. `titles` and `sentences`
+    run in parallel (one title and one list of sentences per paragraph); `facts` is a list of (title, sent_id).
+    A wrong type is a DataError naming `where` and the field."""
+    def expect(ok: bool, field_name: str, wanted: str, value) -> None:
+        if not ok:
+            raise DataError(f"{where}: {field_name} must be {wanted}, got {value!r:.80}")
+
+    expect(isinstance(id, (str, int)) and not isinstance(id, bool), "the id", "a string", id)
+    expect(isinstance(question, str), "question", "a string", question)
+    expect(answer is None or isinstance(answer, str), "answer", "a string", answer)
+    for name, value in (("type", kind), ("level", level)):
+        expect(value is None or isinstance(value, str), name, "a string", value)
+    expect(isinstance(titles, (list, tuple)) and isinstance(sentences, (list, tuple)) and len(titles) == len(sentences),
+           "context", "a list of [title, [sentences]] pairs", [titles, sentences])
+    for i, (title, sents) in enumerate(zip(titles, sentences)):
+        expect(isinstance(title, str), f"context paragraph {i} title", "a string", title)
+        expect(isinstance(sents, (list, tuple)) and all(isinstance(x, str) for x in sents),
+               f"context paragraph {i} ({title}) sentences", "a list of strings", sents)
+    expect(isinstance(facts, (list, tuple)), "supporting_facts", "a list of [title, sent_id] pairs", facts)
+    for fact in facts:
+        expect(isinstance(fact, (list, tuple)) and len(fact) == 2 and isinstance(fact[0], str)
+               and isinstance(fact[1], int) and not isinstance(fact[1], bool),
+               "each supporting fact", "a [title, integer sent_id] pair", fact)
+    return Example(id=str(id), question=question, answer=answer, type=kind, level=level,
+                   paragraphs=tuple(Paragraph(t, tuple(s)) for t, s in zip(titles, sentences)),
+                   supporting_facts=tuple((t, int(i)) for t, i in facts))

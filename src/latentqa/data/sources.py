@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from .examples import DataError, Example, LoadReport, Paragraph, check_example
+from .examples import DataError, Example, LoadReport, check_example, checked_example
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ def load_examples(source: str, *, limit: int | None = None) -> tuple[list[Exampl
             examples = _from_json(path, report, limit)
         else:
             examples = _from_hub_rows(_local_rows(path, subset), source, report, limit)
+    if not examples:
+        raise DataError(f"{source}: holds no examples")
+    seen: dict[str, int] = {}
+    for position, ex in enumerate(examples):
+        if ex.id in seen:
+            raise DataError(f"{source}: id {ex.id} appears twice (examples #{seen[ex.id]} and #{position}); "
+                            "predictions and scores are keyed by id")
+        seen[ex.id] = position
     for line in report.lines():
         log.warning(line)
     return examples, report
@@ -70,20 +78,12 @@ def _json_example(rec: object, path: Path, position: int) -> Example:
     for key in ("_id", "question", "context"):
         if key not in rec:
             raise DataError(f"{where}: missing key '{key}'")
-    try:
-        paragraphs = tuple(Paragraph(str(title), tuple(map(str, sents))) for title, sents in rec["context"])
-        facts = tuple((str(title), int(sent_id)) for title, sent_id in rec.get("supporting_facts") or ())
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{where}: malformed context or supporting_facts ({err})") from None
-    return Example(
-        id=str(rec["_id"]),
-        question=str(rec["question"]),
-        paragraphs=paragraphs,
-        answer=rec.get("answer"),
-        supporting_facts=facts,
-        type=rec.get("type"),
-        level=rec.get("level"),
-    )
+    context, facts = rec["context"], rec.get("supporting_facts") or []
+    if not isinstance(context, list) or not all(isinstance(p, list) and len(p) == 2 for p in context):
+        raise DataError(f"{where}: context must be a list of [title, [sentences]] pairs, got {context!r:.80}")
+    return checked_example(where, id=rec["_id"], question=rec["question"], titles=[p[0] for p in context],
+                           sentences=[p[1] for p in context], facts=facts, answer=rec.get("answer"),
+                           kind=rec.get("type"), level=rec.get("level"))
 
 
 # --- the Hub's schema (Hub, local parquet, local snapshot) ---------------------------------------------------
@@ -103,8 +103,9 @@ def _hub_rows(spec: str):
     except Exception as err:  # the Hub client raises many types; all mean "could not get it"
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
         hint = "offline mode is on (HF_HUB_OFFLINE)" if offline else "no network or no such split/revision"
+        cause = (str(err).strip().splitlines() or [""])[0][:200]
         raise DataError(
-            f"hub:{spec}: could not load {HUB_REPO} ({hint}: {type(err).__name__}). "
+            f"hub:{spec}: could not load {HUB_REPO} ({hint}: {type(err).__name__}: {cause}). "
             "Download it once where there is network (`huggingface-cli download --repo-type dataset "
             f"{HUB_REPO} --local-dir DIR`) and pass --data DIR:{config}/{split}."
         ) from None
@@ -141,15 +142,13 @@ def _from_hub_rows(rows, source: str, report: LoadReport, limit: int | None) -> 
         titles, sentences = context.get("title") or [], context.get("sentences") or []
         if len(titles) != len(sentences):
             raise DataError(f"{where}: context has {len(titles)} titles but {len(sentences)} sentence lists")
-        example = Example(
-            id=str(row["id"]),
-            question=str(row["question"]),
-            paragraphs=tuple(Paragraph(t, tuple(s)) for t, s in zip(titles, sentences)),
-            answer=row.get("answer") or None,  # the fullwiki test split has "" answers
-            supporting_facts=tuple(zip(facts.get("title") or [], map(int, facts.get("sent_id") or []))),
-            type=row.get("type") or None,
-            level=row.get("level") or None,
-        )
+        fact_titles, sent_ids = facts.get("title") or [], facts.get("sent_id") or []
+        if len(fact_titles) != len(sent_ids):
+            raise DataError(f"{where}: supporting_facts has {len(fact_titles)} titles but {len(sent_ids)} sent_ids")
+        example = checked_example(where, id=row["id"], question=row["question"], titles=titles, sentences=sentences,
+                                  facts=list(zip(fact_titles, sent_ids)),
+                                  answer=row.get("answer") or None,  # the fullwiki test split has "" answers
+                                  kind=row.get("type") or None, level=row.get("level") or None)
         examples.append(check_example(example, report))
     return examples
 
