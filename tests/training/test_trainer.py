@@ -332,3 +332,18 @@ def test_resume_from_a_checkpoint_path_on_the_command_line(tiny_models, tmp_path
         assert torch.equal(first[key], again[key]), key
     train_steps = [m["step"] for m in _metrics(run) if m["kind"] == "train"]
     assert train_steps == [1, 2, 3, 4, 3, 4]  # the second run started at step 3
+
+
+def test_only_the_expected_shared_tensor_warning_is_dropped():
+    import logging
+
+    from latentqa.training.checkpoints import TiedEmbeddingsNote
+
+    def record(message):
+        return logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, message, None, None)
+
+    note = TiedEmbeddingsNote()
+    assert not note.filter(record("[RANK 0] Removed shared tensor {'t5.lm_head.weight', "
+                                  "'t5.decoder.embed_tokens.weight'} while saving. This should be OK"))
+    assert note.filter(record("[RANK 0] Removed shared tensor {'selector.latents'} while saving."))
+    assert note.filter(record("something else"))

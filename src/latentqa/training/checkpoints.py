@@ -1,12 +1,27 @@
 """Checkpoint folders: written under a temporary name and renamed, so a kill mid-save leaves the last one whole."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
 _STEP = re.compile(r"^step-(\d+)$")
+T5_TIED = {"t5.shared.weight", "t5.lm_head.weight", "t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight"}
+
+
+class TiedEmbeddingsNote(logging.Filter):
+    """Accelerate warns at every checkpoint that it saved one copy of tensors that share memory. For T5's tied
+    embeddings that is expected (loading restores the tie; tested), so that warning is dropped; any other is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        names = re.search(r"Removed shared tensor \{(.*?)\}", message)
+        return not names or not set(re.findall(r"'([^']+)'", names.group(1))) <= T5_TIED
+
+
+logging.getLogger("accelerate.utils.other").addFilter(TiedEmbeddingsNote())
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
