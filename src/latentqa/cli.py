@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+
 from .config import ConfigError, field_help
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
 from .resources import SAMPLE_PATH
-
 
 
 class UserError(Exception):
@@ -299,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():  # a log file: the libraries' bars would be lines of carriage returns (ours go line
+        # by line, see progress.py); set before `datasets` / `transformers` are imported
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("accelerate", "httpx", "datasets", "matplotlib"):  # their INFO lines drown the progress bars

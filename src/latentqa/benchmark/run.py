@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, T5ForConditionalGeneration
 
+from ..progress import progress_bar
 from ..readers.baseline import BaselineConfig, BaselineReader
 from ..readers.collate import pad
 from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
@@ -153,9 +153,10 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
 
 def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 3, warmup: int = 1,
               quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None) -> dict:
+    from transformers import AutoTokenizer
+
     from ..assets import TinySizes, corpus, pretrained_encoder_path, train_t5_tokenizer
     from ..data.sources import load_examples
-    from transformers import AutoTokenizer
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -176,7 +177,7 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
         reader.set_gradient_checkpointing(gradient_checkpointing)
 
     rng = np.random.default_rng(0)
-    progress = tqdm(total=len(lengths) * len(CONTENDERS), unit="figure")
+    progress = progress_bar(total=len(lengths) * len(CONTENDERS), unit="figure")
     results = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"),
                "torch_threads": torch.get_num_threads(), "batch_size": batch_size, "repeats": repeats,
                "quick": quick, "gradient_checkpointing": gradient_checkpointing, "lengths": {}}

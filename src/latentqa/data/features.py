@@ -15,9 +15,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import ConfigError
+from ..progress import progress_bar
 from .examples import Example
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def encode_examples(
     columns: dict[str, list] = {k: [] for k in (
         "id", "question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
         "sentence_paragraph")}
-    for start in tqdm(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
+    for start in progress_bar(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
             [question_text(ex.question) for ex in chunk], add_special_tokens=False,

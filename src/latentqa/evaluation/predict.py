@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from ..config import EvalConfig
 from ..data.examples import Example
+from ..progress import progress_bar
 
 
 @dataclass
@@ -41,7 +41,7 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
     reader.eval()
     tokenizer = reader.t5_tokenizer
     answers, sp, sentence_scores = {}, {}, {}
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
+    for batch in progress_bar(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
             generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
         sequences = accelerator.pad_across_processes(generation.sequences, dim=1, pad_index=tokenizer.pad_token_id)

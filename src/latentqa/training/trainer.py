@@ -20,13 +20,13 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..config import ConfigError, RunConfig
 from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
+from ..progress import progress_bar
 from ..readers.collate import IndexedRows
 from .build import build_reader, load_split
 from .checkpoints import checkpoint_dir, prune, publish, resolve_resume
@@ -96,7 +96,7 @@ def train(config: RunConfig, resume: str | None = None) -> Path:
     """Train, evaluating each epoch; returns the run folder (best reader in OUT/best)."""
     check_config(config)
     run = setup(config, resume)
-    progress = tqdm(total=run.total_steps, initial=run.state.step, desc="train", unit="step",
+    progress = progress_bar(total=run.total_steps, initial=run.state.step, desc="train", unit="step",
                     disable=not run.accelerator.is_local_main_process)
     try:
         with stop_requests(run.accelerator) as stop_requested:
