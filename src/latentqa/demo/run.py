@@ -46,9 +46,9 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, quick: bool
         "latent": RunConfig(
             data=data, eval=evaluation,
             # The tiny T5 has random weights, so there is no pretrained behaviour for a closed gate to keep; at 0
-            # its gate got no consistent gradient in 140 steps (README, "The demo").
+            # its gate got no consistent gradient in 140 steps (docs/demo.md).
             # The support loss finds the fact sentence but, alone, fixes the attention on a template word of it
-            # ("code"); the answer-span loss points it at the answer word (README, "The demo").
+            # ("code"); the answer-span loss points it at the answer word (docs/demo.md).
             model=ModelConfig(kind="latent", t5=str(t5_dir), encoder=encoder, num_latents=8, selector_heads=4,
                               gate_init=1.0, answer_span_loss_weight=1.0),
             train=TrainConfig(output_dir=str(out / "latent"), lr_latent=3e-3, lr_t5=3e-3,

@@ -57,10 +57,10 @@ class LatentConfig:
     selector which words of a supporting sentence to read (0 turns it off; yes/no answers mark no tokens)."""
     encoder_attention_dropout: float | None = 0.0
     """Dropout on the context encoder's attention probabilities (None: the checkpoint's own). At 0, PyTorch's fused
-    attention kernels run; with dropout, CPU attention falls back to the unfused path (README, "The bench")."""
+    attention kernels run; with dropout, CPU attention falls back to the unfused path (docs/bench.md)."""
     gate_init: float = 0.0
     """Initial value of the tanh gate. 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with
-    random weights has nothing to keep, and at 0 its gate gets no consistent gradient (see README)."""
+    random weights has nothing to keep, and at 0 its gate gets no consistent gradient (docs/demo.md)."""
 
     def __post_init__(self):
         for name in ("num_latents", "selector_layers", "selector_heads"):
