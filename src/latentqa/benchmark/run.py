@@ -157,7 +157,7 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
     results = {"machine": machine(device), "batch_size": batch_size, "repeats": repeats, "quick": quick,
                "gradient_checkpointing": gradient_checkpointing, "lengths": {}, "wide_spreads": []}
     for length in lengths:
-        progress.set_description(f"bench {length} tokens")
+        progress.set_description(f"bench {length} tokens", refresh=False)
         rows = synthetic_rows(length, batch_size, rng, vocab=min(t5_config.vocab_size, encoder_config.vocab_size))
         batches = {"baseline-512": baseline_batch(baseline, rows, 512), "baseline-full": baseline_batch(baseline, rows, None),
                    "latent": latent.collator()(rows), "fid": fid_collate(rows)}

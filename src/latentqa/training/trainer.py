@@ -264,7 +264,7 @@ def maybe_log(run: Run, progress) -> None:
              "frozen_t5": not run.t5_params[0].requires_grad, "nonfinite_total": state.nonfinite_total, **rates}
     record(run, entry)
     progress.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry.get('lr_latent', entry['lr_t5']):.1e}",
-                         ex_s=f"{rate:.1f}")
+                         ex_s=f"{rate:.1f}", refresh=False)
     run.window = LossWindow()
 
 
