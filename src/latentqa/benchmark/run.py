@@ -8,7 +8,6 @@ out like HotpotQA (10 paragraphs of 4 sentences) and go through each reader's re
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 from pathlib import Path
 from typing import Callable
@@ -25,7 +24,6 @@ from ..resources import SAMPLE_PATH
 from .fid import FiDReader
 from .timing import WIDE_SPREAD, interleaved, is_wide, machine, peak_memory_mb, spread
 
-log = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 QUESTION, ANSWER, PARAGRAPHS, SENTENCES = 32, 8, 10, 4
@@ -174,17 +172,17 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
                              "peak_memory_mb": peak_memory_mb(tasks[f"{name}/train"], device)}
         figures["latent_forward_s"] = latent_breakdown(latent, batches["latent"], warmup, repeats, sync)
         figures["ratios"] = ratios(seconds)
+        figures["seconds_per_repeat"] = seconds  # in the order the repeats ran: where a spread comes from
         figures["memory_vs_full"] = None if device.type != "cuda" else \
             figures["latent"]["peak_memory_mb"] / max(figures["baseline-full"]["peak_memory_mb"], 1e-9)
-        results["wide_spreads"] += [f"{length} tokens: {key}" for key, r in figures["ratios"].items() if is_wide(r)]
+        wide = [key for key, r in figures["ratios"].items() if is_wide(r)]
+        if wide:
+            results["wide_spreads"].append(f"{length} tokens: {', '.join(wide)}")
         results["lengths"][str(length)] = figures
         if length == 2048 or length == lengths[-1]:
             results["data"] = data_side(rows, latent, figures["latent"]["train_step_s"]["median"])
         progress.update(1)
     progress.close()
-    if results["wide_spreads"]:
-        log.warning("wide spread (max - min > %.0f%% of the median) in %s: the machine was busy; rerun or add "
-                    "--repeats", 100 * WIDE_SPREAD, ", ".join(results["wide_spreads"]))
     return results
 
 
@@ -238,7 +236,9 @@ def format_results(results: dict) -> str:
                   f"{d['tokenizers']['context']}; question: {d['tokenizers']['question']});\n      "
                   f"collation {d['collate_s'] * 1000:.1f} ms = {d['collate_share_of_step']:.1%} of a latent step"]
     if results["wide_spreads"]:
-        lines.append(f"WARNING: wide spread in {', '.join(results['wide_spreads'])}: the machine was busy")
+        lines.append(f"WARNING: wide spread (max - min > {WIDE_SPREAD:.0%} of the median) in "
+                     f"{'; '.join(results['wide_spreads'])}: the machine was busy or the repeats too few; "
+                     "rerun or add --repeats")
     return "\n".join(lines)
 
 
