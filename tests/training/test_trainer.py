@@ -227,14 +227,19 @@ def test_ctrl_c_mid_accumulation_stops_at_the_step_and_resumes_exactly(tiny_mode
         return real_forward(self, batch)
 
     monkeypatch.setattr(LatentReader, "forward", ctrl_c_at_the_fourth)
+    # Python's own Ctrl-C handler, whatever this process was started with (a background job ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     config = tiny_config(tiny_models, tmp_path / "stopped", *overrides)
-    with pytest.raises(TrainingInterrupted, match="interrupted at step 2"):
-        train(config)
+    try:
+        with pytest.raises(TrainingInterrupted, match="interrupted at step 2"):
+            train(config)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run = Path(config.train.output_dir)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000002"]
     state = json.loads((run / "checkpoints" / "step-00000002" / "run_state.json").read_text())
     assert (state["epoch"], state["step"], state["batch_in_epoch"]) == (0, 2, 4)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
     monkeypatch.undo()
     train(config, resume="latest")
     expected, resumed = _final_weights(reference, 3), _final_weights(run, 3)
@@ -347,3 +352,20 @@ def test_only_the_expected_shared_tensor_warning_is_dropped():
                                   "'t5.decoder.embed_tokens.weight'} while saving. This should be OK"))
     assert note.filter(record("[RANK 0] Removed shared tensor {'selector.latents'} while saving."))
     assert note.filter(record("something else"))
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it():
+    from accelerate import Accelerator
+
+    from latentqa.training.interrupt import stop_requests
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_requests(Accelerator(cpu=True)) as stop_requested:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and not stop_requested()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with stop_requests(Accelerator(cpu=True)) as stop_requested:
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # ours, while training
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)

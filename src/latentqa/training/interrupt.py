@@ -27,10 +27,14 @@ def stop_requests(accelerator: Accelerator):
             accelerator.set_trigger()
         return accelerator.check_trigger()
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    # Only the main thread may set handlers; a process that ignores SIGINT (started in the background) keeps
+    # ignoring it.
+    previous = signal.getsignal(signal.SIGINT)
+    installs = threading.current_thread() is threading.main_thread() and previous is not signal.SIG_IGN
+    if installs:
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         yield stop_requested
     finally:
-        if in_main_thread:
+        if installs:
             signal.signal(signal.SIGINT, previous)
