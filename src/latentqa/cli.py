@@ -183,7 +183,7 @@ def cmd_bench(args) -> None:
     from .benchmark.run import format_results, plot_results, run_bench
 
     lengths = args.lengths or ((256, 512) if args.quick else (512, 1024, 2048, 4096))
-    results = run_bench(lengths=lengths, batch_size=args.batch_size, repeats=1 if args.quick else args.repeats,
+    results = run_bench(lengths=lengths, batch_size=args.batch_size, repeats=args.repeats or (1 if args.quick else 5),
                         warmup=args.warmup, quick=args.quick, gradient_checkpointing=args.gradient_checkpointing,
                         device=args.device)
     out = Path(args.out_dir)
@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="context lengths in tokens "
                    "(default 512 1024 2048 4096; 256 512 with --quick)")
     p.add_argument("--batch-size", type=int, default=1, help="examples per step")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the median is reported)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5, 1 with --quick); each times "
+                   "every contender once, in rotating order; median and min-max reported (3 were too few for "
+                   "generation on a 2-core VM)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
                    help="turn off gradient checkpointing (on by default for every contender, as in training; off, "

@@ -32,6 +32,7 @@ def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
     assert main(["bench", "--quick", "--lengths", "256", "--repeats", "3", "--out-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench.json").read_text())
     machine = results["machine"]
+    assert results["repeats"] == 3 and all(len(v) == 3 for v in results["lengths"]["256"]["seconds_per_repeat"].values())
     assert machine["cpu_cores"] == os.cpu_count() and machine["torch_threads"] >= 1 and machine["torch"]
     figures = results["lengths"]["256"]
     assert figures["context_tokens"] == 256  # the nominal length is the measured one

@@ -125,7 +125,7 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
                                        "flan-t5's is not available offline)"}}
 
 
-def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 3, warmup: int = 1,
+def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 5, warmup: int = 1,
               quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None) -> dict:
     from transformers import AutoTokenizer
 
