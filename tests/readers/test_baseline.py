@@ -78,3 +78,16 @@ def test_broken_reader_folders_are_named_in_one_line(tiny_baseline, tmp_path, sa
                      str(tmp_path / "p.json"), "--cache-dir", str(tmp_path / "cache")]) == 2, name
         err = capsys.readouterr().err
         assert message in err and str(folder) in err and "Traceback" not in err and err.count("\n") == 1, (name, err)
+
+
+def test_the_training_loss_is_t5s_own_and_per_example_losses_average_their_tokens(tiny_baseline, sample_examples):
+    reader = tiny_baseline.eval()
+    batch, _ = collate(reader, sample_examples[:3])
+    with torch.no_grad():
+        out = reader(batch)
+        t5_loss = reader.t5(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"]).loss
+        each = [reader.t5(input_ids=batch["input_ids"][i:i + 1], attention_mask=batch["attention_mask"][i:i + 1],
+                          labels=batch["labels"][i:i + 1]).loss for i in range(3)]
+    torch.testing.assert_close(out.loss, t5_loss, rtol=1e-6, atol=0)  # token-weighted, as T5 computes it
+    torch.testing.assert_close(out.per_example["answer_loss"], torch.stack(each), rtol=1e-5, atol=1e-6)

@@ -61,7 +61,7 @@ def check_example(example: Example, report: LoadReport) -> Example:
     return example
 
 
-def checked_example(where: str, *, id, question, titles, sentences, facts, answer=None, kind=None,
+def checked_example(where: str, *, example_id, question, titles, sentences, facts, answer=None, kind=None,
                     level=None) -> Example:
     """An Example from a source's raw fields (either schema), each checked for its type. `titles` and `sentences`
     run in parallel (one title and one list of sentences per paragraph); `facts` is a list of (title, sent_id).
@@ -70,7 +70,7 @@ def checked_example(where: str, *, id, question, titles, sentences, facts, answe
         if not ok:
             raise DataError(f"{where}: {field_name} must be {wanted}, got {value!r:.80}")
 
-    expect(isinstance(id, (str, int)) and not isinstance(id, bool), "the id", "a string", id)
+    expect(isinstance(example_id, (str, int)) and not isinstance(example_id, bool), "the id", "a string", example_id)
     expect(isinstance(question, str), "question", "a string", question)
     expect(answer is None or isinstance(answer, str), "answer", "a string", answer)
     for name, value in (("type", kind), ("level", level)):
@@ -86,6 +86,6 @@ def checked_example(where: str, *, id, question, titles, sentences, facts, answe
         expect(isinstance(fact, (list, tuple)) and len(fact) == 2 and isinstance(fact[0], str)
                and isinstance(fact[1], int) and not isinstance(fact[1], bool),
                "each supporting fact", "a [title, integer sent_id] pair", fact)
-    return Example(id=str(id), question=question, answer=answer, type=kind, level=level,
+    return Example(id=str(example_id), question=question, answer=answer, type=kind, level=level,
                    paragraphs=tuple(Paragraph(t, tuple(s)) for t, s in zip(titles, sentences)),
                    supporting_facts=tuple((t, int(i)) for t, i in facts))

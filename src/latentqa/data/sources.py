@@ -81,7 +81,7 @@ def _json_example(rec: object, path: Path, position: int) -> Example:
     context, facts = rec["context"], rec.get("supporting_facts") or []
     if not isinstance(context, list) or not all(isinstance(p, list) and len(p) == 2 for p in context):
         raise DataError(f"{where}: context must be a list of [title, [sentences]] pairs, got {context!r:.80}")
-    return checked_example(where, id=rec["_id"], question=rec["question"], titles=[p[0] for p in context],
+    return checked_example(where, example_id=rec["_id"], question=rec["question"], titles=[p[0] for p in context],
                            sentences=[p[1] for p in context], facts=facts, answer=rec.get("answer"),
                            kind=rec.get("type"), level=rec.get("level"))
 
@@ -145,8 +145,8 @@ def _from_hub_rows(rows, source: str, report: LoadReport, limit: int | None) -> 
         fact_titles, sent_ids = facts.get("title") or [], facts.get("sent_id") or []
         if len(fact_titles) != len(sent_ids):
             raise DataError(f"{where}: supporting_facts has {len(fact_titles)} titles but {len(sent_ids)} sent_ids")
-        example = checked_example(where, id=row["id"], question=row["question"], titles=titles, sentences=sentences,
-                                  facts=list(zip(fact_titles, sent_ids)),
+        example = checked_example(where, example_id=row["id"], question=row["question"], titles=titles,
+                                  sentences=sentences, facts=list(zip(fact_titles, sent_ids)),
                                   answer=row.get("answer") or None,  # the fullwiki test split has "" answers
                                   kind=row.get("type") or None, level=row.get("level") or None)
         examples.append(check_example(example, report))

@@ -9,8 +9,8 @@ from ..data.examples import Example
 from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
-from ..readers.loading import load_reader
 from ..readers.collate import IndexedRows
+from ..readers.loading import load_reader
 from .predict import Predictions, predict
 
 

@@ -33,10 +33,13 @@ class ReaderOutput:
     averages, so its figure does not depend on how examples were batched or sharded."""
 
 
-def answer_loss_per_example(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy of each example's answer: logits (B, T, V), labels (B, T) with -100 → (B,)."""
+def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token cross-entropy, two reductions: the batch's mean over all answer tokens (T5's own loss, what
+    training minimises) and each example's mean over its own tokens (what validation averages).
+    logits (B, T, V), labels (B, T) with -100 → (), (B,)."""
     nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T)
-    return nll.sum(dim=1) / (labels != -100).sum(dim=1).clamp_min(1)
+    tokens = (labels != -100).sum(dim=1)  # (B,)
+    return nll.sum() / tokens.sum().clamp_min(1), nll.sum(dim=1) / tokens.clamp_min(1)
 
 
 @dataclass

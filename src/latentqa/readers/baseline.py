@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-from .base import Generation, Reader, ReaderOutput, answer_loss_per_example
+from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import BaselineCollator
 
 
@@ -34,10 +34,11 @@ class BaselineReader(Reader):
                                 context_prefix=prefix, max_input_tokens=self.config.max_input_tokens)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ReaderOutput:
-        out = self.t5(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                      use_cache=False)
-        answer = answer_loss_per_example(out.logits, batch["labels"])
-        return ReaderOutput(loss=out.loss, answer_loss=out.loss, per_example={"loss": answer, "answer_loss": answer})
+        # decoder inputs from the labels, but the loss computed here: one cross-entropy gives both reductions
+        out = self.t5(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                      decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
+        loss, answer = answer_losses(out.logits, batch["labels"])
+        return ReaderOutput(loss=loss, answer_loss=loss, per_example={"loss": answer, "answer_loss": answer})
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], **generation) -> Generation:

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from .base import Generation, Reader, ReaderOutput, answer_loss_per_example
+from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import LatentCollator
 from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
 
@@ -145,12 +145,12 @@ class LatentReader(Reader):
 
     def forward(self, batch) -> ReaderOutput:
         states, mask, attention = self.encoder_states(batch)
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
-                      labels=batch["labels"], use_cache=False)
-        answer_each = answer_loss_per_example(out.logits, batch["labels"])  # (B,)
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, use_cache=False,
+                      decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
+        answer, answer_each = answer_losses(out.logits, batch["labels"])  # (), (B,)
         support_each = attention_mass_nll(attention, batch["support"] & batch["context_mask"])  # (B,), NaN: none
         support = mean_over_scored(support_each)
-        loss = out.loss + self.config.support_loss_weight * support
+        loss = answer + self.config.support_loss_weight * support
         loss_each = answer_each + self.config.support_loss_weight * support_each.nan_to_num(0.0)
         per_example = {"answer_loss": answer_each, "support_loss": support_each}
         answer_span = None
@@ -160,7 +160,7 @@ class LatentReader(Reader):
             loss = loss + self.config.answer_span_loss_weight * answer_span
             loss_each = loss_each + self.config.answer_span_loss_weight * span_each.nan_to_num(0.0)
             per_example["answer_span_loss"] = span_each
-        return ReaderOutput(loss=loss, answer_loss=out.loss, support_loss=support, answer_span_loss=answer_span,
+        return ReaderOutput(loss=loss, answer_loss=answer, support_loss=support, answer_span_loss=answer_span,
                             per_example={"loss": loss_each, **per_example})
 
     @torch.no_grad()
