@@ -247,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
         p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
         p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer")
-        p.add_argument("--sp-top-k", type=int, default=2, help="supporting facts per question (latent reader)")
+        p.add_argument("--sp-top-k", type=int, default=None,
+                       help="supporting facts per question (latent reader); without this and --sp-threshold, the "
+                            "rule chosen on validation and saved with the reader, else 2")
         p.add_argument("--sp-threshold", type=float, default=None,
-                       help="instead of top-k: sentences with at least this attention mass")
+                       help="instead of top-k: sentences scored at least this (attention mass or scorer probability)")
         p.add_argument("--cache-dir", default=".cache/latentqa", help="tokenized-feature cache")
 
     p = add("predict", cmd_predict, "Answer every question of a data source; writes the official prediction format "

@@ -51,6 +51,13 @@ class ModelConfig:
         "dropout on the context encoder's attention probabilities (None: the checkpoint's own); 0 keeps the fused "
         "attention kernels: on CPU a latent training step at 2,048 tokens takes 20% less time", 0.0)
     gate_init: float = _help("initial value of the latent gate (0: the latents start silent, as in Flamingo)", 0.0)
+    question_conditioning: str = _help(
+        "where the question enters the context path (latent only): 'none' (question-blind latents), 'latents' (the "
+        "latents cross-attend to the question; context states stay question-free and cacheable) or 'encoder' (every "
+        "encoder window reads [CLS] question [SEP] context [SEP])", "none")
+    sp_scorer: str = _help("supporting-fact scores (latent only): 'attention' (the selector's attention mass per "
+                           "sentence) or 'classifier' (a trained sentence scorer over the context states)", "attention")
+    sp_scorer_loss_weight: float = _help("weight of the sentence scorer's binary cross-entropy", 1.0)
     max_input_tokens: int | None = _help("baseline T5 input length (question + context); None: whole context", 512)
     init_from: str | None = _help("start from this reader folder instead of the t5/encoder above", None)
 
@@ -85,12 +92,20 @@ class TrainConfig:
                              "joint_f1 (higher is better)", "loss")
     log_every_steps: int = _help("log loss and learning rates every N optimizer steps", 10)
     cpu: bool = _help("run on CPU even where a GPU is present (also for torchrun on CPU)", False)
+    freeze_encoder: bool = _help("keep the context encoder frozen (no gradient, no dropout): its states can then be "
+                                 "cached, unless model.question_conditioning is 'encoder'", False)
+    state_cache_mb: float = _help("memory for cached context states of a frozen, question-free encoder, reused in "
+                                  "every later epoch and evaluation (0: off)", 4096.0)
+    state_cache_dir: str | None = _help("also keep the cached context states on disk here, for later runs "
+                                        "(None: memory only)", None)
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.best_metric not in ("loss", "em", "f1", "sp_f1", "joint_f1"):
             raise ConfigError(f"train.best_metric must be loss, em, f1, sp_f1 or joint_f1, got {self.best_metric!r}")
+        if self.state_cache_mb < 0:
+            raise ConfigError(f"train.state_cache_mb must be >= 0, got {self.state_cache_mb}")
         for name in ("epochs", "batch_size", "grad_accum", "keep_last", "max_nonfinite_steps", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
@@ -101,17 +116,18 @@ class EvalConfig:
     batch_size: int = _help("examples per device when evaluating", 16)
     num_beams: int = _help("beam search width (1: greedy)", 1)
     max_new_tokens: int = _help("longest generated answer", 32)
-    sp_top_k: int = _help("supporting facts predicted per question: the k best-scored sentences", 2)
-    sp_threshold: float | None = _help("instead of top-k, every sentence whose attention mass is at least this "
-                                       "(the best one always)", None)
+    sp_top_k: int | None = _help("supporting facts predicted per question: the k best-scored sentences (None with "
+                                 "no sp_threshold: the rule saved with the reader, else 2)", None)
+    sp_threshold: float | None = _help("instead of top-k, every sentence whose score (attention mass or scorer "
+                                       "probability) is at least this (the best one always)", None)
     limit: int | None = _help("generate answers for only the first N validation examples during training", None)
 
     def __post_init__(self):
         for name in ("batch_size", "num_beams", "max_new_tokens", "sp_top_k"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be at least 1, got {getattr(self, name)}")
         if self.sp_threshold is not None and not 0 <= self.sp_threshold <= 1:
-            raise ConfigError(f"eval.sp_threshold is an attention mass in [0, 1], got {self.sp_threshold}")
+            raise ConfigError(f"eval.sp_threshold is a score in [0, 1], got {self.sp_threshold}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"eval.limit must be at least 1 (or null), got {self.limit}")
 

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from latentqa.config import EvalConfig
 from latentqa.data.features import load_features
-from latentqa.evaluation.predict import select_facts, validation_loss
+from latentqa.evaluation.predict import validation_loss
+from latentqa.evaluation.sp_rule import select_facts
 from latentqa.readers.collate import IndexedRows
 
 

@@ -43,7 +43,7 @@ def test_3500_token_context_forward_backward_generate(tiny_latent, sample_exampl
     out = reader(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    _, _, attention = reader.encoder_states(batch)
+    attention = reader.read(batch).attention
     received = attention.sum(dim=1)  # (B, L) summed over latents
     assert bool((received[0, :length] > 0).all())  # every context token receives attention
     reader.eval()
@@ -70,7 +70,8 @@ def test_masking_the_latents_reproduces_plain_t5(tiny_latent, sample_examples, g
     reader.gate.data.fill_(1.0)  # latents fully on, and still masked out
     batch, _ = collate(reader, sample_examples[:3])
     plain_loss, plain_ids = _plain_t5(reader, batch, **generation)
-    states, mask, _ = reader.encoder_states(batch, mask_latents=True)
+    reading = reader.read(batch, mask_latents=True)
+    states, mask = reading.states, reading.mask
     reader.t5.set_attn_implementation("eager")  # SDPA returns no attention weights
     with torch.no_grad():
         out = reader.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,

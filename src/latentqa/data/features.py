@@ -22,7 +22,7 @@ from .examples import Example
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 2  # bump when the features change meaning, so old caches are not reused
+FEATURE_VERSION = 3  # bump when the features change meaning, so old caches are not reused
 
 
 def format_sentence(title: str, sentence: str) -> str:
@@ -56,6 +56,8 @@ def encode_examples(
     """Features as columns (one entry per example):
 
     question_ids   T5 ids of `question: {q}`, no EOS (the collators add it), at most max_question_tokens - 1
+    context_question_ids  context-tokenizer ids of the question itself, no special tokens, at most
+                   max_question_tokens - 1 (what a question-aware latent reader's encoder reads)
     labels         T5 ids of the answer with EOS, at most max_answer_tokens ([] when unlabelled)
     context_ids    context-tokenizer ids of all sentences, concatenated, untruncated
     sentence_index per context token, the index of its sentence in `Example.sentence_keys()`
@@ -67,13 +69,16 @@ def encode_examples(
         raise ConfigError(f"context tokenizer {getattr(context_tokenizer, 'name_or_path', context_tokenizer)!r} has no "
                           "fast (tokenizers) backend: its character offsets are needed to mark answer spans")
     columns: dict[str, list] = {k: [] for k in (
-        "id", "question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
+        "id", "question_ids", "context_question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
         "sentence_paragraph")}
     for start in progress_bar(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
             [question_text(ex.question) for ex in chunk], add_special_tokens=False,
             truncation=True, max_length=max_question_tokens - 1)["input_ids"]
+        context_questions = context_tokenizer(
+            [ex.question.strip() for ex in chunk], add_special_tokens=False, truncation=True,
+            max_length=max_question_tokens - 1)["input_ids"]
         answers = question_tokenizer(
             [ex.answer or "" for ex in chunk], truncation=True, max_length=max_answer_tokens)["input_ids"]
         sentences = [format_sentence(p.title, s) for ex in chunk for p in ex.paragraphs for s in p.sentences]
@@ -83,7 +88,7 @@ def encode_examples(
             if sentences else {"input_ids": [], "offset_mapping": []}
         sentence_ids, sentence_offsets = encoded["input_ids"], encoded["offset_mapping"]
         offset = 0
-        for ex, q_ids, a_ids in zip(chunk, questions, answers):
+        for ex, q_ids, cq_ids, a_ids in zip(chunk, questions, context_questions, answers):
             keys = ex.sentence_keys()
             mine = slice(offset, offset + len(keys))
             offset += len(keys)
@@ -95,6 +100,7 @@ def encode_examples(
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
             columns["id"].append(ex.id)
             columns["question_ids"].append(q_ids)
+            columns["context_question_ids"].append(cq_ids)
             columns["labels"].append(a_ids if ex.answer is not None else [])
             columns["context_ids"].append([t for p in pieces for t in p])
             columns["sentence_index"].append(np.repeat(np.arange(len(keys)), lengths).tolist())

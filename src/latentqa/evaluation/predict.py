@@ -10,6 +10,7 @@ from accelerate import Accelerator
 from ..config import EvalConfig
 from ..data.examples import Example
 from ..progress import progress_bar
+from .sp_rule import effective_rule, select_facts
 
 
 @dataclass
@@ -19,24 +20,13 @@ class Predictions:
     sentence_scores: dict[str, list[float]] = field(default_factory=dict)  # per id, one score per sentence
 
 
-def select_facts(example: Example, scores: list[float], config: EvalConfig) -> list[list]:
-    """Supporting facts from per-sentence scores: the top k, or every sentence at or above a threshold."""
-    keys = example.sentence_keys()
-    if not keys:
-        return []
-    order = sorted(range(len(keys)), key=lambda i: -scores[i])
-    if config.sp_threshold is None:
-        chosen = order[:config.sp_top_k]
-    else:
-        chosen = [i for i in order if scores[i] >= config.sp_threshold] or order[:1]
-    return [[keys[i][0], keys[i][1]] for i in sorted(chosen)]
-
-
 @torch.no_grad()
 def predict(model, loader, examples: list[Example], accelerator: Accelerator, config: EvalConfig,
             desc: str = "predict") -> Predictions:
-    """Answer every example of `loader` (built over `examples`, in order); every process gets all predictions."""
+    """Answer every example of `loader` (built over `examples`, in order); every process gets all predictions.
+    Supporting facts follow `config`'s rule, or the reader's saved one where `config` sets none."""
     reader = accelerator.unwrap_model(model)
+    config = effective_rule(config, reader.sp_rule)
     was_training = reader.training
     reader.eval()
     tokenizer = reader.t5_tokenizer

@@ -1,7 +1,7 @@
 """What both readers share: outputs, the interface, and writing the folder format (`loading.py` reads it).
 
 A reader folder:
-    reader.json          {"kind": "latent" | "baseline", "config": {...}}
+    reader.json          {"kind": "latent" | "baseline", "config": {...}, "sp_rule": {...} (optional)}
     model.safetensors    all weights (tied T5 embeddings kept tied; never pickled)
     t5/                  T5 config, generation config and tokenizer
     encoder/             context-encoder config and tokenizer (latent reader only)
@@ -28,6 +28,7 @@ class ReaderOutput:
     answer_loss: torch.Tensor
     support_loss: torch.Tensor | None = None
     answer_span_loss: torch.Tensor | None = None  # latent reader with answer_span_loss_weight > 0
+    sp_scorer_loss: torch.Tensor | None = None  # latent reader with sp_scorer 'classifier'
     per_example: dict[str, torch.Tensor] = field(default_factory=dict)
     """The same losses for each example, (B,) each (NaN where an example has nothing to score): what validation
     averages, so its figure does not depend on how examples were batched or sharded."""
@@ -59,6 +60,7 @@ class Reader(nn.Module):
         self.t5 = t5
         self.t5_tokenizer = t5_tokenizer
         self.config = config
+        self.sp_rule: dict | None = None  # {"sp_top_k", "sp_threshold"} chosen on validation (evaluation.sp_rule)
 
     @property
     def context_tokenizer(self):
@@ -78,7 +80,8 @@ class Reader(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        (out / READER_FILE).write_text(json.dumps({"kind": self.kind, "config": asdict(self.config)}, indent=2))
+        meta = {"kind": self.kind, "config": asdict(self.config), **({"sp_rule": self.sp_rule} if self.sp_rule else {})}
+        (out / READER_FILE).write_text(json.dumps(meta, indent=2))
         safetensors.torch.save_model(self, str(out / WEIGHTS_FILE))
         self.t5.config.save_pretrained(out / "t5")
         self.t5.generation_config.save_pretrained(out / "t5")

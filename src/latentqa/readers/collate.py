@@ -64,11 +64,15 @@ class BaselineCollator:
 @dataclass
 class LatentCollator:
     """Question for T5's encoder; the whole context as encoder windows plus the index that puts every context
-    token's state back in reading order.
+    token's state back in reading order; per-sentence fields for the sentence scorer.
 
-    question_ids (B, Tq), question_mask; window_ids (W, Lw), window_mask: all windows of the batch, [CLS] ctx [SEP];
+    question_ids (B, Tq), question_mask; window_ids (W, Lw), window_mask: all windows of the batch, [CLS] ctx [SEP]
+    (with `question_in_windows`: [CLS] question [SEP] ctx [SEP], each window still holding its own context tokens);
     context_index (B, L): for each context token, its row in the flattened (W * Lw) window states;
-    context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,).
+    context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,);
+    sentence_mask, sentence_support (B, S) bool; sentence_paragraph, sentence_position (B, S): each sentence's
+    paragraph and its place in it; encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
+    the context encoder's vocabulary.
     """
 
     t5_pad_id: int
@@ -77,26 +81,35 @@ class LatentCollator:
     cls_id: int
     sep_id: int
     window_tokens: int  # encoder positions, [CLS] and [SEP] included
+    question_in_windows: bool = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         question_ids = pad([[*r["question_ids"], self.t5_eos_id] for r in rows], self.t5_pad_id)
-        capacity = self.window_tokens - 2
-        spans = [window_spans(r["sentence_index"], r["sentence_paragraph"], capacity) for r in rows]
-        width = max((end - start for row in spans for start, end in row), default=0) + 2  # Lw
+        encoder_questions = [[self.cls_id, *r["context_question_ids"], self.sep_id] for r in rows]
+        # [CLS] question [SEP] opens each window in `question_in_windows`; the context fills the rest, as before
+        heads = encoder_questions if self.question_in_windows else [[self.cls_id]] * len(rows)
+        spans = [window_spans(r["sentence_index"], r["sentence_paragraph"], self.window_tokens - len(head) - 1)
+                 for r, head in zip(rows, heads)]
+        width = max((len(head) + end - start + 1 for head, row in zip(heads, spans) for start, end in row),
+                    default=2)  # Lw
         windows, flat = [], []
-        for r, row_spans in zip(rows, spans):
+        for r, head, row_spans in zip(rows, heads, spans):
             index = np.empty(len(r["context_ids"]), dtype=np.int64)
             for start, end in row_spans:
-                # token t's state: window number w, position 1 + t - start (after [CLS]) → row w * Lw + ...
-                index[start:end] = len(windows) * width + 1 + np.arange(end - start)
-                windows.append([self.cls_id, *r["context_ids"][start:end], self.sep_id])
+                # token t's state: window number w, position len(head) + t - start → row w * Lw + ...
+                index[start:end] = len(windows) * width + len(head) + np.arange(end - start)
+                windows.append([*head, *r["context_ids"][start:end], self.sep_id])
             flat.append(index)
         # every context of the batch empty: one [CLS] [SEP] window keeps shapes valid (its tokens are masked)
         window_ids = pad(windows or [[self.cls_id, self.sep_id]], self.encoder_pad_id, min_length=width)
+        encoder_question_ids = pad(encoder_questions, self.encoder_pad_id)
+        sentence_support = [sentence_flags(r) for r in rows]
         return {
             **_common(rows),
             "question_ids": question_ids,
             "question_mask": question_ids != self.t5_pad_id,
+            "encoder_question_ids": encoder_question_ids,
+            "encoder_question_mask": encoder_question_ids != self.encoder_pad_id,
             "window_ids": window_ids,
             "window_mask": window_ids != self.encoder_pad_id,
             "context_index": pad(flat, 0, min_length=1),
@@ -105,4 +118,26 @@ class LatentCollator:
             "answer_span": pad([r["answer_span"] for r in rows], 0, dtype=torch.bool, min_length=1),
             "sentence_index": pad([r["sentence_index"] for r in rows], 0, min_length=1),
             "num_sentences": torch.tensor([len(r["sentence_paragraph"]) for r in rows]),
+            "sentence_mask": pad([np.ones(len(f)) for f in sentence_support], 0, dtype=torch.bool, min_length=1),
+            "sentence_support": pad(sentence_support, 0, dtype=torch.bool, min_length=1),
+            "sentence_paragraph": pad([r["sentence_paragraph"] for r in rows], 0, min_length=1),
+            "sentence_position": pad([sentence_positions(r["sentence_paragraph"]) for r in rows], 0, min_length=1),
         }
+
+
+def sentence_flags(row: dict) -> np.ndarray:
+    """Per sentence of a feature row, 1 if it is a supporting fact (any of its tokens is marked)."""
+    flags = np.zeros(len(row["sentence_paragraph"]), dtype=np.int64)
+    marked = np.asarray(row["sentence_index"], dtype=np.int64)[np.asarray(row["support"], dtype=bool)]
+    flags[marked] = 1
+    return flags
+
+
+def sentence_positions(sentence_paragraph: list[int]) -> list[int]:
+    """Each sentence's position inside its paragraph: [0, 0, 1, 2, 0, 1] for paragraphs [0, 1, 1, 1, 2, 2]."""
+    positions, previous, count = [], None, 0
+    for paragraph in sentence_paragraph:
+        count = count + 1 if paragraph == previous else 0
+        positions.append(count)
+        previous = paragraph
+    return positions

@@ -18,11 +18,14 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import LatentCollator
+from .scorer import SentenceScorer, sentence_bce
 from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
+from .state_cache import ContextStateCache
 
 
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
 ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attention_probs_dropout_prob")
+CONDITIONING = ("none", "latents", "encoder")
 
 
 def set_attention_dropout(config: PretrainedConfig, value: float | None) -> PretrainedConfig:
@@ -61,16 +64,39 @@ class LatentConfig:
     gate_init: float = 0.0
     """Initial value of the tanh gate. 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with
     random weights has nothing to keep, and at 0 its gate gets no consistent gradient (docs/demo.md)."""
+    question_conditioning: str = "none"
+    """Where the question enters the context path: 'none' (question-blind latents, the original design), 'latents'
+    (the selector's latents cross-attend to the question; context states stay question-free, so cacheable) or
+    'encoder' (every encoder window reads [CLS] question [SEP] context [SEP])."""
+    sp_scorer: str = "attention"
+    """Supporting-fact scores: 'attention' (the selector's attention mass per sentence) or 'classifier' (a trained
+    sentence scorer over the context states, question-aware in the question-aware modes)."""
+    sp_scorer_loss_weight: float = 1.0
+    """Weight of the sentence scorer's binary cross-entropy (sp_scorer 'classifier' only)."""
 
     def __post_init__(self):
         for name in ("num_latents", "selector_layers", "selector_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("support_loss_weight", "answer_span_loss_weight"):
+        if self.question_conditioning not in CONDITIONING:
+            raise ValueError(f"question_conditioning must be one of {CONDITIONING}, got {self.question_conditioning!r}")
+        if self.sp_scorer not in ("attention", "classifier"):
+            raise ValueError(f"sp_scorer must be 'attention' or 'classifier', got {self.sp_scorer!r}")
+        for name in ("support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.encoder_attention_dropout is not None and not 0 <= self.encoder_attention_dropout < 1:
             raise ValueError(f"encoder_attention_dropout must be in [0, 1), got {self.encoder_attention_dropout}")
+
+
+@dataclass
+class Reading:
+    """What the context path hands on: the decoder's encoder states and the supporting-fact signals."""
+
+    states: torch.Tensor  # (B, Tq + N, D) [question states ; gated latents]
+    mask: torch.Tensor  # (B, Tq + N)
+    attention: torch.Tensor  # (B, N, L) the selector's last block, over context tokens
+    sentence_logits: torch.Tensor | None = None  # (B, S) the sentence scorer's, sp_scorer 'classifier' only
 
 
 class LatentReader(Reader):
@@ -85,10 +111,16 @@ class LatentReader(Reader):
         self.encoder_tokenizer = encoder_tokenizer
         width = encoder.config.hidden_size
         self.selector = LatentSelector(dim=width, num_latents=config.num_latents, depth=config.selector_layers,
-                                       heads=config.selector_heads)
+                                       heads=config.selector_heads,
+                                       question_aware=config.question_conditioning == "latents")
         self.project = nn.Linear(width, t5.config.d_model)
         # Flamingo-style: at the default tanh(0) = 0 the latents start silent
         self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+        self.scorer = SentenceScorer(dim=width, heads=config.selector_heads,
+                                     question_aware=config.question_conditioning != "none") \
+            if config.sp_scorer == "classifier" else None
+        self.encoder_frozen = False
+        self.state_cache: ContextStateCache | None = None
 
     @classmethod
     def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig()) -> "LatentReader":
@@ -108,11 +140,13 @@ class LatentReader(Reader):
         return LatentCollator(
             t5_pad_id=self.t5_tokenizer.pad_token_id, t5_eos_id=self.t5_tokenizer.eos_token_id,
             encoder_pad_id=tok.pad_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
-            window_tokens=window_positions(self.encoder))
+            window_tokens=window_positions(self.encoder),
+            question_in_windows=self.config.question_conditioning == "encoder")
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"latent": [*self.selector.parameters(), *self.project.parameters(), self.gate],
-                "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
+        latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,
+                  *(self.scorer.parameters() if self.scorer is not None else ())]
+        return {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         super().set_gradient_checkpointing(enabled)
@@ -126,49 +160,106 @@ class LatentReader(Reader):
         self.encoder.config.save_pretrained(out / "encoder")
         self.encoder_tokenizer.save_pretrained(out / "encoder")
 
+    # --- a frozen encoder and its cached states --------------------------------------------------------------
+
+    def freeze_encoder(self) -> None:
+        """No gradient and no dropout in the context encoder from now on: its states are a function of its input."""
+        self.encoder.requires_grad_(False)
+        self.encoder_frozen = True
+        self.encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def cache_refusal(self) -> str | None:
+        """Why context states cannot be cached now (None: they can)."""
+        if self.config.question_conditioning == "encoder":
+            return "question_conditioning 'encoder' makes every context state depend on the question"
+        if self.encoder.training or any(p.requires_grad for p in self.encoder.parameters()):
+            return "the context encoder is being trained (freeze it: train.freeze_encoder=true)"
+        return None
+
+    def use_state_cache(self, cache: ContextStateCache | None) -> None:
+        """Read context states through `cache` (None: always run the encoder)."""
+        if cache is not None and self.cache_refusal():
+            raise ValueError(f"context states cannot be cached: {self.cache_refusal()}")
+        self.state_cache = cache
+
     # --- the state builder, shared by forward and generate ---------------------------------------------------
 
     def context_states(self, batch) -> torch.Tensor:
-        """All windows in one encoder batch, then every context token's state in reading order: (B, L, H)."""
-        states = self.encoder(input_ids=batch["window_ids"], attention_mask=batch["window_mask"]).last_hidden_state
+        """All windows in one encoder batch (or from the state cache), then every context token's state in reading
+        order: (B, L, H)."""
+        if self.state_cache is not None and self.cache_refusal() is None:
+            states = self.state_cache.encode(self.encoder, batch["window_ids"], batch["window_mask"])
+        else:
+            states = self.encoder(input_ids=batch["window_ids"], attention_mask=batch["window_mask"]).last_hidden_state
         return states.flatten(0, 1)[batch["context_index"]]  # (W, Lw, H) → (W*Lw, H) → (B, L, H)
 
-    def encoder_states(self, batch, mask_latents: bool = False):
-        """[question states ; gated latents] (B, Tq + N, D), its attention mask, and the selector's attention."""
+    def question_states(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context encoder on the question alone, [CLS] q [SEP]: states (B, Tqe, H) and their mean (B, H), the
+        sentence embedding of all-MiniLM-style encoders."""
+        mask = batch["encoder_question_mask"]
+        states = self.encoder(input_ids=batch["encoder_question_ids"], attention_mask=mask).last_hidden_state
+        weights = mask[..., None].to(states.dtype)
+        return states, (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
+
+    def read(self, batch, mask_latents: bool = False) -> Reading:
+        """[question states ; gated latents], their mask, the selector's attention and the sentence logits."""
         question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
         question = question.last_hidden_state  # (B, Tq, D)
-        latents, attention = self.selector(self.context_states(batch), batch["context_mask"])  # (B, N, H), (B, N, L)
+        context = self.context_states(batch)  # (B, L, H)
+        asked, question_vector = (None, None) if self.config.question_conditioning == "none" else \
+            self.question_states(batch)
+        selector_question = (asked, batch["encoder_question_mask"]) \
+            if self.config.question_conditioning == "latents" else ()
+        latents, attention = self.selector(context, batch["context_mask"], *selector_question)  # (B, N, H), (B, N, L)
         gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
         states = torch.cat([question, gated.to(question.dtype)], dim=1)
         latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)
-        return states, torch.cat([batch["question_mask"], latent_mask], dim=1), attention
+        logits = self.scorer(context, batch, question_vector) if self.scorer is not None else None
+        return Reading(states, torch.cat([batch["question_mask"], latent_mask], dim=1), attention, logits)
 
     def forward(self, batch) -> ReaderOutput:
-        states, mask, attention = self.encoder_states(batch)
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, use_cache=False,
-                      decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
+        reading = self.read(batch)
+        attention = reading.attention
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states), attention_mask=reading.mask,
+                      use_cache=False, decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
         answer, answer_each = answer_losses(out.logits, batch["labels"])  # (), (B,)
-        support_each = attention_mass_nll(attention, batch["support"] & batch["context_mask"])  # (B,), NaN: none
-        support = mean_over_scored(support_each)
-        loss = answer + self.config.support_loss_weight * support
-        loss_each = answer_each + self.config.support_loss_weight * support_each.nan_to_num(0.0)
-        per_example = {"answer_loss": answer_each, "support_loss": support_each}
-        answer_span = None
+        # each auxiliary loss: (name, weight, per example (B,) with NaN where an example has nothing to score)
+        auxiliary = [("support_loss", self.config.support_loss_weight,
+                      attention_mass_nll(attention, batch["support"] & batch["context_mask"]))]
         if self.config.answer_span_loss_weight > 0:
-            span_each = attention_mass_nll(attention, batch["answer_span"] & batch["context_mask"])
-            answer_span = mean_over_scored(span_each)
-            loss = loss + self.config.answer_span_loss_weight * answer_span
-            loss_each = loss_each + self.config.answer_span_loss_weight * span_each.nan_to_num(0.0)
-            per_example["answer_span_loss"] = span_each
-        return ReaderOutput(loss=loss, answer_loss=answer, support_loss=support, answer_span_loss=answer_span,
+            auxiliary.append(("answer_span_loss", self.config.answer_span_loss_weight,
+                              attention_mass_nll(attention, batch["answer_span"] & batch["context_mask"])))
+        if reading.sentence_logits is not None:
+            auxiliary.append(("sp_scorer_loss", self.config.sp_scorer_loss_weight,
+                              sentence_bce(reading.sentence_logits, batch["sentence_support"],
+                                           batch["sentence_mask"])))
+        loss, loss_each = answer, answer_each
+        per_example, means = {"answer_loss": answer_each}, {}
+        for name, weight, each in auxiliary:
+            means[name] = mean_over_scored(each)
+            loss = loss + weight * means[name]
+            loss_each = loss_each + weight * each.nan_to_num(0.0)
+            per_example[name] = each
+        return ReaderOutput(loss=loss, answer_loss=answer, support_loss=means["support_loss"],
+                            answer_span_loss=means.get("answer_span_loss"), sp_scorer_loss=means.get("sp_scorer_loss"),
                             per_example={"loss": loss_each, **per_example})
 
     @torch.no_grad()
     def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:
-        """Greedy or beam search (T5's `generate` expands states and mask per beam) and per-sentence scores."""
-        states, mask, attention = self.encoder_states(batch, mask_latents=mask_latents)
-        sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
-                                     **generation)
-        scores = sentence_scores(attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
-                                 int(batch["num_sentences"].max()))
+        """Greedy or beam search (T5's `generate` expands states and mask per beam) and per-sentence scores: the
+        scorer's probabilities, or the selector's attention mass."""
+        reading = self.read(batch, mask_latents=mask_latents)
+        sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states),
+                                     attention_mask=reading.mask, **generation)
+        if reading.sentence_logits is not None:
+            scores = torch.sigmoid(reading.sentence_logits) * batch["sentence_mask"]
+        else:
+            scores = sentence_scores(reading.attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
+                                     int(batch["num_sentences"].max()))
         return Generation(sequences, scores)

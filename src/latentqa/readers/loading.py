@@ -36,6 +36,9 @@ def load_reader(directory: str | Path, device: str | torch.device = "cpu", expec
         meta = json.loads(meta_path.read_text())
         reader_class, config_class = READERS[meta["kind"]]
         config = config_class(**meta["config"])
+        sp_rule = meta.get("sp_rule")
+        if sp_rule is not None:
+            sp_rule = {"sp_top_k": sp_rule["sp_top_k"], "sp_threshold": sp_rule["sp_threshold"]}
     except (ValueError, KeyError, TypeError) as err:  # bad JSON, unknown kind, fields of another version
         raise ReaderFolderError(f"{meta_path}: not a reader description this version reads ({err}); "
                                 "save the reader again with this version") from None
@@ -53,4 +56,5 @@ def load_reader(directory: str | Path, device: str | torch.device = "cpu", expec
         safetensors.torch.load_model(reader, str(weights), strict=True, device=str(device))
     except (safetensors.SafetensorError, RuntimeError) as err:  # truncated or foreign file, missing tensors
         raise ReaderFolderError(f"{weights}: cannot load the weights ({str(err).splitlines()[0][:300]})") from None
+    reader.sp_rule = sp_rule
     return reader.to(device).eval()

@@ -3,6 +3,10 @@
 Each block is pre-norm cross-attention (latents → context) then a pre-norm feed-forward, both residual. The
 selector returns the latents and the **last block's** attention over context tokens, averaged over heads; that
 attention is what the support (and answer-span) loss trains and what sentence scores are read from.
+
+Question-aware latents (`question_conditioning: latents`): before each context block, the latents cross-attend to
+the question's states (a block of the same shape), so what they look for in the context depends on what was asked,
+while the context states stay a function of the context alone (cacheable, reusable across questions).
 """
 from __future__ import annotations
 
@@ -52,22 +56,33 @@ class SelectorBlock(nn.Module):
 
 
 class LatentSelector(nn.Module):
-    def __init__(self, *, dim: int, num_latents: int = 32, depth: int = 2, heads: int = 8):
+    def __init__(self, *, dim: int, num_latents: int = 32, depth: int = 2, heads: int = 8,
+                 question_aware: bool = False):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
         self.blocks = nn.ModuleList(SelectorBlock(dim=dim, heads=heads) for _ in range(depth))
+        self.question_blocks = nn.ModuleList(SelectorBlock(dim=dim, heads=heads) for _ in range(depth)) \
+            if question_aware else None
         self.norm = nn.LayerNorm(dim)
         self.gradient_checkpointing = False
 
-    def forward(self, context: torch.Tensor, key_mask: torch.Tensor):
-        """context (B, L, D), key_mask (B, L) bool → latents (B, N, D), last block's attention (B, N, L)."""
+    def forward(self, context: torch.Tensor, key_mask: torch.Tensor, question: torch.Tensor | None = None,
+                question_mask: torch.Tensor | None = None):
+        """context (B, L, D), key_mask (B, L) bool; question (B, Tq, D) and its mask for a question-aware selector
+        → latents (B, N, D), last block's attention over the context (B, N, L)."""
+        if (question is None) != (self.question_blocks is None):
+            raise ValueError("a question-aware selector needs the question, and only it takes one")
         latents = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1)  # (B, N, D)
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                latents, attention = checkpoint(block, latents, context, key_mask, use_reentrant=False)
-            else:
-                latents, attention = block(latents, context, key_mask)
+        for i, block in enumerate(self.blocks):
+            if question is not None:
+                latents, _ = self._run(self.question_blocks[i], latents, question, question_mask)
+            latents, attention = self._run(block, latents, context, key_mask)
         return self.norm(latents), attention
+
+    def _run(self, block, latents, keys, key_mask):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, latents, keys, key_mask, use_reentrant=False)
+        return block(latents, keys, key_mask)
 
 
 def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:

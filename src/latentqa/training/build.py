@@ -40,7 +40,9 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
             LatentConfig(num_latents=config.num_latents, selector_layers=config.selector_layers,
                          selector_heads=config.selector_heads, support_loss_weight=config.support_loss_weight,
                          answer_span_loss_weight=config.answer_span_loss_weight,
-                         encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init)
+                         encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init,
+                         question_conditioning=config.question_conditioning, sp_scorer=config.sp_scorer,
+                         sp_scorer_loss_weight=config.sp_scorer_loss_weight)
     except ValueError as err:
         raise ConfigError(f"model.{err}") from None
     t5 = resolve_model(config.t5, cache_dir, "t5")

@@ -22,12 +22,14 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, EvalConfig, RunConfig
 from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
+from ..evaluation.sp_rule import choose_sp_rule, rule_sp_f1, select_facts
 from ..progress import progress_bar
 from ..readers.collate import IndexedRows
+from ..readers.state_cache import ContextStateCache
 from .build import build_reader, load_split
 from .checkpoints import checkpoint_dir, prune, publish, resolve_resume
 from .interrupt import stop_requests
@@ -122,6 +124,8 @@ def check_config(config: RunConfig) -> None:
     cfg = config.train
     if config.model.kind == "baseline" and (cfg.freeze_t5_steps or cfg.freeze_t5_epochs):
         raise ConfigError("train.freeze_t5_*: the baseline reader is all T5; freezing it would train nothing")
+    if config.model.kind == "baseline" and cfg.freeze_encoder:
+        raise ConfigError("train.freeze_encoder: the baseline reader has no context encoder")
     if config.model.kind == "baseline" and cfg.best_metric in SP_METRICS:
         raise ConfigError(f"train.best_metric={cfg.best_metric}: the baseline reader predicts no supporting facts; "
                           "use loss, em or f1")
@@ -138,6 +142,8 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     set_seed(cfg.seed)
     reader = build_reader(config.model, config.data.cache_dir)
     reader.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    if cfg.freeze_encoder:
+        reader.freeze_encoder()
 
     _, train_features = load_split(config.data, reader, "train", accelerator)
     val_examples, val_features = load_split(config.data, reader, "validation", accelerator)
@@ -146,6 +152,8 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     if cfg.best_metric in ANSWER_METRICS and unlabelled:
         raise ConfigError(f"train.best_metric={cfg.best_metric} needs answers, but data.validation "
                           f"{config.data.validation} has unlabelled examples (first: {unlabelled[0]}); use loss")
+    if cfg.freeze_encoder:
+        use_state_cache(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
     collate = reader.collator()
     train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
                               sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
@@ -275,6 +283,8 @@ def evaluate(run: Run) -> dict:
                **validation_loss(run.model, run.val_loader, accelerator)}
     predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, desc="evaluate")
     if all(ex.answer is not None for ex in run.gen_examples):
+        if predictions.sp is not None:
+            maybe_choose_sp_rule(run, predictions, metrics)
         scores = score(run.gen_examples, predictions.answers, predictions.sp)
         metrics.update({k: v for k, v in scores.items() if v is not None})
     value = metrics.get(cfg.best_metric, math.nan)
@@ -289,6 +299,36 @@ def evaluate(run: Run) -> dict:
     run.evaluated_at = state.step
     accelerator.wait_for_everyone()
     return metrics
+
+
+def use_state_cache(reader, cfg, contexts: list[list[int]]) -> None:
+    """Cache the frozen encoder's context states where they are question-free; say so when the cap is too small."""
+    if reader.cache_refusal() is not None or cfg.state_cache_mb == 0:
+        log.info("context states are not cached: %s", reader.cache_refusal() or "train.state_cache_mb=0")
+        return
+    # fp16 states of every context token (window [CLS]/[SEP] aside): what one epoch and one evaluation touch
+    needed = sum(map(len, contexts)) * reader.encoder.config.hidden_size * 2 / 2**20
+    if needed > cfg.state_cache_mb:
+        log.warning("context states of the training and validation data need about %.0f MB, but "
+                    "train.state_cache_mb=%.0f: the rest is recomputed every epoch (raise it%s)", needed,
+                    cfg.state_cache_mb, "" if cfg.state_cache_dir else ", or set train.state_cache_dir")
+    else:
+        log.info("caching context states (about %.0f MB)", needed)
+    reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir))
+
+
+def maybe_choose_sp_rule(run: Run, predictions, metrics: dict) -> None:
+    """Unless the config fixes the supporting-fact rule, choose it on this validation data: the reader keeps it
+    (it is saved with the best reader) and the predictions' facts follow it."""
+    if run.config.eval.sp_top_k is not None or run.config.eval.sp_threshold is not None:
+        return
+    rule = choose_sp_rule(run.gen_examples, predictions.sentence_scores)
+    metrics["sp_f1_top2"] = rule_sp_f1(run.gen_examples, predictions.sentence_scores, EvalConfig(sp_top_k=2))
+    metrics["sp_rule"] = {"sp_top_k": rule["sp_top_k"], "sp_threshold": rule["sp_threshold"]}
+    run.accelerator.unwrap_model(run.model).sp_rule = metrics["sp_rule"]
+    chosen = EvalConfig(**metrics["sp_rule"])
+    for ex in run.gen_examples:
+        predictions.sp[ex.id] = select_facts(ex, predictions.sentence_scores[ex.id], chosen)
 
 
 def record(run: Run, metrics: dict) -> None:

@@ -1,0 +1,65 @@
+"""A trained sentence scorer for supporting facts, over the context states the selector reads.
+
+Each sentence is the mean of its tokens' context states; its paragraph is the mean of its sentences. With a
+question vector (the question-aware modes), each sentence also sees its and its paragraph's elementwise product
+with the question, as unit vectors. A small transformer over all sentences of the context then lets a sentence
+weigh the others (HotpotQA's bridge questions: the second paragraph is named in the first) before one logit each.
+Supervised by binary cross-entropy against the supporting sentences.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MAX_POSITION = 8  # a sentence's position inside its paragraph, clamped: the first few matter most
+
+
+def pool(values: torch.Tensor, index: torch.Tensor, mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """Mean of `values` (B, L, H) over the positions of each group, index (B, L) → (B, groups, H); masked-out
+    positions count nowhere, an empty group is 0."""
+    weights = mask.to(values.dtype)[..., None]  # (B, L, 1)
+    sums = values.new_zeros(values.shape[0], groups, values.shape[-1])
+    sums.scatter_add_(1, index[..., None].expand_as(values), values * weights)
+    counts = values.new_zeros(values.shape[0], groups, 1).scatter_add_(1, index[..., None], weights)
+    return sums / counts.clamp_min(1)
+
+
+class SentenceScorer(nn.Module):
+    def __init__(self, *, dim: int, heads: int, layers: int = 2, question_aware: bool):
+        super().__init__()
+        self.question_aware = question_aware
+        parts = 4 if question_aware else 2  # sentence, paragraph (× question for each)
+        self.embed = nn.Sequential(nn.LayerNorm(parts * dim), nn.Linear(parts * dim, dim))
+        self.position = nn.Embedding(MAX_POSITION, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, batch_first=True,
+                                           norm_first=True)
+        self.mixer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+
+    def forward(self, context: torch.Tensor, batch: dict, question: torch.Tensor | None) -> torch.Tensor:
+        """context (B, L, H) states; question (B, H) or None → one logit per sentence (B, S)."""
+        sentence_mask = batch["sentence_mask"]  # (B, S)
+        sentences = pool(context, batch["sentence_index"], batch["context_mask"], sentence_mask.shape[1])  # (B, S, H)
+        paragraph_of = batch["sentence_paragraph"]  # (B, S)
+        paragraphs = pool(sentences, paragraph_of, sentence_mask, int(paragraph_of.max()) + 1)  # (B, P, H)
+        paragraphs = paragraphs.gather(1, paragraph_of[..., None].expand_as(sentences))  # (B, S, H)
+        parts = [sentences, paragraphs]
+        if self.question_aware:
+            if question is None:
+                raise ValueError("a question-aware scorer needs the question vector")
+            # unit vectors: the sum of each product is the cosine, the untrained retrieval score of MiniLM-style encoders
+            asked = F.normalize(question.float(), dim=-1)[:, None].to(sentences.dtype)  # (B, 1, H)
+            parts += [F.normalize(sentences, dim=-1) * asked, F.normalize(paragraphs, dim=-1) * asked]
+        x = self.embed(torch.cat(parts, dim=-1))
+        x = x + self.position(batch["sentence_position"].clamp_max(MAX_POSITION - 1))
+        x = self.mixer(x, src_key_padding_mask=~sentence_mask)
+        return self.out(x).squeeze(-1).float().masked_fill(~sentence_mask, -1e4)  # (B, S)
+
+
+def sentence_bce(logits: torch.Tensor, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each example's sentences against its supporting ones: logits, support, mask (B, S)
+    → (B,), NaN for an example without supporting sentences (nothing to learn from)."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), support.float(), reduction="none") * mask
+    per_example = loss.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    return torch.where((support & mask).any(dim=1), per_example, torch.nan)

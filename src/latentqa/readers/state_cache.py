@@ -1,0 +1,133 @@
+"""A cache of context-encoder states per window, for a frozen encoder that reads the context without the question.
+
+Such states are a function of (encoder weights, window token ids) alone, so every later epoch, evaluation or
+served request over the same window can reuse them instead of running the encoder again. Keys are content hashes
+of both: a window's ids (padding stripped) and a fingerprint of the encoder's weights, recomputed whenever a weight
+tensor was modified in place (PyTorch counts those in `Tensor._version`), so a changed encoder never gets the
+states of the old one. States are kept in an LRU bounded in megabytes, optionally backed by a folder on disk that
+later runs read (one safetensors file per window).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """A hash of every parameter and buffer of the encoder (names, shapes, dtypes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:20]
+
+
+def window_key(ids: torch.Tensor) -> str:
+    """A window's ids (1-D, no padding) as a content hash."""
+    return hashlib.sha256(ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:32]
+
+
+class ContextStateCache:
+    """Encoder states per window, keyed by (encoder weights, window ids); see the module docstring.
+
+    max_mb bounds the states held in memory (least recently used go first); directory, when given, keeps every
+    computed window on disk too. dtype is how states are stored (float16 halves memory; float32 is exact)."""
+
+    def __init__(self, *, max_mb: float, directory: str | Path | None = None, dtype: str = "float16"):
+        if max_mb < 0:
+            raise ValueError(f"state cache size must be >= 0 MB, got {max_mb}")
+        if dtype not in DTYPES:
+            raise ValueError(f"state cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.max_bytes = int(max_mb * 2**20)
+        self.directory = Path(directory) if directory else None
+        self.dtype = DTYPES[dtype]
+        self.entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = self.disk_hits = 0
+        self._fingerprint: str | None = None
+        self._versions: tuple | None = None
+
+    def fingerprint(self, encoder: nn.Module) -> str:
+        """The encoder's weight fingerprint, recomputed only after a weight changed in place (or was replaced)."""
+        versions = tuple((id(t), t._version) for t in encoder.state_dict().values())
+        if versions != self._versions:
+            self._fingerprint, self._versions = encoder_fingerprint(encoder), versions
+        return self._fingerprint
+
+    def stats(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits, "entries": len(self.entries),
+                "mb": round(self.bytes / 2**20, 1), "max_mb": round(self.max_bytes / 2**20, 1)}
+
+    @torch.no_grad()
+    def encode(self, encoder: nn.Module, window_ids: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden states of every window, (W, Lw) → (W, Lw, H) float32, from the cache where it
+        holds them; the missing windows go through the encoder together, in one batch."""
+        prefix = self.fingerprint(encoder)
+        lengths = window_mask.sum(dim=1).tolist()
+        keys = [f"{prefix}-{window_key(ids[:n])}" for ids, n in zip(window_ids, lengths)]
+        found = {i: self._get(key) for i, key in enumerate(keys)}
+        missing = [i for i, states in found.items() if states is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            rows = torch.tensor(missing, device=window_ids.device)
+            width = max(lengths[i] for i in missing)
+            computed = encoder(input_ids=window_ids[rows, :width],
+                               attention_mask=window_mask[rows, :width]).last_hidden_state  # (M, width, H)
+            for row, i in enumerate(missing):
+                found[i] = computed[row, :lengths[i]].to(self.dtype)
+                self._put(keys[i], found[i])
+        hidden = next(iter(found.values())).shape[-1]
+        out = torch.zeros(*window_ids.shape, hidden, device=window_ids.device)  # (W, Lw, H); padding stays 0
+        for i, states in found.items():
+            out[i, :lengths[i]] = states.to(out.device, torch.float32)
+        return out
+
+    # --- storage ---------------------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        prefix, name = key.split("-", 1)
+        return self.directory / prefix / name[:2] / f"{name}.safetensors"
+
+    def _get(self, key: str) -> torch.Tensor | None:
+        states = self.entries.get(key)
+        if states is not None:
+            self.entries.move_to_end(key)
+            return states
+        if self.directory is not None and self._path(key).exists():
+            states = safetensors.torch.load_file(str(self._path(key)))["states"].to(self.dtype)
+            self.disk_hits += 1
+            self._remember(key, states)
+            return states
+        return None
+
+    def _put(self, key: str, states: torch.Tensor) -> None:
+        states = states.detach().cpu().contiguous()
+        if self.directory is not None:
+            path = self._path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            safetensors.torch.save_file({"states": states}, str(tmp))
+            tmp.replace(path)  # atomic: an interrupted run leaves no half-written file under a real key
+        self._remember(key, states)
+
+    def _remember(self, key: str, states: torch.Tensor) -> None:
+        size = states.numel() * states.element_size()
+        if size > self.max_bytes:
+            return
+        self.entries[key] = states
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
