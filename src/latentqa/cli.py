@@ -172,7 +172,8 @@ def cmd_compare(args) -> None:
 def cmd_demo(args) -> None:
     from .demo.run import format_table, run_demo
 
-    results = run_demo(args.out_dir, quick=args.quick, full=args.full, encoder=args.encoder, seed=args.seed)
+    results = run_demo(args.out_dir, quick=args.quick, full=args.full, encoder=args.encoder, seed=args.seed,
+                       facts=args.facts)
     print(format_table(results))
     print(f"report: {args.out_dir}/report.md")
 
@@ -185,7 +186,7 @@ def cmd_bench(args) -> None:
     lengths = args.lengths or ((256, 512) if args.quick else (512, 1024, 2048, 4096))
     results = run_bench(lengths=lengths, batch_size=args.batch_size, repeats=args.repeats or (1 if args.quick else 5),
                         warmup=args.warmup, quick=args.quick, gradient_checkpointing=args.gradient_checkpointing,
-                        device=args.device)
+                        device=args.device, modes=args.modes)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
@@ -279,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--full", action="store_true", help="train the baseline for 12 epochs too (default 4: its "
                                                         "validation loss stops improving by then; 4 more minutes)")
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
+    p.add_argument("--facts", type=int, default=1, help="facts per context about different entities, the question "
+                   "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
+                   "model.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
+                   "every fact, a question-aware one only the asked one")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
     p = add("bench", cmd_bench, "Speed and memory side by side (baseline at 512, baseline on the whole context, latent "
@@ -296,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the whole-context baseline at 4,096 tokens needs more than 24 GB)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--quick", action="store_true", help="small models, short contexts, one repeat: a smoke test")
+    p.add_argument("--modes", action="store_true", help="also time model.question_conditioning none / latents / "
+                   "encoder and a frozen encoder without and with cached context states, relative to none, at 2,048 "
+                   "tokens (or the longest length below)")
     p.add_argument("--out-dir", default="runs/bench", help="where bench.json and bench.png go")
 
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")

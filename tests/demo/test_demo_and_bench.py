@@ -22,7 +22,7 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path, capsys):
     test = json.loads((tmp_path / "task" / "test.json").read_text())
     chance = sum(1 / sum(len(sentences) for _, sentences in ex["context"]) for ex in test) / len(test)
     assert chance < 0.05 and results["readers"]["latent"]["sp_em"] > 0.5
-    for png in ("em_by_position.png", "attention.png", "training_latent.png", "training_baseline.png"):
+    for png in ("em_by_position.png", "attention_latent.png", "training_latent.png", "training_baseline.png"):
         assert (tmp_path / png).stat().st_size > 10_000
     assert "![EM by position](em_by_position.png)" in (tmp_path / "report.md").read_text()
 

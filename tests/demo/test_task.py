@@ -76,3 +76,22 @@ def test_fact_in_input_follows_the_baselines_own_cut(tiny_baseline, sample_examp
     kept = batch["context_kept"][0].item()
     tiny_baseline.config.max_input_tokens -= kept - fact_end + 1  # now the cut ends one token before the fact does
     assert fact_in_input([first], features.select([0]), tiny_baseline.collator()) == {"first": False}
+
+
+def test_many_facts_task_names_one_of_several_entities(sample_examples, ruler):
+    from latentqa.demo.task import ENTITIES
+
+    task = build_task(sample_examples, ruler, seed=1, per_context={"train": 2, "validation": 1, "test": 2}, facts=4)
+    for items in task.values():
+        for ex, position in items:
+            sentences = [s.strip() for p in ex.paragraphs for s in p.sentences]
+            facts = [s for s in sentences if s.startswith("The code word of ")]
+            named = {entity for entity in ENTITIES for s in facts if f"of {entity} is" in s}
+            assert len(facts) == 4 and len(named) == 4  # four facts, four different entities
+            (title, sent_id), = ex.supporting_facts
+            asked = {p.title: p.sentences for p in ex.paragraphs}[title][sent_id].strip()
+            assert asked == f"The code word of {ex.question[len('What is the code word of '):-1]} is {ex.answer}."
+    cols = encode_examples([ex for ex, _ in task["test"]], question_tokenizer=ruler, context_tokenizer=ruler,
+                           max_question_tokens=64, max_answer_tokens=16, progress=False)
+    for (ex, position), support in zip(task["test"], cols["support"]):
+        assert int(np.flatnonzero(support)[0]) == position

@@ -22,6 +22,7 @@ from ..readers.collate import pad
 from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
 from ..resources import SAMPLE_PATH
 from .fid import FiDReader
+from .modes import bench_modes, format_modes, mode_readers
 from .timing import WIDE_SPREAD, interleaved, is_wide, machine, peak_memory_mb, spread
 
 
@@ -54,6 +55,7 @@ def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab
         answer_span = [0] * length
         answer_span[answer_start:answer_start + 2] = [1, 1]  # the first 2 tokens of sentence 3
         rows.append({"index": i, "question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
+                     "context_question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
                      "labels": [*rng.integers(1000, vocab, size=ANSWER - 1).tolist(), 1],
                      "context_ids": rng.integers(1000, vocab, size=length).tolist(),
                      "sentence_index": sentence_index.tolist(),
@@ -126,7 +128,10 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
 
 
 def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 5, warmup: int = 1,
-              quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None) -> dict:
+              quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None,
+              modes: bool = False) -> dict:
+    """Every contender at every length; with `modes`, also the question-conditioning modes and cached states at
+    2,048 tokens (or the longest length below it)."""
     from transformers import AutoTokenizer
 
     from ..assets import TinySizes, corpus, pretrained_encoder_path, train_t5_tokenizer
@@ -181,6 +186,11 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
         results["lengths"][str(length)] = figures
         if length == 2048 or length == lengths[-1]:
             results["data"] = data_side(rows, latent, figures["latent"]["train_step_s"]["median"])
+        if modes and "modes" not in results and (length == 2048 or length == lengths[-1]):
+            readers = mode_readers(latent.t5, t5_tokenizer, latent.encoder, encoder_tokenizer, device,
+                                   gradient_checkpointing)
+            results["modes"] = {"context_tokens": length, **bench_modes(readers, rows, device, warmup=warmup,
+                                                                        repeats=repeats, sync=sync)}
         progress.update(1)
     progress.close()
     return results
@@ -231,6 +241,8 @@ def format_results(results: dict) -> str:
         b = f["latent_forward_s"]
         lines.append(f"{length:>6} {b['encoder']['median']:.3f} / {b['selector']['median']:.3f} / "
                      f"{b['t5']['median']:.3f}")
+    if "modes" in results:
+        lines += ["", *format_modes(results["modes"], results["modes"]["context_tokens"])]
     d = results["data"]
     lines += ["", f"data: tokenization {d['tokenize_examples_per_s']:.0f} examples/s on the shipped sample (context: "
                   f"{d['tokenizers']['context']}; question: {d['tokenizers']['question']});\n      "

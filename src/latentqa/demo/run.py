@@ -5,6 +5,7 @@ context encoder can be the pretrained MiniLM from PyPI instead (`--encoder minil
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from ..data.stats import support_end  # noqa: E402
 from ..evaluation.report import bucket_label, bucket_labels, plot_sentence_attention, plot_training_curves  # noqa: E402
 from ..evaluation.run import predict_source  # noqa: E402
 from ..readers.collate import IndexedRows  # noqa: E402
+from ..readers.latent import CONDITIONING  # noqa: E402
 from ..resources import SAMPLE_PATH  # noqa: E402
 from ..training.trainer import train  # noqa: E402
 from .task import ANSWERS, build_task, write_task  # noqa: E402
@@ -41,14 +43,17 @@ def demo_epochs(quick: bool, full: bool) -> dict[str, int]:
     return {"baseline": 12 if full else 4, "latent": 12}
 
 
-def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dict[str, int]) -> dict[str, RunConfig]:
+def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dict[str, int],
+                 modes: tuple[str, ...] = ()) -> dict[str, RunConfig]:
+    """The baseline and the latent reader; with `modes`, one latent reader per question-conditioning mode instead
+    (named latent-MODE), each with the same settings."""
     data = DataConfig(train=str(files["train"]), validation=str(files["validation"]), cache_dir=str(out / "cache"),
                       max_answer_tokens=8)
     evaluation = EvalConfig(batch_size=16, max_new_tokens=4, sp_top_k=1)
     common = dict(batch_size=8, weight_decay=0.0, warmup_ratio=0.05,
                   gradient_checkpointing=False,  # tiny models: memory is no concern, speed is
                   best_metric="em", log_every_steps=5)
-    return {
+    configs = {
         "baseline": RunConfig(
             data=data, eval=evaluation,
             model=ModelConfig(kind="baseline", t5=str(t5_dir), max_input_tokens=CUT),
@@ -64,11 +69,19 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dic
             train=TrainConfig(output_dir=str(out / "latent"), lr_latent=3e-3, lr_t5=3e-3,
                               lr_encoder=3e-3 if encoder != "minilm" else 5e-5, epochs=epochs["latent"], **common)),
     }
+    latent = configs.pop("latent")
+    for mode in modes or ("none",):
+        name = f"latent-{mode}" if modes else "latent"
+        configs[name] = dataclasses.replace(
+            latent, model=dataclasses.replace(latent.model, question_conditioning=mode),
+            train=dataclasses.replace(latent.train, output_dir=str(out / name)))
+    return configs
 
 
 def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, encoder: str = "tiny",
-             seed: int = 0) -> dict:
-    """Build the task and models, train both readers, test them; returns the results (also in OUT/results.json)."""
+             seed: int = 0, facts: int = 1) -> dict:
+    """Build the task and models, train both readers, test them; returns the results (also in OUT/results.json).
+    With `facts` > 1: the many-facts task, and a latent reader for each question-conditioning mode."""
     start = time.perf_counter()
     out = Path(out_dir)
     from transformers import AutoTokenizer
@@ -76,7 +89,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     sample, _ = load_examples(str(SAMPLE_PATH))
     ruler = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased's vocabulary
     per_context = {"train": 4, "validation": 2, "test": 3} if quick else None
-    task = build_task(sample, ruler, seed=seed, per_context=per_context)
+    task = build_task(sample, ruler, seed=seed, per_context=per_context, facts=facts)
     files = write_task(task, out / "task")
     positions = json.loads((out / "task" / "positions.json").read_text())
     texts = corpus([ex for items in task.values() for ex, _ in items])
@@ -84,9 +97,10 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     encoder_name = str(tiny_encoder) if encoder == "tiny" else encoder
 
     epochs = demo_epochs(quick, full)
-    results = {"chance": 1 / len(ANSWERS), "cut": CUT, "epochs": epochs, "readers": {}}
+    modes = CONDITIONING if facts > 1 else ()
+    results = {"chance": 1 / len(ANSWERS), "cut": CUT, "facts": facts, "epochs": epochs, "readers": {}}
     in_input = None  # per test id: did the baseline's input hold the whole fact sentence?
-    for name, config in demo_configs(out, files, t5_dir, encoder_name, epochs).items():
+    for name, config in demo_configs(out, files, t5_dir, encoder_name, epochs, modes).items():
         log.info("demo: training the %s reader", name)
         train_start = time.perf_counter()
         run = train(config)
@@ -101,9 +115,9 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
             found = {ex.id: [tuple(f) for f in predictions.sp[ex.id]] == list(ex.supporting_facts) for ex in examples}
         results["readers"][name] = {**reader_results(examples, positions, in_input, correct, found),
                                     "train_seconds": train_seconds}
-        if name == "latent":
+        if name.startswith("latent"):
             far = max(examples, key=lambda ex: positions[ex.id])
-            plot_sentence_attention([far], predictions.sentence_scores, out / "attention.png", count=1)
+            plot_sentence_attention([far], predictions.sentence_scores, out / f"attention_{name}.png", count=1)
         plot_training_curves(run / "metrics.jsonl", out / f"training_{name}.png")
     results["seconds"] = time.perf_counter() - start
     results["test_examples"] = len(task["test"])
@@ -170,31 +184,37 @@ def format_table(results: dict) -> str:
         return f"{'-' if value is None else format(value, '.3f'):>{width}}"
 
     first = next(iter(results["readers"].values()))
-    lines = [f"{'reader':<10} {'EM':>6} {'EM, fact in baseline input':>27} {'EM, fact cut off':>17} "
+    lines = [f"{'reader':<14} {'EM':>6} {'EM, fact in baseline input':>27} {'EM, fact cut off':>17} "
              f"{'fact found':>10} {'found, cut off':>14} {'epochs':>6} {'train s':>8}",
-             f"{'':<10} {'':>6} {'(n=' + str(first['n_fact_in_input']) + ')':>27} "
+             f"{'':<14} {'':>6} {'(n=' + str(first['n_fact_in_input']) + ')':>27} "
              f"{'(n=' + str(first['n_fact_cut_off']) + ')':>17}"]
     for name, r in results["readers"].items():
-        lines.append(f"{name:<10} {cell(r['em'], 6)} {cell(r['em_fact_in_input'], 27)} "
+        lines.append(f"{name:<14} {cell(r['em'], 6)} {cell(r['em_fact_in_input'], 27)} "
                      f"{cell(r['em_fact_cut_off'], 17)} {cell(r['sp_em'], 10)} {cell(r['sp_em_cut_off'], 14)} "
-                     f"{results['epochs'][name]:>6} {r['train_seconds']:>8.0f}")
-    lines.append(f"chance {results['chance']:.3f}; {results['test_examples']} test questions; the baseline reads its "
+                     f"{results['epochs'][name.split('-')[0]]:>6} {r['train_seconds']:>8.0f}")
+    facts = results.get("facts", 1)
+    lines.append(f"chance {results['chance']:.3f}; {results['test_examples']} test questions"
+                 f"{f', {facts} facts per context' if facts > 1 else ''}; the baseline reads its "
                  f"first {results['cut']} T5 tokens; {results['seconds']:.0f} s in all")
     return "\n".join(lines)
 
 
 def write_demo_report(results: dict, out: Path) -> Path:
-    text = ["# latentqa demo: a fact hidden in a long context", "",
-            "Each test question asks for one fact inserted into a real HotpotQA context (test contexts are unseen "
+    facts = results.get("facts", 1)
+    task = "one fact" if facts == 1 else f"{facts} facts about different entities, the question naming one,"
+    latent = [name for name in results["readers"] if name.startswith("latent")]
+    text = [f"# latentqa demo: {'a fact' if facts == 1 else f'{facts} facts'} hidden in a long context", "",
+            f"Each test question asks for {task} inserted into a real HotpotQA context (test contexts are unseen "
             f"in training). The baseline T5 reads its first {results['cut']} T5 tokens, question included; the "
-            "latent reader reads the whole context through its latents. The columns split the test questions by "
-            "whether the baseline's input held the whole fact sentence, counted in the baseline's own tokens. "
-            "`fact found`: the sentence the latent reader's attention ranks first is the inserted fact "
+            "latent reader reads the whole context through its latents"
+            f"{' (latent-MODE: model.question_conditioning=MODE)' if facts > 1 else ''}. The columns split the test "
+            "questions by whether the baseline's input held the whole fact sentence, counted in the baseline's own "
+            "tokens. `fact found`: the sentence the latent reader's attention ranks first is the asked fact "
             "(supporting-fact EM; the baseline predicts none). The plot places each fact by its position in "
             "distilbert-base-uncased word pieces.", "", "```", format_table(results),
-            "```", "",
-            "![EM by position](em_by_position.png)", "", "![latent attention](attention.png)", "",
-            "![latent training](training_latent.png)", "", "![baseline training](training_baseline.png)", ""]
+            "```", "", "![EM by position](em_by_position.png)", "",
+            *[f"![{name} attention](attention_{name}.png)\n" for name in latent],
+            *[f"![{name} training](training_{name}.png)\n" for name in results["readers"]]]
     path = out / "report.md"
     path.write_text("\n".join(text))
     return path

@@ -4,7 +4,9 @@ Each instance takes a real distractor context, inserts the sentence `The code wo
 one of its paragraphs at a seeded target position spread over the whole context (most of it past token 512),
 and asks `What is the code word of {entity}?`. The inserted sentence is the one supporting fact. Answers come
 from a closed set of words, so a tiny model can learn them and chance is 1 / len(ANSWERS). Train, validation and
-test use different source contexts. Positions are measured in context tokens of a given tokenizer (the demo
+test use different source contexts. The many-facts variant (`facts` > 1) inserts facts about several entities
+into each context, the question naming one: a question-blind bottleneck must carry all of them to the decoder, a
+question-aware one only the asked one. Positions are measured in context tokens of a given tokenizer (the demo
 uses distilbert-base-uncased's WordPiece vocabulary, as the data stats do).
 """
 from __future__ import annotations
@@ -54,9 +56,13 @@ def insert_fact(example: Example, target: int, entity: str, answer: str, tokeniz
     return instance, int(starts[boundary])
 
 
-def build_task(examples: list[Example], tokenizer, *, seed: int = 0, per_context: dict[str, int] | None = None):
+def build_task(examples: list[Example], tokenizer, *, seed: int = 0, per_context: dict[str, int] | None = None,
+               facts: int = 1):
     """{split: [(instance, fact token position)]}, deterministic for a seed. Contexts with duplicate titles
-    (which would make a (title, sent_id) fact ambiguous) are skipped."""
+    (which would make a (title, sent_id) fact ambiguous) are skipped. With `facts` > 1, each instance also holds
+    facts - 1 others about other entities, at random places: only the question tells which one is asked."""
+    if not 1 <= facts <= len(ENTITIES):
+        raise ValueError(f"facts per context must be 1 to {len(ENTITIES)} (one per entity), got {facts}")
     per_context = per_context or {"train": 16, "validation": 4, "test": 8}
     usable = [ex for ex in examples if len({p.title for p in ex.paragraphs}) == len(ex.paragraphs)]
     rng = np.random.default_rng(seed)
@@ -73,9 +79,22 @@ def build_task(examples: list[Example], tokenizer, *, seed: int = 0, per_context
             for k in range(per_context[split]):
                 # Evenly spread targets with jitter: every part of every context is used.
                 target = int((k + rng.uniform()) / per_context[split] * length)
-                task[split].append(insert_fact(ex, target, ENTITIES[rng.integers(len(ENTITIES))],
-                                               ANSWERS[rng.integers(len(ANSWERS))], tokenizer, f"{ex.id}-fact{k}"))
+                if facts == 1:
+                    task[split].append(insert_fact(ex, target, ENTITIES[rng.integers(len(ENTITIES))],
+                                                   ANSWERS[rng.integers(len(ANSWERS))], tokenizer, f"{ex.id}-fact{k}"))
+                else:
+                    task[split].append(insert_facts(ex, target, facts, rng, tokenizer, f"{ex.id}-fact{k}", length))
     return task
+
+
+def insert_facts(example: Example, target: int, facts: int, rng, tokenizer, new_id: str, length: int):
+    """`facts` facts about distinct entities; the asked one (at `target`) goes in last, so its position and
+    (title, sent_id) are those of the final context."""
+    entities = [ENTITIES[i] for i in rng.permutation(len(ENTITIES))[:facts]]
+    answers = [ANSWERS[i] for i in rng.integers(len(ANSWERS), size=facts)]
+    for entity, answer in zip(entities[1:], answers[1:]):
+        example, _ = insert_fact(example, int(rng.uniform() * length), entity, answer, tokenizer, new_id)
+    return insert_fact(example, target, entities[0], answers[0], tokenizer, new_id)
 
 
 def write_task(task, out_dir: str | Path) -> dict[str, Path]:

@@ -1,0 +1,56 @@
+"""The supporting-fact rule: chosen on validation, saved with the reader, used unless the command line says."""
+import json
+
+from latentqa.cli import main
+from latentqa.config import EvalConfig
+from latentqa.evaluation.sp_rule import choose_sp_rule, effective_rule, rule_sp_f1
+
+
+def _scored(examples, extra: int):
+    """Scores that rank each example's gold facts first, then `extra` wrong sentences at 0.5, the rest at 0."""
+    scores = {}
+    for ex in examples:
+        keys = ex.sentence_keys()
+        gold = set(ex.supporting_facts)
+        values = [0.9 if key in gold else 0.0 for key in keys]
+        wrong = [i for i, key in enumerate(keys) if key not in gold][:extra]
+        for i in wrong:
+            values[i] = 0.5
+        scores[ex.id] = values
+    return scores
+
+
+def test_choose_sp_rule_finds_the_rule_that_fits_the_scores(sample_examples):
+    examples = [ex for ex in sample_examples if len(ex.supporting_facts) == 2][:6]
+    exact = choose_sp_rule(examples, _scored(examples, extra=0))
+    assert exact["sp_f1"] == 1.0 and (exact["sp_top_k"], exact["sp_threshold"]) == (2, None)  # top-k wins ties
+    many = [ex for ex in sample_examples if len(ex.supporting_facts) >= 2]
+    # wrong sentences at 0.5 above the gold count: only a threshold above 0.5 keeps exactly the gold ones
+    rule = choose_sp_rule(many, _scored(many, extra=3))
+    assert rule["sp_top_k"] is None and 0.5 < rule["sp_threshold"] <= 0.9 and rule["sp_f1"] == 1.0
+    assert rule_sp_f1(many, _scored(many, extra=3), EvalConfig(sp_top_k=1)) < 1.0
+
+
+def test_effective_rule_prefers_the_config_then_the_saved_rule():
+    saved = {"sp_top_k": None, "sp_threshold": 0.4}
+    assert effective_rule(EvalConfig(), saved).sp_threshold == 0.4
+    assert effective_rule(EvalConfig(), None).sp_top_k == 2
+    assert effective_rule(EvalConfig(sp_top_k=3), saved) == EvalConfig(sp_top_k=3)
+    assert effective_rule(EvalConfig(sp_threshold=0.1), saved).sp_threshold == 0.1
+
+
+def test_the_trained_readers_rule_is_saved_and_used_by_predict(trained_latent_run, sample_path, tmp_path):
+    best = trained_latent_run / "best"
+    rule = json.loads((best / "reader.json").read_text())["sp_rule"]
+    last_eval = [json.loads(line) for line in (trained_latent_run / "metrics.jsonl").read_text().splitlines()
+                 if '"eval"' in line][-1]
+    assert set(rule) == {"sp_top_k", "sp_threshold"} and "sp_f1_top2" in last_eval
+    args = ["predict", "--model", str(best), "--data", str(sample_path), "--limit", "6", "--max-new-tokens", "2"]
+    explicit = ["--sp-top-k", str(rule["sp_top_k"])] if rule["sp_top_k"] else ["--sp-threshold", str(rule["sp_threshold"])]
+    assert main([*args, "--out", str(tmp_path / "saved.json")]) == 0
+    assert main([*args, "--out", str(tmp_path / "explicit.json"), *explicit]) == 0
+    assert main([*args, "--out", str(tmp_path / "one.json"), "--sp-top-k", "1"]) == 0
+    saved, explicit, one = (json.loads((tmp_path / f"{name}.json").read_text())["sp"]
+                            for name in ("saved", "explicit", "one"))
+    assert saved == explicit  # no flag: the saved rule
+    assert all(len(facts) == 1 for facts in one.values())  # a flag overrides it

@@ -1,0 +1,89 @@
+"""Question conditioning: where the question reaches the context path, and what stays question-free."""
+import dataclasses
+
+import pytest
+import torch
+
+from latentqa.data.features import format_sentence
+from tests.conftest import collate
+
+
+def _reader(tiny_models, **settings):
+    from latentqa.readers.latent import LatentConfig, LatentReader
+
+    torch.manual_seed(0)
+    t5_dir, encoder_dir = tiny_models
+    return LatentReader.build(str(t5_dir), str(encoder_dir),
+                              LatentConfig(num_latents=4, selector_heads=4, gate_init=1.0, **settings)).eval()
+
+
+def _two_questions(sample_examples):
+    """The same context asked two different questions."""
+    ex = sample_examples[0]
+    return ex, dataclasses.replace(ex, question="Which country is the director of the film from?")
+
+
+@pytest.mark.parametrize("mode,changes", [("none", False), ("latents", True), ("encoder", True)])
+def test_only_a_question_aware_selector_attends_differently_to_another_question(tiny_models, sample_examples, mode,
+                                                                              changes):
+    reader = _reader(tiny_models, question_conditioning=mode)
+    a, b = (collate(reader, [ex])[0] for ex in _two_questions(sample_examples))
+    with torch.no_grad():
+        first, second = reader.read(a).attention, reader.read(b).attention
+    assert first.shape == second.shape
+    assert torch.equal(first, second) != changes
+
+
+def test_latents_mode_keeps_context_states_question_free(tiny_models, sample_examples):
+    reader = _reader(tiny_models, question_conditioning="latents")
+    a, b = (collate(reader, [ex])[0] for ex in _two_questions(sample_examples))
+    assert not torch.equal(a["encoder_question_ids"], b["encoder_question_ids"])
+    with torch.no_grad():
+        assert torch.equal(reader.context_states(a), reader.context_states(b))  # bit for bit
+    assert reader.cache_refusal() is not None  # trainable encoder
+    reader.freeze_encoder()
+    assert reader.cache_refusal() is None
+    assert "depend on the question" in _reader(tiny_models, question_conditioning="encoder").cache_refusal()
+
+
+def test_encoder_mode_windows_read_the_question_and_keep_one_state_per_context_token(tiny_models, sample_examples):
+    import dataclasses as dc
+
+    reader = _reader(tiny_models, question_conditioning="encoder")
+    long = dc.replace(sample_examples[0], paragraphs=tuple(p for ex in sample_examples[:4] for p in ex.paragraphs))
+    examples = [long, sample_examples[1]]
+    batch, features = collate(reader, examples)
+    window = reader.encoder.config.max_position_embeddings
+    assert batch["window_ids"].shape[1] <= window
+    flat = batch["window_ids"].flatten()
+    tok = reader.encoder_tokenizer
+    width = batch["window_ids"].shape[1]
+    windows_of = []
+    for row, ex in enumerate(examples):
+        n = len(features["context_ids"][row])
+        index = batch["context_index"][row, :n]
+        assert flat[index].tolist() == features["context_ids"][row]  # every context token, in reading order
+        assert len(set(index.tolist())) == n  # each its own state
+        question = [tok.cls_token_id, *tok(ex.question.strip(), add_special_tokens=False)["input_ids"], tok.sep_token_id]
+        windows = sorted(set((index // width).tolist()))
+        windows_of.append(windows)
+        for w in windows:  # every window of this example opens with its question
+            assert batch["window_ids"][w, :len(question)].tolist() == question
+        expected = [t for p in ex.paragraphs for j, s in enumerate(p.sentences) if (p.title, j) in ex.supporting_facts
+                    for t in tok(format_sentence(p.title, s), add_special_tokens=False)["input_ids"]]
+        assert flat[index[batch["support"][row, :n]]].tolist() == expected
+    assert len(windows_of[0]) > 1 and not set(windows_of[0]) & set(windows_of[1])
+    out = reader.train()(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+def test_question_aware_selector_refuses_a_missing_question(tiny_models):
+    from latentqa.readers.selector import LatentSelector
+
+    selector = LatentSelector(dim=8, num_latents=2, depth=1, heads=2, question_aware=True)
+    context, mask = torch.randn(1, 5, 8), torch.ones(1, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="needs the question"):
+        selector(context, mask)
+    latents, attention = selector(context, mask, torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool))
+    assert latents.shape == (1, 2, 8) and attention.shape == (1, 2, 5)
