@@ -29,7 +29,7 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
-    assert main(["bench", "--quick", "--lengths", "256", "--repeats", "3", "--out-dir", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--lengths", "256", "--repeats", "3", "--modes", "--out-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench.json").read_text())
     machine = results["machine"]
     assert results["repeats"] == 3 and all(len(v) == 3 for v in results["lengths"]["256"]["seconds_per_repeat"].values())
@@ -50,9 +50,16 @@ def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
     assert 0 < results["data"]["collate_share_of_step"] < 1
     assert "WordPiece" in results["data"]["tokenizers"]["context"]
     assert isinstance(results["wide_spreads"], list)
+    from latentqa.benchmark.modes import MODES
+
+    modes = results["modes"]
+    assert modes["context_tokens"] == 256 and all(len(v) == 3 for v in modes["seconds_per_repeat"].values())
+    for name in MODES:
+        assert 0 < modes[name]["train_vs_none"]["min"] <= modes[name]["train_vs_none"]["max"]
+    assert modes["none"]["train_vs_none"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "train/full" in out and "median (min-max)" in out and machine["name"] in out
+    assert "train/full" in out and "median (min-max)" in out and machine["name"] in out and "latents/cached" in out
 
 
 def test_interleaved_timing_rotates_the_order():

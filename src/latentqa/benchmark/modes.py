@@ -12,7 +12,7 @@ import torch
 
 from ..readers.latent import LatentConfig, LatentReader
 from ..readers.state_cache import ContextStateCache
-from .timing import interleaved, spread
+from .timing import contender_tasks, interleaved, spread
 
 # name: (question_conditioning, encoder frozen, states cached)
 MODES = {
@@ -47,8 +47,6 @@ def mode_readers(t5, t5_tokenizer, encoder, encoder_tokenizer, device, gradient_
 def bench_modes(readers: dict, rows: list[dict], device, *, warmup: int, repeats: int, sync) -> dict:
     """Training-step and 16-token generation seconds of every contender, interleaved; each as a ratio to `none`
     paired per repeat (the warm-up fills the caches)."""
-    from .run import contender_tasks
-
     tasks = {}
     for name, reader in readers.items():
         batch = {k: v.to(device) for k, v in reader.collator()(rows).items()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
 from ..resources import SAMPLE_PATH
 from .fid import FiDReader
 from .modes import bench_modes, format_modes, mode_readers
-from .timing import WIDE_SPREAD, interleaved, is_wide, machine, peak_memory_mb, spread
+from .timing import WIDE_SPREAD, contender_tasks, interleaved, is_wide, machine, peak_memory_mb, spread
 
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -73,21 +72,6 @@ def fid_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         batch.append(pad([[*r["question_ids"], *p.tolist(), 1] for p in paragraphs], 0))
     passage_ids = pad([b.flatten() for b in batch], 0).view(len(rows), len(batch[0]), -1)
     return {"passage_ids": passage_ids, "passage_mask": passage_ids != 0, "labels": pad([r["labels"] for r in rows], -100)}
-
-
-def contender_tasks(name: str, reader, batch: dict) -> dict[str, Callable[[], object]]:
-    """A training step (forward + backward) and greedy generation of exactly 16 tokens, as timed tasks."""
-    def train_step():
-        reader.train()
-        reader(batch).loss.backward()
-        reader.zero_grad(set_to_none=True)
-
-    @torch.no_grad()
-    def generation():
-        reader.eval()
-        reader.generate(batch, max_new_tokens=16, min_new_tokens=16, do_sample=False)
-
-    return {f"{name}/train": train_step, f"{name}/generate": generation}
 
 
 def latent_breakdown(reader: LatentReader, batch, warmup: int, repeats: int, sync) -> dict:

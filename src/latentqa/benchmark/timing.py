@@ -70,3 +70,18 @@ def machine(device: torch.device) -> dict:
     return {"device": device.type, "name": name, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "accelerate": accelerate.__version__}
+
+
+def contender_tasks(name: str, reader, batch: dict) -> dict[str, Callable[[], object]]:
+    """A training step (forward + backward) and greedy generation of exactly 16 tokens, as timed tasks."""
+    def train_step():
+        reader.train()
+        reader(batch).loss.backward()
+        reader.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def generation():
+        reader.eval()
+        reader.generate(batch, max_new_tokens=16, min_new_tokens=16, do_sample=False)
+
+    return {f"{name}/train": train_step, f"{name}/generate": generation}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,7 @@ def setup(config: RunConfig, resume: str | None) -> Run:
         raise ConfigError(f"train.best_metric={cfg.best_metric} needs answers, but data.validation "
                           f"{config.data.validation} has unlabelled examples (first: {unlabelled[0]}); use loss")
     if cfg.freeze_encoder:
-        use_state_cache(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
+        maybe_cache_states(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
     collate = reader.collator()
     train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
                               sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
@@ -301,13 +302,21 @@ def evaluate(run: Run) -> dict:
     return metrics
 
 
-def use_state_cache(reader, cfg, contexts: list[list[int]]) -> None:
-    """Cache the frozen encoder's context states where they are question-free; say so when the cap is too small."""
+def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
+    """Cache the frozen encoder's context states where they are question-free; say so when the cap is too small,
+    and refuse a disk folder that cannot hold them."""
     if reader.cache_refusal() is not None or cfg.state_cache_mb == 0:
         log.info("context states are not cached: %s", reader.cache_refusal() or "train.state_cache_mb=0")
         return
     # fp16 states of every context token (window [CLS]/[SEP] aside): what one epoch and one evaluation touch
     needed = sum(map(len, contexts)) * reader.encoder.config.hidden_size * 2 / 2**20
+    if cfg.state_cache_dir:
+        folder = Path(cfg.state_cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free / 2**20
+        if needed > free:
+            raise ConfigError(f"train.state_cache_dir {folder}: the context states need about {needed:.0f} MB, "
+                              f"{free:.0f} MB are free there; free space, point it elsewhere or set it to null")
     if needed > cfg.state_cache_mb:
         log.warning("context states of the training and validation data need about %.0f MB, but "
                     "train.state_cache_mb=%.0f: the rest is recomputed every epoch (raise it%s)", needed,
