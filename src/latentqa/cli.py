@@ -88,7 +88,7 @@ def cmd_predict(args) -> None:
     from .evaluation.run import predict_source
 
     _, examples, _, predictions = predict_source(args.model, args.data, _eval_config(args), limit=args.limit,
-                                                 cache_dir=args.cache_dir)
+                                                 cache_dir=args.cache_dir, state_cache_dir=args.state_cache_dir)
     path = write_predictions(args.out, predictions.answers, predictions.sp)
     print(f"{len(predictions.answers)} predictions ({'with' if predictions.sp is not None else 'no'} supporting "
           f"facts) → {path}")
@@ -115,24 +115,56 @@ def cmd_score(args) -> None:
               "scored 0", file=sys.stderr)
 
 
+def cmd_cosine_sp(args) -> None:
+    from transformers import AutoModel
+
+    from .config import EvalConfig
+    from .data.sources import load_examples
+    from .evaluation.metrics import score
+    from .evaluation.predictions import write_predictions
+    from .evaluation.retrieval import cosine_scores, first_and_best, paragraph_recall
+    from .evaluation.sp_rule import select_facts
+    from .training.build import resolve_model
+
+    examples, _ = load_examples(args.data, limit=args.limit)
+    tokenizer = resolve_tokenizer(args.encoder, args.cache_dir)
+    encoder = AutoModel.from_pretrained(resolve_model(args.encoder, args.cache_dir, "encoder"))
+    scores = cosine_scores(examples, encoder, tokenizer)
+    rules = {"top2": lambda ex: select_facts(ex, scores[ex.id], EvalConfig(sp_top_k=2)),
+             "first-and-best": lambda ex: first_and_best(ex, scores[ex.id])}
+    answers = {ex.id: "" for ex in examples}
+    for name, rule in rules.items():
+        sp = {ex.id: rule(ex) for ex in examples}
+        metrics = score(examples, answers, sp)
+        print(f"{name:<15} sp_em {metrics['sp_em']:.3f}  sp_f1 {metrics['sp_f1']:.3f}  "
+              f"gold-paragraph recall@2 {paragraph_recall(examples, scores):.3f}")
+        if name == args.rule:
+            write_predictions(args.out, answers, sp)
+    print(f"{args.rule} supporting facts (answers empty) → {args.out}")
+
+
 def cmd_eval(args) -> None:
     from pathlib import Path
 
     from .evaluation import report
     from .evaluation.metrics import score
     from .evaluation.predictions import write_predictions
+    from .evaluation.retrieval import paragraph_recall
     from .evaluation.run import predict_source
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reader, examples, features, predictions = predict_source(
-        args.model, args.data, _eval_config(args), limit=args.limit, cache_dir=args.cache_dir)
+        args.model, args.data, _eval_config(args), limit=args.limit, cache_dir=args.cache_dir,
+        state_cache_dir=args.state_cache_dir)
     write_predictions(out / "predictions.json", predictions.answers, predictions.sp)
     labelled = [ex for ex in examples if ex.answer is not None]
     if len(labelled) < len(examples):
         raise UserError(f"{args.data}: {len(examples) - len(labelled)} unlabelled example(s); predictions written to "
                         f"{out / 'predictions.json'}, but a report needs labelled data")
     metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
+    if predictions.sentence_scores:
+        metrics["paragraph_recall"] = paragraph_recall(examples, predictions.sentence_scores)
     groups = report.breakdown(examples, features, predictions.answers)
     plots = [report.plot_breakdown(groups, out / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
     if predictions.sentence_scores:
@@ -143,7 +175,8 @@ def cmd_eval(args) -> None:
     path = report.write_report(out, model_dir=args.model, source=args.data, metrics=metrics, groups=groups,
                                plots=plots)
     print(f"EM {metrics['em']:.3f}  F1 {metrics['f1']:.3f}" +
-          (f"  sp F1 {metrics['sp_f1']:.3f}  joint F1 {metrics['joint_f1']:.3f}" if metrics["sp_f1"] is not None else "")
+          (f"  sp EM {metrics['sp_em']:.3f}  sp F1 {metrics['sp_f1']:.3f}  gold-paragraph recall@2 "
+           f"{metrics['paragraph_recall']:.3f}  joint F1 {metrics['joint_f1']:.3f}" if metrics["sp_f1"] is not None else "")
           + f"\nreport: {path}")
 
 
@@ -254,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sp-threshold", type=float, default=None,
                        help="instead of top-k: sentences scored at least this (attention mass or scorer probability)")
         p.add_argument("--cache-dir", default=".cache/latentqa", help="tokenized-feature cache")
+        p.add_argument("--state-cache-dir", default=None, help="latent reader with question-free context states: "
+                       "read them from (and add them to) this folder, e.g. the run's train.state_cache_dir")
 
     p = add("predict", cmd_predict, "Answer every question of a data source; writes the official prediction format "
                                     '{"answer": {id: text}, "sp": {id: [[title, sent_id]]}}.')
@@ -285,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "model.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
                    "every fact, a question-aware one only the asked one")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
+
+    p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floor that needs no training: rank sentences by a "
+                                        "pretrained encoder's question-sentence cosine; prints sp EM/F1 and gold-"
+                                        "paragraph recall of two rules, writes a prediction file for `score`.")
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
+    p.add_argument("--encoder", default="minilm", help="sentence encoder: 'minilm' (PyPI) or a folder / Hub id")
+    p.add_argument("--rule", choices=("top2", "first-and-best"), default="first-and-best",
+                   help="top2: the 2 best sentences; first-and-best: the first and the best sentence of the 2 best "
+                        "paragraphs (a paragraph scored by its best sentence)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--out", required=True, help="prediction file to write")
+    p.add_argument("--cache-dir", default=".cache/latentqa", help="embedded-model cache")
 
     p = add("bench", cmd_bench, "Speed and memory side by side (baseline at 512, baseline on the whole context, latent "
                                 "reader, Fusion-in-Decoder) at several context lengths, as a table of ratios, JSON "

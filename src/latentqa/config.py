@@ -55,6 +55,8 @@ class ModelConfig:
         "where the question enters the context path (latent only): 'none' (question-blind latents), 'latents' (the "
         "latents cross-attend to the question; context states stay question-free and cacheable) or 'encoder' (every "
         "encoder window reads [CLS] question [SEP] context [SEP])", "none")
+    window_packing: str = _help("how the context fills encoder windows (latent only): 'greedy' (whole paragraphs up "
+                                "to the window size), 'paragraph' or 'sentence' (one per window)", "greedy")
     sp_scorer: str = _help("supporting-fact scores (latent only): 'attention' (the selector's attention mass per "
                            "sentence) or 'classifier' (a trained sentence scorer over the context states)", "attention")
     sp_scorer_loss_weight: float = _help("weight of the sentence scorer's binary cross-entropy", 1.0)

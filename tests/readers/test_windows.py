@@ -46,3 +46,17 @@ def test_random_layouts_are_always_covered(seed):
 
 def test_empty_context_has_no_windows():
     assert window_spans([], [], capacity=10) == []
+
+
+@pytest.mark.parametrize("packing,expected", [
+    ("paragraph", [(0, 6), (6, 10), (10, 16), (16, 18)]),
+    ("sentence", [(0, 3), (3, 6), (6, 10), (10, 15), (15, 16), (16, 18)]),
+])
+def test_one_paragraph_or_one_sentence_per_window(packing, expected):
+    index, para = _layout([[3, 3], [4], [5, 1], [2]])
+    assert window_spans(index, para, capacity=10, packing=packing) == expected
+    long, long_para = _layout([[2], [4, 4, 4], [12]])  # a paragraph and a sentence longer than the window (9)
+    spans = window_spans(long, long_para, capacity=9, packing=packing)
+    _check_cover(spans, 26, 9)
+    assert (2, 10) in spans if packing == "paragraph" else (2, 6) in spans
+    assert (14, 23) in spans and (23, 26) in spans  # the long sentence cut at the window edge

@@ -10,16 +10,24 @@ from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
 from ..readers.collate import IndexedRows
+from ..readers.latent import LatentReader
 from ..readers.loading import load_reader
+from ..readers.state_cache import ContextStateCache
 from .predict import Predictions, predict
 
 
 def predict_source(model_dir: str, source: str, config: EvalConfig, *, limit: int | None = None,
                    cache_dir: str | None = ".cache/latentqa", max_question_tokens: int = 64,
-                   max_answer_tokens: int = 32) -> tuple[Reader, list[Example], object, Predictions]:
-    """Load the reader and the data, answer every example; returns (reader, examples, features, predictions)."""
+                   max_answer_tokens: int = 32, state_cache_dir: str | None = None
+                   ) -> tuple[Reader, list[Example], object, Predictions]:
+    """Load the reader and the data, answer every example; returns (reader, examples, features, predictions).
+    `state_cache_dir`: read (and keep) the context states of a question-free latent reader there, as training does."""
     accelerator = Accelerator()
     reader = load_reader(model_dir, device=accelerator.device)
+    if state_cache_dir and isinstance(reader, LatentReader):
+        reader.freeze_encoder()  # prediction trains nothing
+        if reader.cache_refusal() is None:
+            reader.use_state_cache(ContextStateCache(max_mb=0, directory=state_cache_dir))
     examples, _ = load_examples(source, limit=limit)
     features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
                              context_tokenizer=reader.context_tokenizer, max_question_tokens=max_question_tokens,

@@ -82,14 +82,15 @@ class LatentCollator:
     sep_id: int
     window_tokens: int  # encoder positions, [CLS] and [SEP] included
     question_in_windows: bool = False
+    packing: str = "greedy"  # see windows.window_spans
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         question_ids = pad([[*r["question_ids"], self.t5_eos_id] for r in rows], self.t5_pad_id)
         encoder_questions = [[self.cls_id, *r["context_question_ids"], self.sep_id] for r in rows]
         # [CLS] question [SEP] opens each window in `question_in_windows`; the context fills the rest, as before
         heads = encoder_questions if self.question_in_windows else [[self.cls_id]] * len(rows)
-        spans = [window_spans(r["sentence_index"], r["sentence_paragraph"], self.window_tokens - len(head) - 1)
-                 for r, head in zip(rows, heads)]
+        spans = [window_spans(r["sentence_index"], r["sentence_paragraph"], self.window_tokens - len(head) - 1,
+                              self.packing) for r, head in zip(rows, heads)]
         width = max((len(head) + end - start + 1 for head, row in zip(heads, spans) for start, end in row),
                     default=2)  # Lw
         windows, flat = [], []

@@ -21,6 +21,7 @@ from .collate import LatentCollator
 from .scorer import SentenceScorer, sentence_bce
 from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
 from .state_cache import ContextStateCache
+from .windows import PACKINGS
 
 
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
@@ -68,6 +69,9 @@ class LatentConfig:
     """Where the question enters the context path: 'none' (question-blind latents, the original design), 'latents'
     (the selector's latents cross-attend to the question; context states stay question-free, so cacheable) or
     'encoder' (every encoder window reads [CLS] question [SEP] context [SEP])."""
+    window_packing: str = "greedy"
+    """How context tokens fill encoder windows: 'greedy' (whole paragraphs up to the window's size), 'paragraph'
+    or 'sentence' (one per window; better states from an encoder trained on short texts, more windows)."""
     sp_scorer: str = "attention"
     """Supporting-fact scores: 'attention' (the selector's attention mass per sentence) or 'classifier' (a trained
     sentence scorer over the context states, question-aware in the question-aware modes)."""
@@ -80,6 +84,8 @@ class LatentConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.question_conditioning not in CONDITIONING:
             raise ValueError(f"question_conditioning must be one of {CONDITIONING}, got {self.question_conditioning!r}")
+        if self.window_packing not in PACKINGS:
+            raise ValueError(f"window_packing must be one of {PACKINGS}, got {self.window_packing!r}")
         if self.sp_scorer not in ("attention", "classifier"):
             raise ValueError(f"sp_scorer must be 'attention' or 'classifier', got {self.sp_scorer!r}")
         for name in ("support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight"):
@@ -141,7 +147,7 @@ class LatentReader(Reader):
             t5_pad_id=self.t5_tokenizer.pad_token_id, t5_eos_id=self.t5_tokenizer.eos_token_id,
             encoder_pad_id=tok.pad_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
             window_tokens=window_positions(self.encoder),
-            question_in_windows=self.config.question_conditioning == "encoder")
+            question_in_windows=self.config.question_conditioning == "encoder", packing=self.config.window_packing)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,

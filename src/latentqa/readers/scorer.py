@@ -30,7 +30,9 @@ class SentenceScorer(nn.Module):
         super().__init__()
         self.question_aware = question_aware
         parts = 4 if question_aware else 2  # sentence, paragraph (× question for each)
-        self.embed = nn.Sequential(nn.LayerNorm(parts * dim), nn.Linear(parts * dim, dim))
+        # one norm per part: the products are ~1/dim in size beside the states and would vanish in a shared one
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(parts))
+        self.embed = nn.Linear(parts * dim + (2 if question_aware else 0), dim)  # + the two cosines
         self.position = nn.Embedding(MAX_POSITION, dim)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, batch_first=True,
                                            norm_first=True)
@@ -45,13 +47,16 @@ class SentenceScorer(nn.Module):
         paragraphs = pool(sentences, paragraph_of, sentence_mask, int(paragraph_of.max()) + 1)  # (B, P, H)
         paragraphs = paragraphs.gather(1, paragraph_of[..., None].expand_as(sentences))  # (B, S, H)
         parts = [sentences, paragraphs]
+        cosines = []
         if self.question_aware:
             if question is None:
                 raise ValueError("a question-aware scorer needs the question vector")
             # unit vectors: the sum of each product is the cosine, the untrained retrieval score of MiniLM-style encoders
-            asked = F.normalize(question.float(), dim=-1)[:, None].to(sentences.dtype)  # (B, 1, H)
-            parts += [F.normalize(sentences, dim=-1) * asked, F.normalize(paragraphs, dim=-1) * asked]
-        x = self.embed(torch.cat(parts, dim=-1))
+            asked = F.normalize(question, dim=-1)[:, None]  # (B, 1, H)
+            products = [F.normalize(sentences, dim=-1) * asked, F.normalize(paragraphs, dim=-1) * asked]
+            parts += products
+            cosines = [torch.stack([p.sum(dim=-1) for p in products], dim=-1)]  # (B, S, 2)
+        x = self.embed(torch.cat([norm(part) for norm, part in zip(self.norms, parts)] + cosines, dim=-1))
         x = x + self.position(batch["sentence_position"].clamp_max(MAX_POSITION - 1))
         x = self.mixer(x, src_key_padding_mask=~sentence_mask)
         return self.out(x).squeeze(-1).float().masked_fill(~sentence_mask, -1e4)  # (B, S)

@@ -20,6 +20,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+ENCODE_CHUNK = 64  # windows per encoder call when filling the cache
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -80,12 +81,15 @@ class ContextStateCache:
         missing = [i for i, states in found.items() if states is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        if missing:
-            rows = torch.tensor(missing, device=window_ids.device)
-            width = max(lengths[i] for i in missing)
+        # shortest first, in chunks each padded to its own longest: many short windows (one sentence each) waste
+        # little on padding
+        missing.sort(key=lambda i: lengths[i])
+        for start in range(0, len(missing), ENCODE_CHUNK):
+            chunk = missing[start:start + ENCODE_CHUNK]
+            rows, width = torch.tensor(chunk, device=window_ids.device), lengths[chunk[-1]]
             computed = encoder(input_ids=window_ids[rows, :width],
                                attention_mask=window_mask[rows, :width]).last_hidden_state  # (M, width, H)
-            for row, i in enumerate(missing):
+            for row, i in enumerate(chunk):
                 found[i] = computed[row, :lengths[i]].to(self.dtype)
                 self._put(keys[i], found[i])
         hidden = next(iter(found.values())).shape[-1]

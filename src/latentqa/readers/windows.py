@@ -4,6 +4,9 @@ The context encoder has a fixed number of positions (512 for DistilBERT); Hotpot
 Windows are packed greedily with *whole paragraphs*; a paragraph longer than a window is split at the last
 sentence boundary that fits (at the window edge only when a single sentence is longer than a window).
 
+A frozen encoder trained on short texts (all-MiniLM-L6-v2) embeds a sentence far better on its own than inside a
+window of 500 tokens (docs/real.md): `model.window_packing` puts one paragraph or one sentence in each window instead.
+
 Why paragraph-aligned and not overlapping: a HotpotQA paragraph is self-contained (its title opens every
 sentence), so a token loses little by not seeing other paragraphs inside the encoder — the latent selector is
 what reads across all of them. Overlap would encode tokens twice, costing compute and making a token's attention
@@ -14,11 +17,28 @@ from __future__ import annotations
 import numpy as np
 
 
-def window_spans(sentence_index, sentence_paragraph, capacity: int) -> list[tuple[int, int]]:
+PACKINGS = ("greedy", "paragraph", "sentence")
+
+
+def window_spans(sentence_index, sentence_paragraph, capacity: int, packing: str = "greedy") -> list[tuple[int, int]]:
     """Contiguous [start, end) token spans covering the whole context, each at most `capacity` tokens.
 
-    sentence_index: per token, its sentence; sentence_paragraph: per sentence, its paragraph.
+    sentence_index: per token, its sentence; sentence_paragraph: per sentence, its paragraph. packing: 'greedy'
+    (whole paragraphs packed as above), 'paragraph' (one paragraph per window) or 'sentence' (one sentence per
+    window), each split as above where it is longer than a window.
     """
+    if packing == "greedy":
+        return _greedy_spans(sentence_index, sentence_paragraph, capacity)
+    if packing not in PACKINGS:
+        raise ValueError(f"window packing must be one of {PACKINGS}, got {packing!r}")
+    sentences = np.asarray(sentence_index, dtype=np.int64)
+    unit = sentences if packing == "sentence" else np.asarray(sentence_paragraph, dtype=np.int64)[sentences]
+    bounds = [0, *(np.flatnonzero(np.diff(unit)) + 1).tolist(), len(sentences)] if len(sentences) else [0]
+    return [(start + a, start + b) for start, end in zip(bounds, bounds[1:])
+            for a, b in _greedy_spans(sentences[start:end], sentence_paragraph, capacity)]
+
+
+def _greedy_spans(sentence_index, sentence_paragraph, capacity: int) -> list[tuple[int, int]]:
     if capacity < 1:
         raise ValueError(f"window capacity must be positive, got {capacity}")
     sentences = np.asarray(sentence_index, dtype=np.int64)

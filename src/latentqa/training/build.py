@@ -41,7 +41,8 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
                          selector_heads=config.selector_heads, support_loss_weight=config.support_loss_weight,
                          answer_span_loss_weight=config.answer_span_loss_weight,
                          encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init,
-                         question_conditioning=config.question_conditioning, sp_scorer=config.sp_scorer,
+                         question_conditioning=config.question_conditioning, window_packing=config.window_packing,
+                         sp_scorer=config.sp_scorer,
                          sp_scorer_loss_weight=config.sp_scorer_loss_weight)
     except ValueError as err:
         raise ConfigError(f"model.{err}") from None

@@ -27,6 +27,7 @@ from ..config import ConfigError, EvalConfig, RunConfig
 from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
+from ..evaluation.retrieval import paragraph_recall
 from ..evaluation.sp_rule import choose_sp_rule, rule_sp_f1, select_facts
 from ..progress import progress_bar
 from ..readers.collate import IndexedRows
@@ -285,6 +286,7 @@ def evaluate(run: Run) -> dict:
     predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, desc="evaluate")
     if all(ex.answer is not None for ex in run.gen_examples):
         if predictions.sp is not None:
+            metrics["paragraph_recall"] = paragraph_recall(run.gen_examples, predictions.sentence_scores)
             maybe_choose_sp_rule(run, predictions, metrics)
         scores = score(run.gen_examples, predictions.answers, predictions.sp)
         metrics.update({k: v for k, v in scores.items() if v is not None})

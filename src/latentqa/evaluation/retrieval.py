@@ -1,0 +1,70 @@
+"""Paragraph-level figures of sentence scores, and the floor that needs no training: a pretrained encoder's
+question-sentence cosine (`latentqa cosine-sp`).
+
+Gold-paragraph recall: the share of a question's gold paragraphs (those holding a supporting fact; 2 in HotpotQA)
+among its top 2 paragraphs, a paragraph scored by its best sentence.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.examples import Example
+from ..data.features import format_sentence
+from ..progress import progress_bar
+
+
+def paragraph_scores(example: Example, scores: list[float]) -> dict[str, float]:
+    """Each paragraph's best sentence score, by title."""
+    best: dict[str, float] = {}
+    for (title, _), value in zip(example.sentence_keys(), scores):
+        best[title] = max(best.get(title, float("-inf")), value)
+    return best
+
+
+def paragraph_recall(examples: list[Example], scores: dict[str, list[float]], top: int = 2) -> float:
+    """Mean share of the gold paragraphs among the `top` best-scored paragraphs (examples with gold facts only)."""
+    shares = []
+    for ex in examples:
+        gold = {title for title, _ in ex.supporting_facts}
+        if not gold or ex.id not in scores:
+            continue
+        ranked = sorted(paragraph_scores(ex, scores[ex.id]).items(), key=lambda kv: -kv[1])[:top]
+        shares.append(len(gold & {title for title, _ in ranked}) / len(gold))
+    return sum(shares) / max(len(shares), 1)
+
+
+@torch.no_grad()
+def cosine_scores(examples: list[Example], encoder, tokenizer, batch_size: int = 64,
+                  progress: bool = True) -> dict[str, list[float]]:
+    """Per example, the cosine of each `"{title}: {sentence}"` with the question, both embedded alone as the mean
+    of the encoder's token states (how all-MiniLM-L6-v2 embeds text)."""
+    def embed(texts: list[str]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, return_tensors="pt")
+            states = encoder(**batch).last_hidden_state  # (b, T, H)
+            mask = batch["attention_mask"][..., None].to(states.dtype)
+            out.append(torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1))
+        return torch.cat(out) if out else torch.zeros(0)
+
+    encoder.eval()
+    scores = {}
+    for ex in progress_bar(examples, desc="cosine", unit="question", disable=not progress):
+        sentences = [format_sentence(p.title, s) for p in ex.paragraphs for s in p.sentences]
+        if not sentences:
+            scores[ex.id] = []
+            continue
+        vectors = embed([ex.question.strip(), *sentences])
+        scores[ex.id] = (vectors[1:] @ vectors[0]).tolist()
+    return scores
+
+
+def first_and_best(example: Example, scores: list[float], paragraphs: int = 2) -> list[list]:
+    """The first and the best sentence of each of the `paragraphs` best paragraphs."""
+    ranked = sorted(paragraph_scores(example, scores).items(), key=lambda kv: -kv[1])[:paragraphs]
+    chosen = set()
+    for title, _ in ranked:
+        own = [(key, value) for key, value in zip(example.sentence_keys(), scores) if key[0] == title]
+        chosen.add(own[0][0])
+        chosen.add(max(own, key=lambda kv: kv[1])[0])
+    return [list(key) for key in example.sentence_keys() if key in chosen]
