@@ -1,8 +1,10 @@
 """configs/minilm-latent.yaml: the pretrained MiniLM preset trains on real HotpotQA questions, caching its states."""
+import json
 from pathlib import Path
 
 import pytest
 
+from latentqa.cli import main
 from latentqa.config import load_config
 from latentqa.readers.loading import load_reader
 from latentqa.resources import SAMPLE_PATH
@@ -40,3 +42,9 @@ def test_preset_trains_a_few_steps_on_real_questions_and_reuses_its_cached_state
     train(load_config(PRESET, [*overrides, f"train.output_dir={tmp_path / 'again'}"]))
     assert sorted((tmp_path / "states").rglob("*.safetensors")) == stored  # read back, nothing recomputed
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
+    # prediction from the cached states gives what running the encoder gives
+    args = ["predict", "--model", str(run / "best"), "--data", str(SAMPLE_PATH), "--limit", "2", "--max-new-tokens", "2",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(tmp_path / "plain.json")]) == 0
+    assert main([*args, "--out", str(tmp_path / "cached.json"), "--state-cache-dir", str(tmp_path / "states")]) == 0
+    assert json.loads((tmp_path / "plain.json").read_text()) == json.loads((tmp_path / "cached.json").read_text())

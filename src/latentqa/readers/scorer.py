@@ -3,7 +3,8 @@
 Each sentence is the mean of its tokens' context states; its paragraph is the mean of its sentences. With a
 question vector (the question-aware modes), each sentence also sees its and its paragraph's elementwise product
 with the question, as unit vectors. A small transformer over all sentences of the context then lets a sentence
-weigh the others (HotpotQA's bridge questions: the second paragraph is named in the first) before one logit each.
+weigh the others (HotpotQA's bridge questions: the second paragraph is named in the first) before one logit each,
+added to the question's cosines with the sentence and its paragraph (learned weights, starting from 10 and 5).
 Supervised by binary cross-entropy against the supporting sentences.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ class SentenceScorer(nn.Module):
                                            norm_first=True)
         self.mixer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+        # The untrained cosines already rank sentences well (docs/real.md): they enter the logit directly, so training
+        # starts from that ranking and learns what to add to it.
+        self.prior = nn.Parameter(torch.tensor([10.0, 5.0])) if question_aware else None
 
     def forward(self, context: torch.Tensor, batch: dict, question: torch.Tensor | None) -> torch.Tensor:
         """context (B, L, H) states; question (B, H) or None → one logit per sentence (B, S)."""
@@ -59,7 +63,11 @@ class SentenceScorer(nn.Module):
         x = self.embed(torch.cat([norm(part) for norm, part in zip(self.norms, parts)] + cosines, dim=-1))
         x = x + self.position(batch["sentence_position"].clamp_max(MAX_POSITION - 1))
         x = self.mixer(x, src_key_padding_mask=~sentence_mask)
-        return self.out(x).squeeze(-1).float().masked_fill(~sentence_mask, -1e4)  # (B, S)
+        logits = self.out(x).squeeze(-1).float()  # (B, S)
+        if cosines:  # each cosine relative to the example's best, so the best sentence starts at 0
+            best = cosines[0].masked_fill(~sentence_mask[..., None], -1.0).amax(dim=1, keepdim=True)  # (B, 1, 2)
+            logits = logits + ((cosines[0] - best).float() * self.prior).sum(dim=-1)
+        return logits.masked_fill(~sentence_mask, -1e4)  # (B, S)
 
 
 def sentence_bce(logits: torch.Tensor, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
