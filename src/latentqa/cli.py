@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--full", action="store_true", help="train the baseline for 12 epochs too (default 4: its "
                                                         "validation loss stops improving by then; 4 more minutes)")
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
-    p.add_argument("--facts", type=int, default=1, help="facts per context about different entities, the question "
+    p.add_argument("--facts", type=int, default=1, choices=range(1, 9), metavar="K", help="facts per context about different entities, the question "
                    "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
                    "model.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
                    "every fact, a question-aware one only the asked one")

@@ -17,6 +17,8 @@ from pathlib import Path
 import safetensors.torch
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ class ContextStateCache:
         holds them; the missing windows go through the encoder together, in one batch."""
         prefix = self.fingerprint(encoder)
         lengths = window_mask.sum(dim=1).tolist()
-        keys = [f"{prefix}-{window_key(ids[:n])}" for ids, n in zip(window_ids, lengths)]
+        host_ids = window_ids.cpu()  # one transfer, not one per window
+        keys = [f"{prefix}-{window_key(ids[:n])}" for ids, n in zip(host_ids, lengths)]
         found = {i: self._get(key) for i, key in enumerate(keys)}
         missing = [i for i, states in found.items() if states is None]
         self.hits += len(keys) - len(missing)
@@ -92,11 +95,9 @@ class ContextStateCache:
             for row, i in enumerate(chunk):
                 found[i] = computed[row, :lengths[i]].to(self.dtype)
                 self._put(keys[i], found[i])
-        hidden = next(iter(found.values())).shape[-1]
-        out = torch.zeros(*window_ids.shape, hidden, device=window_ids.device)  # (W, Lw, H); padding stays 0
-        for i, states in found.items():
-            out[i, :lengths[i]] = states.to(out.device, torch.float32)
-        return out
+        states = pad_sequence([found[i].cpu() for i in range(len(keys))], batch_first=True)  # (W, max length, H)
+        states = F.pad(states, (0, 0, 0, window_ids.shape[1] - states.shape[1]))  # (W, Lw, H); padding is 0
+        return states.to(window_ids.device, torch.float32)  # one transfer
 
     # --- storage ---------------------------------------------------------------------------------------------
 
