@@ -227,6 +227,39 @@ def cmd_bench(args) -> None:
     print(f"json: {out / 'bench.json'}\nplot: {plot_results(results, out / 'bench.png')}")
 
 
+# --- serving ------------------------------------------------------------------------------------------------
+
+
+def _limits(args):
+    from .serving.queries import Limits
+
+    try:
+        return Limits(max_paragraphs=args.max_paragraphs, max_context_tokens=args.max_context_tokens,
+                      max_queries=args.max_queries, max_body_bytes=int(args.max_body_mb * 2**20))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_serve(args) -> None:
+    from .serving.app import serve
+    from .serving.pipeline import load_reader
+
+    limits = _limits(args)
+    if args.max_batch_size < 1 or args.max_wait_ms < 0:
+        raise UserError(f"--max-batch-size must be at least 1 and --max-wait-ms at least 0, got "
+                        f"{args.max_batch_size} and {args.max_wait_ms:g}")
+    generation = _eval_config(args)  # checks the flags the way predict does
+    pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
+                           batch_size=args.max_batch_size)
+    cache = pipeline.info()["state_cache"]
+    logging.getLogger(__name__).info(
+        "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,
+        f"{args.cache_mb:g} MB" if cache["enabled"] else f"off ({cache['why']})")
+    serve(pipeline, host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+          max_new_tokens=generation.max_new_tokens, num_beams=generation.num_beams, sp_top_k=generation.sp_top_k,
+          sp_threshold=generation.sp_threshold, log_level="debug" if args.verbose else "info")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -352,6 +385,30 @@ def build_parser() -> argparse.ArgumentParser:
                    "encoder and a frozen encoder without and with cached context states, relative to none, at 2,048 "
                    "tokens (or the longest length below)")
     p.add_argument("--out-dir", default="runs/bench", help="where bench.json and bench.png go")
+
+    p = add("serve", cmd_serve, "Serve a reader over HTTP (FastAPI + uvicorn): POST /v1/answer, GET /health, "
+                                "GET /v1/info, OpenAPI docs at /docs. Concurrent requests are batched; stops on "
+                                "SIGTERM / Ctrl-C after answering the requests in flight.")
+    p.add_argument("--model", required=True, help="reader folder (e.g. runs/NAME/best) or Hugging Face Hub id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--device", default="cpu", help="torch device of the reader (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--max-batch-size", type=int, default=8, help="queries answered in one model call at most")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long the oldest waiting query waits for others to join its batch")
+    p.add_argument("--cache-mb", type=float, default=512, help="memory for cached context-encoder states per window "
+                   "(latent reader whose context states do not depend on the question; 0: off)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer")
+    p.add_argument("--sp-top-k", type=int, default=None, help="supporting facts per question (default: the rule "
+                   "saved with the reader, else 2)")
+    p.add_argument("--sp-threshold", type=float, default=None, help="instead of top-k: sentences scored at least this")
+    p.add_argument("--max-paragraphs", type=int, default=64, help="paragraphs in one query at most")
+    p.add_argument("--max-context-tokens", type=int, default=16384,
+                   help="context-encoder tokens in one query at most (a HotpotQA context has at most about 3,500)")
+    p.add_argument("--max-queries", type=int, default=64, help="queries in one request at most")
+    p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body")
+    p.set_defaults(batch_size=16)  # read by _eval_config; serving batches by --max-batch-size
 
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")

@@ -22,35 +22,47 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model, loader, examples: list[Example], accelerator: Accelerator, config: EvalConfig,
-            desc: str = "predict") -> Predictions:
+            desc: str = "predict", progress: bool = True) -> Predictions:
     """Answer every example of `loader` (built over `examples`, in order); every process gets all predictions.
     Supporting facts follow `config`'s rule, or the reader's saved one where `config` sets none."""
     reader = accelerator.unwrap_model(model)
     config = effective_rule(config, reader.sp_rule)
     was_training = reader.training
     reader.eval()
-    tokenizer = reader.t5_tokenizer
-    answers, sp, sentence_scores = {}, {}, {}
-    for batch in progress_bar(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
+    predictions = Predictions({}, {} if reader.kind == "latent" else None)
+    for batch in progress_bar(loader, desc=desc, unit="batch",
+                              disable=not (progress and accelerator.is_local_main_process)):
         with accelerator.autocast():
-            generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
-        sequences = accelerator.pad_across_processes(generation.sequences, dim=1, pad_index=tokenizer.pad_token_id)
-        scores = generation.sentence_scores
+            sequences, scores = generate_batch(reader, batch, config)
+        sequences = accelerator.pad_across_processes(sequences, dim=1, pad_index=reader.t5_tokenizer.pad_token_id)
         if scores is None:
             index, sequences = accelerator.gather_for_metrics((batch["index"], sequences))
         else:
-            scores = accelerator.pad_across_processes(scores.float(), dim=1, pad_index=0.0)
+            scores = accelerator.pad_across_processes(scores, dim=1, pad_index=0.0)
             index, sequences, scores = accelerator.gather_for_metrics((batch["index"], sequences, scores))
-        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        for row, (i, text) in enumerate(zip(index.tolist(), texts)):
-            example = examples[i]
-            answers[example.id] = text.strip()
-            if scores is not None:
-                per_sentence = scores[row, :len(example.sentence_keys())].tolist()
-                sentence_scores[example.id] = per_sentence
-                sp[example.id] = select_facts(example, per_sentence, config)
+        record_batch(reader, [examples[i] for i in index.tolist()], sequences, scores, config, predictions)
     reader.train(was_training)
-    return Predictions(answers, sp if reader.kind == "latent" else None, sentence_scores)
+    return predictions
+
+
+def generate_batch(reader, batch: dict, config: EvalConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One collated batch → answer ids (B, T) and per-sentence scores (B, S) float32 (None: the baseline)."""
+    generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
+    scores = generation.sentence_scores
+    return generation.sequences, None if scores is None else scores.float()
+
+
+def record_batch(reader, examples: list[Example], sequences: torch.Tensor, scores: torch.Tensor | None,
+                 config: EvalConfig, predictions: Predictions) -> None:
+    """Decode a batch's answers and pick its supporting facts by `config`'s rule (already resolved with
+    `effective_rule`) into `predictions`; `examples` are the batch's, row by row."""
+    texts = reader.t5_tokenizer.batch_decode(sequences, skip_special_tokens=True)
+    for row, (example, text) in enumerate(zip(examples, texts)):
+        predictions.answers[example.id] = text.strip()
+        if scores is not None:
+            per_sentence = scores[row, :len(example.sentence_keys())].tolist()
+            predictions.sentence_scores[example.id] = per_sentence
+            predictions.sp[example.id] = select_facts(example, per_sentence, config)
 
 
 @torch.no_grad()

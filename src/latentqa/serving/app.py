@@ -1,0 +1,152 @@
+"""`latentqa serve`: a reader behind HTTP, on FastAPI + uvicorn, with dynamic batching (`batching.py`).
+
+POST /v1/answer   one query object, or a list of them → one answer object, or a list in the same order
+GET  /health      {"status": "ok"} once the reader is loaded
+GET  /v1/info     the reader, the batching and cache settings, counters
+GET  /docs        OpenAPI docs (FastAPI's)
+
+Bad input is a 4xx JSON error `{"error": {"field": ..., "message": ...}}` naming the field; the body is read
+against a size limit before it is parsed. uvicorn stops on SIGTERM / SIGINT after the requests in flight are
+answered (the batcher drains before it closes).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from .batching import DynamicBatcher, Timed
+from .pipeline import ReaderPipeline
+from .queries import RequestError
+
+PARAGRAPH_SCHEMA = {"oneOf": [
+    {"type": "object", "required": ["title", "sentences"],
+     "properties": {"title": {"type": "string"}, "sentences": {"type": "array", "items": {"type": "string"}}}},
+    {"type": "object", "required": ["title", "text"],
+     "properties": {"title": {"type": "string"}, "text": {"type": "string"}}},
+    {"type": "array", "minItems": 2, "maxItems": 2, "description": "[title, [sentences]] or [title, text]"},
+]}
+QUERY_SCHEMA = {"type": "object", "required": ["question", "paragraphs"], "properties": {
+    "id": {"type": ["string", "integer"], "description": "echoed back"},
+    "question": {"type": "string"},
+    "paragraphs": {"type": "array", "items": PARAGRAPH_SCHEMA}}}
+ANSWER_BODY = {"required": True, "content": {"application/json": {
+    "schema": {"oneOf": [QUERY_SCHEMA, {"type": "array", "items": QUERY_SCHEMA}]},
+    "example": {"id": "q1", "question": "Which city is the capital of France?",
+                "paragraphs": [{"title": "Paris", "sentences": ["Paris is the capital of France."]}]}}}}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, field: str | None, message: str):
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+
+def error_response(status: int, field: str | None, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "body", f"{declared} bytes, over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "body", f"over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms: float = 10,
+               max_new_tokens: int = 32, num_beams: int = 1, sp_top_k: int | None = None,
+               sp_threshold: float | None = None) -> FastAPI:
+    """The app over `pipeline`; generation settings and the supporting-fact rule are the server's."""
+    config = pipeline.eval_config(max_new_tokens=max_new_tokens, num_beams=num_beams, sp_top_k=sp_top_k,
+                                  sp_threshold=sp_threshold)
+    batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config), max_batch_size=max_batch_size,
+                             max_wait_ms=max_wait_ms)
+    limits = pipeline.limits
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.close()
+
+    app = FastAPI(title="latentqa reader", version="1", lifespan=lifespan,
+                  description="Answer a question from its retrieved paragraphs with a latentqa reader.")
+    app.state.batcher = batcher
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, err: Problem):
+        return error_response(err.status, err.field, err.message)
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(request: Request, err: RequestError):
+        return error_response(422, err.field, err.message)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, err: HTTPException):  # 404, 405: the same error shape
+        return error_response(err.status_code, None, str(err.detail))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/info")
+    async def info():
+        return {**pipeline.info(), "uptime_s": round(time.time() - started, 1),
+                "generation": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams},
+                "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms},
+                "counters": batcher.counters.as_dict()}
+
+    @app.post("/v1/answer", openapi_extra={"requestBody": ANSWER_BODY},
+              summary="Answer one query, or a list of queries (answers in the same order)")
+    async def answer(request: Request):
+        received = time.perf_counter()
+        body = await read_body(request, limits.max_body_bytes)
+        try:
+            payload = json.loads(body)
+        except ValueError as err:
+            raise Problem(400, "body", f"not JSON ({err})") from None
+        single = isinstance(payload, dict)
+        queries = [payload] if single else payload
+        if not isinstance(queries, list) or not queries:
+            raise Problem(422, "body", "must be a query object or a non-empty list of them")
+        if len(queries) > limits.max_queries:
+            raise Problem(413, "body", f"{len(queries)} queries, over the limit of {limits.max_queries}")
+        prepared = [pipeline.prepare(q, "" if single else f"[{i}].") for i, q in enumerate(queries)]
+        outcomes = await asyncio.gather(*(batcher.submit(p) for p in prepared), return_exceptions=True)
+        failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        if failed:
+            i, err = failed[0]
+            return error_response(500, None if single else f"[{i}]", f"the reader failed on this query: "
+                                                                      f"{type(err).__name__}: {err}")
+        total_ms = (time.perf_counter() - received) * 1000
+        answers = [reply(timed, total_ms) for timed in outcomes]
+        return answers[0] if single else answers
+
+    return app
+
+
+def reply(timed: Timed, total_ms: float) -> dict:
+    return {**timed.result.to_json(), "batch_size": timed.batch_size,
+            "timing_ms": {"queue": round(timed.queue_ms, 2), "model": round(timed.model_ms, 2),
+                          "total": round(total_ms, 2)}}
+
+
+def serve(pipeline: ReaderPipeline, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          **app_options) -> None:
+    """Run the app until SIGTERM / SIGINT; requests in flight are answered before it exits."""
+    import uvicorn
+
+    uvicorn.run(create_app(pipeline, **app_options), host=host, port=port, log_level=log_level)

@@ -1,0 +1,124 @@
+"""What a caller asks, checked field by field: a question and its retrieved paragraphs, as an `Example`.
+
+The Python API and the HTTP server read queries here, so both accept the same shapes and name the same field in
+an error. A paragraph is `{"title": ..., "sentences": [...]}`, `{"title": ..., "text": ...}`, or the pair
+`[title, [sentences]]` (HotpotQA's shape) / `[title, text]`. A text is split into sentences by `split_sentences`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..data.examples import Example, Paragraph
+
+# A sentence ends at . ! or ? (a closing quote or bracket may follow) before whitespace and an upper-case letter,
+# a digit or an opening quote or bracket. Abbreviations such as "Dr. Smith" are split too: callers who have
+# sentences already (HotpotQA's own paragraphs) should pass them as a list.
+SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+
+QUERY_FIELDS = ("id", "question", "paragraphs")
+
+
+class RequestError(ValueError):
+    """A query that cannot be answered as given; `field` names where (e.g. `paragraphs[2].sentences[0]`)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one query and one HTTP body. A HotpotQA distractor context (10 paragraphs, about 40 sentences,
+    at most about 3,500 word pieces) fits easily."""
+
+    max_paragraphs: int = 64
+    max_sentences: int = 1024  # in all paragraphs together
+    max_question_chars: int = 2000
+    max_context_tokens: int = 16384  # context-tokenizer tokens, checked after tokenization
+    max_queries: int = 64  # in one HTTP request
+    max_body_bytes: int = 4 * 2**20
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def split_sentences(text: str) -> list[str]:
+    """A paragraph's text as sentences, by `SENTENCE_BREAK`; blank pieces dropped."""
+    return [s for s in (piece.strip() for piece in SENTENCE_BREAK.split(text)) if s]
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def parse_paragraph(value, field: str) -> Paragraph:
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"title", "sentences", "text"})
+        if unknown:
+            raise RequestError(f"{field}.{unknown[0]}", "unknown field (a paragraph has title and sentences or text)")
+        if "title" not in value:
+            raise RequestError(f"{field}.title", "missing")
+        if ("sentences" in value) == ("text" in value):
+            raise RequestError(field, "give either sentences (a list of strings) or text (a string)")
+        title, body, body_field = value["title"], value.get("sentences", value.get("text")), \
+            f"{field}.{'sentences' if 'sentences' in value else 'text'}"
+        title_field = f"{field}.title"
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        (title, body), title_field, body_field = value, f"{field}[0]", f"{field}[1]"
+    else:
+        raise RequestError(field, f"a paragraph is {{title, sentences}}, {{title, text}} or [title, sentences], "
+                                  f"got {_kind(value)}")
+    if not isinstance(title, str):
+        raise RequestError(title_field, f"the title must be a string, got {_kind(title)}")
+    if isinstance(body, str):
+        sentences = split_sentences(body)
+    elif isinstance(body, (list, tuple)):
+        for i, sentence in enumerate(body):
+            if not isinstance(sentence, str):
+                raise RequestError(f"{body_field}[{i}]", f"a sentence must be a string, got {_kind(sentence)}")
+        sentences = list(body)
+    else:
+        raise RequestError(body_field, f"must be a list of sentences or a text, got {_kind(body)}")
+    return Paragraph(title, tuple(sentences))
+
+
+def parse_query(value, limits: Limits = Limits(), field: str = "") -> Example:
+    """A query object (a dict with question, paragraphs and an optional id) as an unlabelled `Example`. The id is
+    the caller's (None when not given); `field` prefixes the names in errors (`[3].` for the 4th of a list)."""
+    if not isinstance(value, dict):
+        raise RequestError(field.rstrip(".") or "body", f"a query is an object with question and paragraphs, "
+                                                        f"got {_kind(value)}")
+    unknown = sorted(set(value) - set(QUERY_FIELDS))
+    if unknown:
+        raise RequestError(field + unknown[0], f"unknown field (a query has {', '.join(QUERY_FIELDS)})")
+    query_id = value.get("id")
+    if query_id is not None and (not isinstance(query_id, (str, int)) or isinstance(query_id, bool)):
+        raise RequestError(field + "id", f"must be a string or an integer, got {_kind(query_id)}")
+    question = value.get("question")
+    if question is None:
+        raise RequestError(field + "question", "missing")
+    if not isinstance(question, str):
+        raise RequestError(field + "question", f"must be a string, got {_kind(question)}")
+    if not question.strip():
+        raise RequestError(field + "question", "is empty")
+    if len(question) > limits.max_question_chars:
+        raise RequestError(field + "question", f"{len(question)} characters, over the limit of "
+                                               f"{limits.max_question_chars}")
+    paragraphs = value.get("paragraphs")
+    if paragraphs is None:
+        raise RequestError(field + "paragraphs", "missing")
+    if not isinstance(paragraphs, (list, tuple)):
+        raise RequestError(field + "paragraphs", f"must be a list of paragraphs, got {_kind(paragraphs)}")
+    if len(paragraphs) > limits.max_paragraphs:
+        raise RequestError(field + "paragraphs", f"{len(paragraphs)} paragraphs, over the limit of "
+                                                 f"{limits.max_paragraphs}")
+    parsed = tuple(parse_paragraph(p, f"{field}paragraphs[{i}]") for i, p in enumerate(paragraphs))
+    sentences = sum(len(p.sentences) for p in parsed)
+    if sentences > limits.max_sentences:
+        raise RequestError(field + "paragraphs", f"{sentences} sentences, over the limit of {limits.max_sentences}")
+    if not any(s.strip() for p in parsed for s in p.sentences):
+        raise RequestError(field + "paragraphs", "the context is empty: no paragraph has a non-blank sentence")
+    return Example(id=None if query_id is None else str(query_id), question=question, paragraphs=parsed)

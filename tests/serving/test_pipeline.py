@@ -1,0 +1,95 @@
+"""The Python API: the same answers as `latentqa predict`, with and without cached context states; Hub ids."""
+import json
+import shutil
+
+import pytest
+
+import latentqa
+from latentqa.cli import main
+from latentqa.readers.errors import ReaderFolderError
+from latentqa.serving.queries import Limits, RequestError
+
+from .conftest import as_query
+
+
+@pytest.fixture(scope="module")
+def predicted(served_reader_dir, sample_path, tmp_path_factory):
+    """`latentqa predict` on the shipped sample, in batches of 16 answers of at most 8 tokens."""
+    out = tmp_path_factory.mktemp("predict") / "pred.json"
+    assert main(["predict", "--model", str(served_reader_dir), "--data", str(sample_path), "--out", str(out),
+                 "--batch-size", "16", "--max-new-tokens", "8", "--cache-dir", str(out.parent / "cache")]) == 0
+    return json.loads(out.read_text())
+
+
+def test_answer_batch_equals_latentqa_predict_on_the_sample(served_reader_dir, sample_examples, predicted):
+    reader = latentqa.load_reader(served_reader_dir, cache_mb=0, batch_size=16)
+    answers = reader.answer_batch([as_query(ex) for ex in sample_examples], max_new_tokens=8)
+    assert [a.id for a in answers] == [ex.id for ex in sample_examples]
+    assert {a.id: a.answer for a in answers} == predicted["answer"]
+    assert {a.id: [list(f) for f in a.supporting_facts] for a in answers} == predicted["sp"]
+    assert len({a.answer for a in answers}) > 1 or len({tuple(a.supporting_facts) for a in answers}) > 1
+    first = answers[0]
+    assert [(t, i) for t, i, _ in first.sentence_scores] == sample_examples[0].sentence_keys()
+
+
+def test_one_question_at_a_time_gives_the_same_as_predict(served_reader_dir, sample_examples, predicted):
+    reader = latentqa.load_reader(served_reader_dir, cache_mb=0)
+    for ex in sample_examples[:6]:
+        answer = reader.answer(ex.question, [(p.title, list(p.sentences)) for p in ex.paragraphs], id=ex.id,
+                               max_new_tokens=8)
+        assert (answer.id, answer.answer) == (ex.id, predicted["answer"][ex.id])
+        assert [list(f) for f in answer.supporting_facts] == predicted["sp"][ex.id]
+
+
+def test_cached_states_give_the_same_answers(served_reader_dir, sample_examples):
+    """Tolerance: the cache stores states in float16; sentence scores agree to 1e-3, answer texts exactly."""
+    queries = [as_query(ex) for ex in sample_examples[:16]]
+    plain = latentqa.load_reader(served_reader_dir, cache_mb=0).answer_batch(queries, max_new_tokens=8)
+    cached_reader = latentqa.load_reader(served_reader_dir, cache_mb=64)
+    cold = cached_reader.answer_batch(queries, max_new_tokens=8)
+    misses = cached_reader.info()["state_cache"]["misses"]
+    warm = cached_reader.answer_batch(queries, max_new_tokens=8)
+    stats = cached_reader.info()["state_cache"]
+    assert stats["enabled"] and stats["misses"] == misses and stats["hits"] >= misses  # the second pass: all hits
+    for a, b, c in zip(plain, cold, warm):
+        assert a.answer == b.answer == c.answer
+        assert b.sentence_scores == c.sentence_scores
+        assert max(abs(x[2] - y[2]) for x, y in zip(a.sentence_scores, b.sentence_scores)) < 1e-3
+
+
+def test_a_bad_query_names_it_before_anything_runs(served_reader_dir, sample_examples):
+    reader = latentqa.load_reader(served_reader_dir, limits=Limits(max_context_tokens=100))
+    with pytest.raises(RequestError) as caught:
+        reader.answer_batch([{"question": "q", "paragraphs": [["t", ["short."]]]}, as_query(sample_examples[0])])
+    assert caught.value.field == "[1].paragraphs" and "tokens, over the limit of 100" in caught.value.message
+    with pytest.raises(RequestError, match="question"):
+        reader.answer("", [("t", ["s."])])
+
+
+def test_a_question_dependent_reader_is_served_without_the_cache(tiny_models, tmp_path):
+    from latentqa.readers.latent import LatentConfig, LatentReader
+
+    t5_dir, encoder_dir = tiny_models
+    folder = LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(
+        num_latents=4, selector_heads=4, question_conditioning="encoder")).save_pretrained(tmp_path / "reader")
+    reader = latentqa.load_reader(folder, cache_mb=64)
+    cache = reader.info()["state_cache"]
+    assert not cache["enabled"] and "depend on the question" in cache["why"]
+    assert reader.answer("Who?", [("A", "Alice went home. Bob stayed.")], max_new_tokens=2).supporting_facts
+
+
+def test_a_hub_id_loads_from_the_local_hub_cache_offline(served_reader_dir, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-reader" / "snapshots" / ("0" * 40)
+    shutil.copytree(served_reader_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    reader = latentqa.load_reader("someone/tiny-reader")
+    assert reader.info()["kind"] == "latent"
+    with pytest.raises(ReaderFolderError, match="someone/missing: not a folder here.*HF_HUB_OFFLINE=1"):
+        latentqa.load_reader("someone/missing")
+    with pytest.raises(FileNotFoundError, match="not a reader folder"):
+        latentqa.load_reader(tmp_path)
