@@ -249,8 +249,11 @@ def cmd_serve(args) -> None:
         raise UserError(f"--max-batch-size must be at least 1 and --max-wait-ms at least 0, got "
                         f"{args.max_batch_size} and {args.max_wait_ms:g}")
     generation = _eval_config(args)  # checks the flags the way predict does
-    pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
-                           batch_size=args.max_batch_size)
+    try:
+        pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
+                               batch_size=args.max_batch_size, window_packing=args.window_packing)
+    except ValueError as err:  # a packing the reader cannot take
+        raise UserError(f"--window-packing: {err}") from None
     cache = pipeline.info()["state_cache"]
     logging.getLogger(__name__).info(
         "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,
@@ -258,6 +261,20 @@ def cmd_serve(args) -> None:
     serve(pipeline, host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
           max_new_tokens=generation.max_new_tokens, num_beams=generation.num_beams, sp_top_k=generation.sp_top_k,
           sp_threshold=generation.sp_threshold, log_level="debug" if args.verbose else "info")
+
+
+def cmd_bench_serve(args) -> None:
+    from pathlib import Path
+
+    from .benchmark.serving import format_serve_results, plot_serve_results, run_serve_bench
+
+    out = Path(args.out_dir)
+    results = run_serve_bench(model=args.model, out_dir=out, concurrency=args.concurrency, requests=args.requests,
+                              max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                              max_new_tokens=args.max_new_tokens, cache_mb=args.cache_mb,
+                              time_limit_s=args.time_limit, quick=args.quick, window_packing=args.window_packing)
+    print(format_serve_results(results))
+    print(f"json: {out / 'bench-serve.json'}\nplot: {plot_serve_results(results, out / 'bench-serve.png')}")
 
 
 # --- parser -------------------------------------------------------------------------------------------------
@@ -398,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the oldest waiting query waits for others to join its batch")
     p.add_argument("--cache-mb", type=float, default=512, help="memory for cached context-encoder states per window "
                    "(latent reader whose context states do not depend on the question; 0: off)")
+    p.add_argument("--window-packing", choices=("greedy", "paragraph", "sentence"), default=None,
+                   help="latent reader: read the context in these encoder windows instead of the reader's own "
+                        "(paragraph: a repeated paragraph hits the cache whatever its company; answers may differ "
+                        "from the reader's own packing)")
     p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer")
     p.add_argument("--sp-top-k", type=int, default=None, help="supporting facts per question (default: the rule "
@@ -409,6 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queries", type=int, default=64, help="queries in one request at most")
     p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body")
     p.set_defaults(batch_size=16)  # read by _eval_config; serving batches by --max-batch-size
+
+    p = add("bench-serve", cmd_bench_serve, "Load-test `latentqa serve` on loopback: throughput and p50/p95 latency "
+                                            "at several concurrencies with the cache off, then with a cold and a "
+                                            "warm cache; every reply checked (its own id and sentences). Real-size "
+                                            "latent reader with random weights unless --model.")
+    p.add_argument("--model", default=None, help="reader folder to serve (default: the real-size random reader)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client threads, one phase each")
+    p.add_argument("--requests", type=int, default=32, help="requests per cache-off phase (at least the "
+                   "concurrency); the cache phases send each of the 53 sample questions once")
+    p.add_argument("--max-batch-size", type=int, default=8, help="the server's --max-batch-size")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="the server's --max-wait-ms")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="answer length (random weights never stop early)")
+    p.add_argument("--cache-mb", type=float, default=1024, help="the server's --cache-mb in the cache phases")
+    p.add_argument("--time-limit", type=float, default=1200, help="seconds for the whole load; requests not sent "
+                   "by then are counted, not sent")
+    p.add_argument("--window-packing", choices=("greedy", "paragraph", "sentence"), default=None,
+                   help="the server's --window-packing (default: the reader's own)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes instead of real size: a smoke test")
+    p.add_argument("--out-dir", default="runs/bench-serve", help="where bench-serve.json and bench-serve.png go")
 
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")

@@ -1,12 +1,12 @@
 """A served reader on a free loopback port, started and stopped by the test, and plain-HTTP helpers."""
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
 
 import pytest
+
+from latentqa.serving.client import http_json
 
 
 class ServerThread:
@@ -31,20 +31,8 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-    def request(self, method: str, path: str, body=None, raw: bytes | None = None, headers=None):
-        return request(self.port, method, path, body, raw, headers)
-
-
-def request(port: int, method: str, path: str, body=None, raw: bytes | None = None, headers=None,
-            timeout: float = 120):
-    """(status, parsed JSON body) of one HTTP request to 127.0.0.1:port."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    connection.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
-    response = connection.getresponse()
-    payload = response.read()
-    connection.close()
-    return response.status, json.loads(payload) if payload else None
+    def request(self, method: str, path: str, body=None, **options):
+        return http_json(self.port, method, path, body, **options)
 
 
 def as_query(example, shape: str = "pairs") -> dict:

@@ -1,12 +1,7 @@
 """Real HTTP on loopback against a tiny served reader: answers equal `latentqa predict`'s, concurrent requests
 each get their own, bad input gets a 4xx naming the field, the cache changes nothing but speed, a query that
 fails inside the model fails alone, and SIGTERM lets the requests in flight finish."""
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +10,10 @@ import pytest
 
 import latentqa
 from latentqa.serving.app import create_app
+from latentqa.serving.client import LocalServer
 from latentqa.serving.queries import Limits
 
-from .conftest import ServerThread, as_query, request
+from .conftest import ServerThread, as_query
 
 
 @pytest.fixture(scope="module")
@@ -143,42 +139,18 @@ def test_a_query_that_fails_in_the_model_fails_alone(served_reader_dir, sample_e
     assert counters["failures"] == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_latentqa_serve_finishes_requests_in_flight_on_shutdown(served_reader_dir, sample_examples, expected, stop):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "latentqa.cli", "serve", "--model", str(served_reader_dir), "--port", str(port),
-         "--max-wait-ms", "1500", "--max-new-tokens", "8"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()[-2000:]
-            try:
-                if request(port, "GET", "/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        replies = []
-        ex = sample_examples[2]
-        sender = threading.Thread(target=lambda: replies.append(request(port, "POST", "/v1/answer", as_query(ex))))
+    ex, replies = sample_examples[2], []
+    with LocalServer(served_reader_dir, "--max-wait-ms", "1500", "--max-new-tokens", "8") as server:
+        sender = threading.Thread(target=lambda: replies.append(server.request("POST", "/v1/answer", as_query(ex))))
         sender.start()
         time.sleep(0.5)  # the request waits in its batch (1.5 s window)
-        process.send_signal(stop)
+        server.process.send_signal(stop)
         sender.join(timeout=60)
-        assert replies and replies[0][0] == 200 and same(replies[0][1], expected[ex.id])
+        assert replies and replies[0][0] == 200 and same(replies[0][1], expected[ex.id]), server.output()[-2000:]
         # uvicorn re-raises the signal once it has shut down (default action: SIGTERM ends the process with it)
-        assert process.wait(timeout=60) in (0, -stop)
+        assert server.process.wait(timeout=60) in (0, -stop)
         with pytest.raises(OSError):
-            request(port, "GET", "/health", timeout=2)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stdout.close()
+            server.request("GET", "/health", timeout=2)

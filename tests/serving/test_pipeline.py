@@ -1,6 +1,8 @@
 """The Python API: the same answers as `latentqa predict`, with and without cached context states; Hub ids."""
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +95,37 @@ def test_a_hub_id_loads_from_the_local_hub_cache_offline(served_reader_dir, monk
         latentqa.load_reader("someone/missing")
     with pytest.raises(FileNotFoundError, match="not a reader folder"):
         latentqa.load_reader(tmp_path)
+
+
+def test_the_readme_snippet_runs(served_reader_dir, capsys):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = re.search(r"## Serve.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert '"runs/tiny-latent/best"' in snippet
+    exec(compile(snippet.replace("runs/tiny-latent/best", str(served_reader_dir)), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "('Oasis', " in printed or "('Blur', " in printed  # supporting facts from the given paragraphs
+
+
+def test_the_baseline_reader_answers_without_facts_or_cache(tiny_baseline, sample_examples, tmp_path):
+    folder = tiny_baseline.save_pretrained(tmp_path / "baseline")
+    reader = latentqa.load_reader(folder, cache_mb=64)
+    answer = reader.answer(sample_examples[0].question, [(p.title, list(p.sentences))
+                                                         for p in sample_examples[0].paragraphs], max_new_tokens=3)
+    assert isinstance(answer.answer, str) and answer.supporting_facts == [] and answer.sentence_scores == []
+    info = reader.info()
+    assert info["kind"] == "baseline" and info["sp_rule"] is None
+    assert not info["state_cache"]["enabled"] and "baseline" in info["state_cache"]["why"]
+
+
+def test_paragraph_windows_make_a_paragraph_hit_in_any_order(served_reader_dir, sample_examples):
+    query = as_query(sample_examples[3])
+    reordered = {**query, "paragraphs": query["paragraphs"][::-1]}
+    for packing, hits_all in (("greedy", False), ("paragraph", True)):
+        reader = latentqa.load_reader(served_reader_dir, cache_mb=64, window_packing=packing)
+        assert reader.info()["config"]["window_packing"] == packing
+        reader.answer_batch([query], max_new_tokens=2)
+        misses = reader.info()["state_cache"]["misses"]
+        reader.answer_batch([reordered], max_new_tokens=2)
+        assert (reader.info()["state_cache"]["misses"] == misses) == hits_all, packing
+    with pytest.raises(ValueError, match="window_packing"):
+        latentqa.load_reader(served_reader_dir, window_packing="pages")

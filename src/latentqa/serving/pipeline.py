@@ -56,7 +56,12 @@ class ReaderPipeline:
     """`answer(question, paragraphs)` and `answer_batch(queries)` over a loaded reader (see the module docstring).
     Not thread-safe: one model call at a time (the server runs them on one worker thread)."""
 
-    def __init__(self, reader: Reader, *, cache_mb: float = 0, limits: Limits = Limits(), batch_size: int = 16):
+    def __init__(self, reader: Reader, *, cache_mb: float = 0, limits: Limits = Limits(), batch_size: int = 16,
+                 window_packing: str | None = None):
+        if window_packing is not None:  # a latent reader reads other windows than it was trained with
+            if not isinstance(reader, LatentReader):
+                raise ValueError("window_packing: the baseline reader has no encoder windows")
+            reader.config = dataclasses.replace(reader.config, window_packing=window_packing)
         self.reader = reader.eval()
         self.device = next(reader.parameters()).device
         self.limits, self.batch_size = limits, batch_size
@@ -173,9 +178,11 @@ def resolve_reader_folder(name: str | Path) -> Path:
 
 
 def load_reader(path_or_hub_id: str | Path, device: str | torch.device = "cpu", *, cache_mb: float = 256,
-                limits: Limits = Limits(), batch_size: int = 16) -> ReaderPipeline:
+                limits: Limits = Limits(), batch_size: int = 16, window_packing: str | None = None) -> ReaderPipeline:
     """A saved reader (a folder written by `latentqa train`, or a Hub id) ready to answer questions on `device`.
     `cache_mb`: memory for cached context states (0: off; readers whose states depend on the question never
-    cache)."""
+    cache). `window_packing`: read the context in other windows than the reader was trained with ('paragraph'
+    makes a repeated paragraph hit the cache in any company; answers then differ from the reader's own)."""
     reader = load_reader_folder(resolve_reader_folder(path_or_hub_id), device=device)
-    return ReaderPipeline(reader, cache_mb=cache_mb, limits=limits, batch_size=batch_size)
+    return ReaderPipeline(reader, cache_mb=cache_mb, limits=limits, batch_size=batch_size,
+                          window_packing=window_packing)
