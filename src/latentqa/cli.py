@@ -249,11 +249,8 @@ def cmd_serve(args) -> None:
         raise UserError(f"--max-batch-size must be at least 1 and --max-wait-ms at least 0, got "
                         f"{args.max_batch_size} and {args.max_wait_ms:g}")
     generation = _eval_config(args)  # checks the flags the way predict does
-    try:
-        pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
-                               batch_size=args.max_batch_size, window_packing=args.window_packing)
-    except ValueError as err:  # a packing the reader cannot take
-        raise UserError(f"--window-packing: {err}") from None
+    pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
+                           batch_size=args.max_batch_size, window_packing=args.window_packing)
     cache = pipeline.info()["state_cache"]
     logging.getLogger(__name__).info(
         "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,

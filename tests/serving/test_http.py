@@ -154,3 +154,17 @@ def test_latentqa_serve_finishes_requests_in_flight_on_shutdown(served_reader_di
         assert server.process.wait(timeout=60) in (0, -stop)
         with pytest.raises(OSError):
             server.request("GET", "/health", timeout=2)
+
+
+def test_serve_refuses_a_missing_reader_and_bad_settings_in_one_line(tmp_path, capsys, tiny_baseline):
+    from latentqa.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "nothing")]) == 2
+    assert "not a reader folder" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--max-batch-size", "0"]) == 2
+    assert "--max-batch-size must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--model", "someone/not-cached"]) == 2  # offline in the tests: fails at once
+    assert "HF_HUB_OFFLINE=1" in capsys.readouterr().err
+    folder = tiny_baseline.save_pretrained(tmp_path / "baseline")
+    assert main(["serve", "--model", str(folder), "--window-packing", "paragraph"]) == 2
+    assert "baseline reader has no encoder windows" in capsys.readouterr().err

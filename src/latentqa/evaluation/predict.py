@@ -22,7 +22,7 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model, loader, examples: list[Example], accelerator: Accelerator, config: EvalConfig,
-            desc: str = "predict", progress: bool = True) -> Predictions:
+            desc: str = "predict") -> Predictions:
     """Answer every example of `loader` (built over `examples`, in order); every process gets all predictions.
     Supporting facts follow `config`'s rule, or the reader's saved one where `config` sets none."""
     reader = accelerator.unwrap_model(model)
@@ -30,8 +30,7 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
     was_training = reader.training
     reader.eval()
     predictions = Predictions({}, {} if reader.kind == "latent" else None)
-    for batch in progress_bar(loader, desc=desc, unit="batch",
-                              disable=not (progress and accelerator.is_local_main_process)):
+    for batch in progress_bar(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
             sequences, scores = generate_batch(reader, batch, config)
         sequences = accelerator.pad_across_processes(sequences, dim=1, pad_index=reader.t5_tokenizer.pad_token_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import EvalConfig
+from ..config import ConfigError, EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import Predictions, generate_batch, record_batch
@@ -60,7 +60,7 @@ class ReaderPipeline:
                  window_packing: str | None = None):
         if window_packing is not None:  # a latent reader reads other windows than it was trained with
             if not isinstance(reader, LatentReader):
-                raise ValueError("window_packing: the baseline reader has no encoder windows")
+                raise ConfigError("window_packing: the baseline reader has no encoder windows")
             reader.config = dataclasses.replace(reader.config, window_packing=window_packing)
         self.reader = reader.eval()
         self.device = next(reader.parameters()).device
