@@ -15,10 +15,13 @@ from ..readers.loading import load_reader
 from ..readers.state_cache import ContextStateCache
 from .predict import Predictions, predict
 
+# how `predict` / `eval` (and the serving pipeline, which must match them) encode questions and answers
+MAX_QUESTION_TOKENS, MAX_ANSWER_TOKENS = 64, 32
+
 
 def predict_source(model_dir: str, source: str, config: EvalConfig, *, limit: int | None = None,
-                   cache_dir: str | None = ".cache/latentqa", max_question_tokens: int = 64,
-                   max_answer_tokens: int = 32, state_cache_dir: str | None = None
+                   cache_dir: str | None = ".cache/latentqa", max_question_tokens: int = MAX_QUESTION_TOKENS,
+                   max_answer_tokens: int = MAX_ANSWER_TOKENS, state_cache_dir: str | None = None
                    ) -> tuple[Reader, list[Example], object, Predictions]:
     """Load the reader and the data, answer every example; returns (reader, examples, features, predictions).
     `state_cache_dir`: read (and keep) the context states of a question-free latent reader there, as training does."""

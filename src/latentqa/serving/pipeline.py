@@ -19,6 +19,7 @@ from ..config import ConfigError, EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import Predictions, generate_batch, record_batch
+from ..evaluation.run import MAX_ANSWER_TOKENS, MAX_QUESTION_TOKENS
 from ..evaluation.sp_rule import effective_rule
 from ..readers.base import Reader
 from ..readers.errors import ReaderFolderError
@@ -28,7 +29,6 @@ from ..readers.state_cache import ContextStateCache
 from .queries import Limits, RequestError, parse_query
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-MAX_QUESTION_TOKENS, MAX_ANSWER_TOKENS = 64, 32  # as `latentqa predict` encodes
 
 
 @dataclass
