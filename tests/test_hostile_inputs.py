@@ -71,6 +71,7 @@ CONFIGS = {  # YAML text or overrides
     "eval.batch_size=0": (["eval.batch_size=0"], "eval.batch_size must be at least 1"),
     "eval.num_beams=0": (["eval.num_beams=0"], "eval.num_beams must be at least 1"),
     "negative sp_top_k": (["eval.sp_top_k=-1"], "eval.sp_top_k must be at least 1"),
+    "top-k and paragraphs": (["eval.sp_top_k=2", "eval.sp_paragraphs=2"], "two rules: set one"),
     "sp_threshold above 1": (["eval.sp_threshold=2"], "eval.sp_threshold is a score in [0, 1]"),
 }
 

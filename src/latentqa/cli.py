@@ -73,7 +73,8 @@ def _eval_config(args):
     from .config import EvalConfig
 
     flags = {"batch_size": args.batch_size, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
-             "sp_top_k": args.sp_top_k, "sp_threshold": args.sp_threshold}
+             "sp_top_k": args.sp_top_k, "sp_threshold": args.sp_threshold, "sp_paragraphs": args.sp_paragraphs,
+             "sp_first": args.sp_first}
     try:
         return EvalConfig(**flags)
     except ConfigError as err:  # named as the flag the user typed
@@ -122,25 +123,26 @@ def cmd_cosine_sp(args) -> None:
     from .data.sources import load_examples
     from .evaluation.metrics import score
     from .evaluation.predictions import write_predictions
-    from .evaluation.retrieval import cosine_scores, first_and_best, paragraph_recall
-    from .evaluation.sp_rule import select_facts
+    from .evaluation.retrieval import cosine_scores, lexical_scores, paragraph_recall
+    from .evaluation.sp_rule import PARAGRAPHS, select_facts
     from .training.build import resolve_model
 
     examples, _ = load_examples(args.data, limit=args.limit)
     tokenizer = resolve_tokenizer(args.encoder, args.cache_dir)
     encoder = AutoModel.from_pretrained(resolve_model(args.encoder, args.cache_dir, "encoder"))
-    scores = cosine_scores(examples, encoder, tokenizer)
-    rules = {"top2": lambda ex: select_facts(ex, scores[ex.id], EvalConfig(sp_top_k=2)),
-             "first-and-best": lambda ex: first_and_best(ex, scores[ex.id])}
+    by_scores = {"cosine": cosine_scores(examples, encoder, tokenizer), "lexical": lexical_scores(examples, tokenizer)}
+    rules = {"top2": EvalConfig(sp_top_k=2), "first-and-best": EvalConfig(sp_paragraphs=PARAGRAPHS, sp_first=True),
+             "paragraphs": EvalConfig(sp_paragraphs=PARAGRAPHS)}
     answers = {ex.id: "" for ex in examples}
-    for name, rule in rules.items():
-        sp = {ex.id: rule(ex) for ex in examples}
-        metrics = score(examples, answers, sp)
-        print(f"{name:<15} sp_em {metrics['sp_em']:.3f}  sp_f1 {metrics['sp_f1']:.3f}  "
-              f"gold-paragraph recall@2 {paragraph_recall(examples, scores):.3f}")
-        if name == args.rule:
-            write_predictions(args.out, answers, sp)
-    print(f"{args.rule} supporting facts (answers empty) → {args.out}")
+    for kind, scores in by_scores.items():
+        for name, rule in rules.items():
+            sp = {ex.id: select_facts(ex, scores[ex.id], rule) for ex in examples}
+            metrics = score(examples, answers, sp)
+            print(f"{kind:<8} {name:<15} sp_em {metrics['sp_em']:.3f}  sp_f1 {metrics['sp_f1']:.3f}  "
+                  f"gold-paragraph recall@2 {paragraph_recall(examples, scores):.3f}")
+            if (kind, name) == (args.scores, args.rule):
+                write_predictions(args.out, answers, sp)
+    print(f"{args.scores} {args.rule} supporting facts (answers empty) → {args.out}")
 
 
 def cmd_eval(args) -> None:
@@ -257,7 +259,8 @@ def cmd_serve(args) -> None:
         f"{args.cache_mb:g} MB" if cache["enabled"] else f"off ({cache['why']})")
     serve(pipeline, host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
           max_new_tokens=generation.max_new_tokens, num_beams=generation.num_beams, sp_top_k=generation.sp_top_k,
-          sp_threshold=generation.sp_threshold, log_level="debug" if args.verbose else "info")
+          sp_threshold=generation.sp_threshold, sp_paragraphs=generation.sp_paragraphs, sp_first=generation.sp_first,
+          log_level="debug" if args.verbose else "info")
 
 
 def cmd_bench_serve(args) -> None:
@@ -276,6 +279,9 @@ def cmd_bench_serve(args) -> None:
 
 # --- parser -------------------------------------------------------------------------------------------------
 
+SP_PARAGRAPHS_HELP = ("instead of top-k: the best sentence of each of the N best paragraphs, and with --sp-threshold "
+                      "their other sentences scored at least that")
+SP_FIRST_HELP = "with --sp-paragraphs: also each chosen paragraph's first sentence"
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
                "optionally FOLDER:CONFIG/SPLIT), or hub:CONFIG/SPLIT[@REVISION] for hotpotqa/hotpot_qa")
 
@@ -333,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "rule chosen on validation and saved with the reader, else 2")
         p.add_argument("--sp-threshold", type=float, default=None,
                        help="instead of top-k: sentences scored at least this (attention mass or scorer probability)")
+        p.add_argument("--sp-paragraphs", type=int, default=None, help=SP_PARAGRAPHS_HELP)
+        p.add_argument("--sp-first", action="store_true", help=SP_FIRST_HELP)
         p.add_argument("--cache-dir", default=".cache/latentqa", help="tokenized-feature cache")
         p.add_argument("--state-cache-dir", default=None, help="latent reader with question-free context states: "
                        "read them from (and add them to) this folder, e.g. the run's train.state_cache_dir")
@@ -365,17 +373,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--facts", type=int, default=1, choices=range(1, 9), metavar="K", help="facts per context about different entities, the question "
                    "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
                    "model.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
-                   "every fact, a question-aware one only the asked one")
+                   "every fact, a question-aware one (with the lexical attention bias, model.selector_lexical) only "
+                   "the asked one")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
-    p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floor that needs no training: rank sentences by a "
-                                        "pretrained encoder's question-sentence cosine; prints sp EM/F1 and gold-"
-                                        "paragraph recall of two rules, writes a prediction file for `score`.")
+    p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floors that need no training: rank sentences by a "
+                                        "pretrained encoder's question-sentence cosine, or by their lexical evidence "
+                                        "(question words, titles, links) weighed as the sentence scorer starts; "
+                                        "prints sp EM/F1 and gold-paragraph recall of three rules for each, writes "
+                                        "one prediction file for `score`.")
     p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--encoder", default="minilm", help="sentence encoder: 'minilm' (PyPI) or a folder / Hub id")
-    p.add_argument("--rule", choices=("top2", "first-and-best"), default="first-and-best",
+    p.add_argument("--rule", choices=("top2", "first-and-best", "paragraphs"), default="first-and-best",
                    help="top2: the 2 best sentences; first-and-best: the first and the best sentence of the 2 best "
-                        "paragraphs (a paragraph scored by its best sentence)")
+                        "paragraphs (a paragraph scored by its best sentence); paragraphs: the best sentence of "
+                        "each of the 2 best paragraphs")
+    p.add_argument("--scores", choices=("cosine", "lexical"), default="cosine",
+                   help="which scores the prediction file is written from")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--out", required=True, help="prediction file to write")
     p.add_argument("--cache-dir", default=".cache/latentqa", help="embedded-model cache")
@@ -421,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sp-top-k", type=int, default=None, help="supporting facts per question (default: the rule "
                    "saved with the reader, else 2)")
     p.add_argument("--sp-threshold", type=float, default=None, help="instead of top-k: sentences scored at least this")
+    p.add_argument("--sp-paragraphs", type=int, default=None, help=SP_PARAGRAPHS_HELP)
+    p.add_argument("--sp-first", action="store_true", help=SP_FIRST_HELP)
     p.add_argument("--max-paragraphs", type=int, default=64, help="paragraphs in one query at most")
     p.add_argument("--max-context-tokens", type=int, default=16384,
                    help="context-encoder tokens in one query at most (a HotpotQA context has at most about 3,500)")

@@ -60,6 +60,15 @@ class ModelConfig:
     sp_scorer: str = _help("supporting-fact scores (latent only): 'attention' (the selector's attention mass per "
                            "sentence) or 'classifier' (a trained sentence scorer over the context states)", "attention")
     sp_scorer_loss_weight: float = _help("weight of the sentence scorer's binary cross-entropy", 1.0)
+    sp_paragraph_loss_weight: float = _help(
+        "weight of a binary cross-entropy of each paragraph's best sentence logit against whether it holds a "
+        "supporting fact: trains the ranking the paragraph rule uses (sp_scorer 'classifier'; 0: off)", 0.0)
+    sp_lexical: bool = _help("give the sentence scorer each sentence's lexical evidence: question words it and its "
+                             "paragraph hold, title matches, links between paragraphs (needs sp_scorer 'classifier' "
+                             "and a question-aware mode)", False)
+    selector_lexical: bool = _help("bias the selector's attention over each context token by its sentence's lexical "
+                                   "evidence (learned per head), so the latents read what names the question (needs "
+                                   "a question-aware mode; states stay cacheable)", False)
     max_input_tokens: int | None = _help("baseline T5 input length (question + context); None: whole context", 512)
     init_from: str | None = _help("start from this reader folder instead of the t5/encoder above", None)
 
@@ -121,13 +130,23 @@ class EvalConfig:
     sp_top_k: int | None = _help("supporting facts predicted per question: the k best-scored sentences (None with "
                                  "no sp_threshold: the rule saved with the reader, else 2)", None)
     sp_threshold: float | None = _help("instead of top-k, every sentence whose score (attention mass or scorer "
-                                       "probability) is at least this (the best one always)", None)
+                                       "probability) is at least this (the best one always); with sp_paragraphs, "
+                                       "the other sentences of those paragraphs scored at least this", None)
+    sp_paragraphs: int | None = _help("instead of top-k, the best sentence of each of the N best paragraphs (a "
+                                      "paragraph scored by its best sentence; HotpotQA has 2 gold paragraphs), and "
+                                      "with sp_threshold their other sentences scored at least that", None)
+    sp_first: bool = _help("with sp_paragraphs, also each chosen paragraph's first sentence (in HotpotQA it is "
+                           "often a supporting fact)", False)
     limit: int | None = _help("generate answers for only the first N validation examples during training", None)
 
     def __post_init__(self):
-        for name in ("batch_size", "num_beams", "max_new_tokens", "sp_top_k"):
+        for name in ("batch_size", "num_beams", "max_new_tokens", "sp_top_k", "sp_paragraphs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be at least 1, got {getattr(self, name)}")
+        if self.sp_top_k is not None and self.sp_paragraphs is not None:
+            raise ConfigError("eval.sp_top_k and eval.sp_paragraphs are two rules: set one")
+        if self.sp_first and self.sp_paragraphs is None:
+            raise ConfigError("eval.sp_first adds each chosen paragraph's first sentence: it needs eval.sp_paragraphs")
         if self.sp_threshold is not None and not 0 <= self.sp_threshold <= 1:
             raise ConfigError(f"eval.sp_threshold is a score in [0, 1], got {self.sp_threshold}")
         if self.limit is not None and self.limit < 1:

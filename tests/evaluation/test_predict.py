@@ -52,6 +52,24 @@ def test_select_facts_top_k_and_threshold(sample_examples):
     assert select_facts(example, scores, EvalConfig(sp_threshold=0.9)) == [list(keys[3])]  # the best one always
 
 
+def test_select_facts_by_paragraphs(sample_examples):
+    example = next(ex for ex in sample_examples if len(ex.paragraphs) >= 3 and len(ex.paragraphs[1].sentences) >= 3)
+    keys = example.sentence_keys()
+    where = {key: i for i, key in enumerate(keys)}
+    first, second, third = (p.title for p in example.paragraphs[:3])
+    scores = [0.0] * len(keys)
+    scores[where[first, 0]] = 0.9  # paragraph 1's best
+    scores[where[second, 0]], scores[where[second, 1]], scores[where[second, 2]] = 0.1, 0.6, 0.4  # paragraph 2's
+    scores[where[third, 0]] = 0.5  # paragraph 3's best is below paragraph 2's best
+    chosen = select_facts(example, scores, EvalConfig(sp_paragraphs=2))
+    assert chosen == [[first, 0], [second, 1]]  # one sentence from each of the 2 best paragraphs
+    assert select_facts(example, scores, EvalConfig(sp_paragraphs=2, sp_threshold=0.3)) == \
+        [[first, 0], [second, 1], [second, 2]]  # their others over the threshold; paragraph 3's 0.5 stays out
+    assert select_facts(example, scores, EvalConfig(sp_paragraphs=1)) == [[first, 0]]
+    assert select_facts(example, scores, EvalConfig(sp_paragraphs=2, sp_first=True)) == \
+        [[first, 0], [second, 0], [second, 1]]  # and each one's first sentence
+
+
 @pytest.mark.slow
 def test_two_processes_gather_the_same_validation_loss_and_answers_as_one(tiny_models, tmp_path):
     """5 examples, batches of 2, 2 processes: the last batch is evened out with a repeated example, which

@@ -1,8 +1,10 @@
-"""Gold-paragraph recall, the first-and-best rule, and the untrained cosine floor (`latentqa cosine-sp`)."""
+"""Gold-paragraph recall, the first-and-best rule, and the untrained floors (`latentqa cosine-sp`)."""
 import json
 
 from latentqa.cli import main
-from latentqa.evaluation.retrieval import first_and_best, paragraph_recall
+from latentqa.config import EvalConfig
+from latentqa.evaluation.retrieval import paragraph_recall
+from latentqa.evaluation.sp_rule import select_facts
 
 
 def _example(sample_examples):
@@ -27,7 +29,7 @@ def test_first_and_best_takes_both_sentences_of_the_best_paragraphs(sample_examp
     scores = [0.0] * len(keys)
     for title in titles:
         scores[keys.index((title, 2))] = 0.9  # the third sentence is each paragraph's best
-    chosen = first_and_best(ex, scores)
+    chosen = select_facts(ex, scores, EvalConfig(sp_paragraphs=2, sp_first=True))
     assert sorted(map(tuple, chosen)) == sorted([(t, 0) for t in titles] + [(t, 2) for t in titles])
 
 
@@ -35,7 +37,8 @@ def test_cosine_sp_command_scores_and_writes_a_prediction_file(sample_path, tmp_
     out = tmp_path / "cosine.json"
     assert main(["cosine-sp", "--data", str(sample_path), "--limit", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "top2" in printed and "first-and-best" in printed and "recall@2" in printed
+    assert all(f"{kind:<8} {rule}" in printed for kind in ("cosine", "lexical")
+               for rule in ("top2", "first-and-best", "paragraphs")) and "recall@2" in printed
     prediction = json.loads(out.read_text())
     assert len(prediction["sp"]) == 4 and all(2 <= len(f) <= 4 for f in prediction["sp"].values())
 
@@ -52,3 +55,15 @@ def test_cosine_floor_beats_chance_on_real_questions(sample_examples):
                            progress=False)
     assert all(len(scores[ex.id]) == len(ex.sentence_keys()) for ex in examples)
     assert paragraph_recall(examples, scores) > 0.5  # chance: 2 of 10 paragraphs, 0.2
+
+
+def test_lexical_floor_beats_chance_on_real_questions(sample_examples):
+    from transformers import AutoTokenizer
+
+    from latentqa.assets import pretrained_encoder_path
+    from latentqa.evaluation.retrieval import lexical_scores
+
+    examples = sample_examples[:20]
+    scores = lexical_scores(examples, AutoTokenizer.from_pretrained(pretrained_encoder_path()))
+    assert all(len(scores[ex.id]) == len(ex.sentence_keys()) for ex in examples)
+    assert paragraph_recall(examples, scores) > 0.6  # chance 0.2; on the 200 validation questions 0.82

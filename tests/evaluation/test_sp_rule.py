@@ -31,12 +31,36 @@ def test_choose_sp_rule_finds_the_rule_that_fits_the_scores(sample_examples):
     assert rule_sp_f1(many, _scored(many, extra=3), EvalConfig(sp_top_k=1)) < 1.0
 
 
+def test_choose_sp_rule_finds_the_paragraph_rule_when_the_facts_follow_their_paragraphs(sample_examples):
+    """Each gold paragraph's first fact at 0.9, its others at 0.3, one wrong sentence elsewhere at 0.5: no top-k
+    and no threshold gets every fact and nothing else; the best of the 2 best paragraphs plus their sentences at
+    0.3 or more does."""
+    examples = [ex for ex in sample_examples if len(ex.supporting_facts) >= 3
+                and len({title for title, _ in ex.supporting_facts}) == 2]
+    assert len(examples) >= 3
+    scores = {}
+    for ex in examples:
+        gold, seen, values = set(ex.supporting_facts), set(), []
+        for title, i in ex.sentence_keys():
+            values.append(0.0 if (title, i) not in gold else 0.3 if title in seen else 0.9)
+            seen |= {title} if (title, i) in gold else set()
+        wrong = next(i for i, (title, _) in enumerate(ex.sentence_keys()) if title not in seen)
+        values[wrong] = 0.5
+        scores[ex.id] = values
+    rule = choose_sp_rule(examples, scores)
+    assert rule["sp_paragraphs"] == 2 and 0.0 < rule["sp_threshold"] <= 0.3 and rule["sp_f1"] == 1.0
+    assert rule_sp_f1(examples, scores, EvalConfig(sp_top_k=2)) < 1.0
+
+
 def test_effective_rule_prefers_the_config_then_the_saved_rule():
     saved = {"sp_top_k": None, "sp_threshold": 0.4}
     assert effective_rule(EvalConfig(), saved).sp_threshold == 0.4
     assert effective_rule(EvalConfig(), None).sp_top_k == 2
     assert effective_rule(EvalConfig(sp_top_k=3), saved) == EvalConfig(sp_top_k=3)
     assert effective_rule(EvalConfig(sp_threshold=0.1), saved).sp_threshold == 0.1
+    paragraphs = {"sp_top_k": None, "sp_threshold": 0.4, "sp_paragraphs": 2}
+    assert effective_rule(EvalConfig(), paragraphs) == EvalConfig(sp_threshold=0.4, sp_paragraphs=2)
+    assert effective_rule(EvalConfig(sp_paragraphs=2), saved) == EvalConfig(sp_paragraphs=2)
 
 
 def test_the_trained_readers_rule_is_saved_and_used_by_predict(trained_latent_run, sample_path, tmp_path):
@@ -44,9 +68,12 @@ def test_the_trained_readers_rule_is_saved_and_used_by_predict(trained_latent_ru
     rule = json.loads((best / "reader.json").read_text())["sp_rule"]
     last_eval = [json.loads(line) for line in (trained_latent_run / "metrics.jsonl").read_text().splitlines()
                  if '"eval"' in line][-1]
-    assert set(rule) == {"sp_top_k", "sp_threshold"} and "sp_f1_top2" in last_eval
+    assert set(rule) == {"sp_top_k", "sp_threshold", "sp_paragraphs", "sp_first"} and "sp_f1_top2" in last_eval
     args = ["predict", "--model", str(best), "--data", str(sample_path), "--limit", "6", "--max-new-tokens", "2"]
-    explicit = ["--sp-top-k", str(rule["sp_top_k"])] if rule["sp_top_k"] else ["--sp-threshold", str(rule["sp_threshold"])]
+    explicit = []  # the saved rule as flags: a value after each set field, --sp-first alone
+    for name, value in rule.items():
+        if value not in (None, False):
+            explicit += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
     assert main([*args, "--out", str(tmp_path / "saved.json")]) == 0
     assert main([*args, "--out", str(tmp_path / "explicit.json"), *explicit]) == 0
     assert main([*args, "--out", str(tmp_path / "one.json"), "--sp-top-k", "1"]) == 0

@@ -87,3 +87,30 @@ def test_question_aware_selector_refuses_a_missing_question(tiny_models):
         selector(context, mask)
     latents, attention = selector(context, mask, torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool))
     assert latents.shape == (1, 2, 8) and attention.shape == (1, 2, 5)
+
+
+def test_selector_lexical_bias_moves_attention_to_the_sentences_that_name_the_question(tiny_models, sample_examples):
+    """The same reader with and without the bias (weights copied): with it, more of the attention lies on the
+    sentences whose lexical evidence is highest; the context states are untouched (still cacheable)."""
+    plain = _reader(tiny_models, question_conditioning="latents")
+    biased = _reader(tiny_models, question_conditioning="latents", selector_lexical=True)
+    biased.load_state_dict(plain.state_dict(), strict=False)  # all but the bias weights
+    batch, _ = collate(plain, sample_examples[:2])
+    evidence = batch["sentence_lexical"].sum(dim=-1)  # (B, S)
+    best = evidence.masked_fill(~batch["sentence_mask"], -1).argmax(dim=1)  # each example's most question-like
+    on_best = (batch["sentence_index"] == best[:, None]) & batch["context_mask"]  # (B, L)
+    with torch.no_grad():
+        states = plain.context_states(batch)
+        assert torch.equal(states, biased.context_states(batch))
+        mass = [(r.read(batch).attention.mean(dim=1) * on_best).sum(dim=1) for r in (plain, biased)]
+    assert bool((mass[1] > mass[0] + 0.1).all()), mass
+    out = biased.train()(batch)
+    out.loss.backward()
+    assert biased.lexical_bias.grad is not None and bool(biased.lexical_bias.grad.abs().sum() > 0)
+
+
+def test_selector_lexical_needs_a_question_aware_mode():
+    from latentqa.readers.latent import LatentConfig
+
+    with pytest.raises(ValueError, match="selector_lexical"):
+        LatentConfig(selector_lexical=True, question_conditioning="none")

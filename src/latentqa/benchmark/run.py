@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, T5ForConditionalGeneration
 
+from ..data.lexical import lexical_features
 from ..progress import progress_bar
 from ..readers.baseline import BaselineConfig, BaselineReader
 from ..readers.collate import pad
@@ -53,13 +54,18 @@ def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab
     for i in range(batch_size):
         answer_span = [0] * length
         answer_span[answer_start:answer_start + 2] = [1, 1]  # the first 2 tokens of sentence 3
+        context_ids = rng.integers(1000, vocab, size=length)
+        question_ids = rng.integers(1000, vocab, size=QUESTION - 1).tolist()
+        paragraph_of = [s // SENTENCES for s in range(sentences)]
+        pieces = [context_ids[sentence_index == s].tolist() for s in range(sentences)]
         rows.append({"index": i, "question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
-                     "context_question_ids": rng.integers(1000, vocab, size=QUESTION - 1).tolist(),
+                     "context_question_ids": question_ids,
                      "labels": [*rng.integers(1000, vocab, size=ANSWER - 1).tolist(), 1],
-                     "context_ids": rng.integers(1000, vocab, size=length).tolist(),
+                     "context_ids": context_ids.tolist(),
                      "sentence_index": sentence_index.tolist(),
                      "support": [int(s in (3, 17)) for s in sentence_index], "answer_span": answer_span,
-                     "sentence_paragraph": [s // SENTENCES for s in range(sentences)]})
+                     "sentence_paragraph": paragraph_of,
+                     "sentence_lexical": lexical_features(pieces, [1] * sentences, paragraph_of, question_ids)})
     return rows
 
 

@@ -19,10 +19,11 @@ import numpy as np
 from ..config import ConfigError
 from ..progress import progress_bar
 from .examples import Example
+from .lexical import lexical_features
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 3  # bump when the features change meaning, so old caches are not reused
+FEATURE_VERSION = 4  # bump when the features change meaning, so old caches are not reused
 
 
 def format_sentence(title: str, sentence: str) -> str:
@@ -64,13 +65,14 @@ def encode_examples(
     support        per context token, 1 if its sentence is a supporting fact
     answer_span    per context token, 1 if it is part of the answer inside a supporting sentence
     sentence_paragraph  per sentence, the index of its paragraph
+    sentence_lexical    per sentence, its lexical evidence (`lexical.FEATURES`)
     """
     if not getattr(context_tokenizer, "is_fast", False):  # only `tokenizers` backends report character offsets
         raise ConfigError(f"context tokenizer {getattr(context_tokenizer, 'name_or_path', context_tokenizer)!r} has no "
                           "fast (tokenizers) backend: its character offsets are needed to mark answer spans")
     columns: dict[str, list] = {k: [] for k in (
         "id", "question_ids", "context_question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
-        "sentence_paragraph")}
+        "sentence_paragraph", "sentence_lexical")}
     for start in progress_bar(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
@@ -98,6 +100,10 @@ def encode_examples(
             for key, text, offsets in zip(keys, sentences[mine], sentence_offsets[mine]):
                 answer_span += answer_token_mask(text, offsets, ex.answer) if key in support_set else [0] * len(offsets)
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+            paragraph_of = [i for i, p in enumerate(ex.paragraphs) for _ in p.sentences]
+            # a title's tokens end where its text does, before the ": " that format_sentence adds
+            title_lengths = [sum(end <= len(title) for _, end in offsets)
+                             for (title, _), offsets in zip(keys, sentence_offsets[mine])]
             columns["id"].append(ex.id)
             columns["question_ids"].append(q_ids)
             columns["context_question_ids"].append(cq_ids)
@@ -106,7 +112,8 @@ def encode_examples(
             columns["sentence_index"].append(np.repeat(np.arange(len(keys)), lengths).tolist())
             columns["support"].append(np.repeat([int(k in support_set) for k in keys], lengths).astype(int).tolist())
             columns["answer_span"].append(answer_span)
-            columns["sentence_paragraph"].append([i for i, p in enumerate(ex.paragraphs) for _ in p.sentences])
+            columns["sentence_paragraph"].append(paragraph_of)
+            columns["sentence_lexical"].append(lexical_features(pieces, title_lengths, paragraph_of, cq_ids))
     return columns
 
 

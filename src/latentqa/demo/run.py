@@ -46,7 +46,7 @@ def demo_epochs(quick: bool, full: bool) -> dict[str, int]:
 def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dict[str, int],
                  modes: tuple[str, ...] = ()) -> dict[str, RunConfig]:
     """The baseline and the latent reader; with `modes`, one latent reader per question-conditioning mode instead
-    (named latent-MODE), each with the same settings."""
+    (named latent-MODE), each with the same settings, the question-aware ones with the lexical attention bias."""
     data = DataConfig(train=str(files["train"]), validation=str(files["validation"]), cache_dir=str(out / "cache"),
                       max_answer_tokens=8)
     evaluation = EvalConfig(batch_size=16, max_new_tokens=4, sp_top_k=1)
@@ -72,8 +72,10 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dic
     latent = configs.pop("latent")
     for mode in modes or ("none",):
         name = f"latent-{mode}" if modes else "latent"
+        # a question-aware selector also gets the lexical attention bias: which sentences name the asked entity
         configs[name] = dataclasses.replace(
-            latent, model=dataclasses.replace(latent.model, question_conditioning=mode),
+            latent, model=dataclasses.replace(latent.model, question_conditioning=mode,
+                                              selector_lexical=mode != "none"),
             train=dataclasses.replace(latent.train, output_dir=str(out / name)))
     return configs
 

@@ -1,5 +1,6 @@
-"""Paragraph-level figures of sentence scores, and the floor that needs no training: a pretrained encoder's
-question-sentence cosine (`latentqa cosine-sp`).
+"""Paragraph-level figures of sentence scores, and the floors that need no training (`latentqa cosine-sp`): a
+pretrained encoder's question-sentence cosine, and the lexical evidence (`data.lexical`) weighed as the sentence
+scorer starts.
 
 Gold-paragraph recall: the share of a question's gold paragraphs (those holding a supporting fact; 2 in HotpotQA)
 among its top 2 paragraphs, a paragraph scored by its best sentence.
@@ -9,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..data.examples import Example
-from ..data.features import format_sentence
+from ..data.features import encode_examples, format_sentence
+from ..readers.scorer import LEXICAL_PRIOR
 from ..progress import progress_bar
 
 
@@ -31,6 +33,15 @@ def paragraph_recall(examples: list[Example], scores: dict[str, list[float]], to
         ranked = sorted(paragraph_scores(ex, scores[ex.id]).items(), key=lambda kv: -kv[1])[:top]
         shares.append(len(gold & {title for title, _ in ranked}) / len(gold))
     return sum(shares) / max(len(shares), 1)
+
+
+def lexical_scores(examples: list[Example], tokenizer) -> dict[str, list[float]]:
+    """Per example, each sentence's lexical features weighed by the sentence scorer's starting weights."""
+    features = encode_examples(examples, question_tokenizer=tokenizer, context_tokenizer=tokenizer,
+                               max_question_tokens=64, max_answer_tokens=2, progress=False)["sentence_lexical"]
+    weights = torch.tensor(LEXICAL_PRIOR)
+    return {ex.id: (torch.tensor(rows).reshape(-1, len(LEXICAL_PRIOR)) @ weights).tolist()
+            for ex, rows in zip(examples, features)}
 
 
 @torch.no_grad()
@@ -57,14 +68,3 @@ def cosine_scores(examples: list[Example], encoder, tokenizer, batch_size: int =
         vectors = embed([ex.question.strip(), *sentences])
         scores[ex.id] = (vectors[1:] @ vectors[0]).tolist()
     return scores
-
-
-def first_and_best(example: Example, scores: list[float], paragraphs: int = 2) -> list[list]:
-    """The first and the best sentence of each of the `paragraphs` best paragraphs."""
-    ranked = sorted(paragraph_scores(example, scores).items(), key=lambda kv: -kv[1])[:paragraphs]
-    chosen = set()
-    for title, _ in ranked:
-        own = [(key, value) for key, value in zip(example.sentence_keys(), scores) if key[0] == title]
-        chosen.add(own[0][0])
-        chosen.add(max(own, key=lambda kv: kv[1])[0])
-    return [list(key) for key in example.sentence_keys() if key in chosen]

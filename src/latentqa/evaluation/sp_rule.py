@@ -1,8 +1,11 @@
-"""The rule that turns per-sentence scores into supporting facts: top-k, or a threshold (the best sentence always).
+"""The rule that turns per-sentence scores into supporting facts: top-k; a threshold (the best sentence always); or
+the best sentence of each of the best N paragraphs, with their first sentences if `sp_first` and their other
+sentences over a threshold if one is set (HotpotQA's facts come from exactly 2 paragraphs, at least one from each,
+very often the first).
 
 A reader with sentence scores gets its rule chosen on validation data by the trainer (`choose_sp_rule`) and saved
-in its folder; `predict`, `eval` and serving use that rule unless `eval.sp_top_k` / `eval.sp_threshold` (or their
-command-line flags) say otherwise.
+in its folder; `predict`, `eval` and serving use that rule unless `eval.sp_top_k` / `eval.sp_threshold` /
+`eval.sp_paragraphs` (or their command-line flags) say otherwise.
 """
 from __future__ import annotations
 
@@ -14,7 +17,19 @@ from .metrics import sp_scores
 
 TOP_KS = (1, 2, 3, 4)  # HotpotQA questions have 2 to 4 supporting facts
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+PARAGRAPHS = 2  # HotpotQA's gold paragraphs per question
 DEFAULT_TOP_K = 2
+RULE_FIELDS = ("sp_top_k", "sp_threshold", "sp_paragraphs", "sp_first")
+
+
+def rule_of(config: EvalConfig) -> dict:
+    """The supporting-fact rule of `config`, as saved with a reader."""
+    return {name: getattr(config, name) for name in RULE_FIELDS}
+
+
+def rule_given(config: EvalConfig) -> bool:
+    """Does `config` set a rule itself (sp_first only refines sp_paragraphs)?"""
+    return any(getattr(config, name) is not None for name in ("sp_top_k", "sp_threshold", "sp_paragraphs"))
 
 
 def select_facts(example: Example, scores: list[float], config: EvalConfig) -> list[list]:
@@ -23,7 +38,17 @@ def select_facts(example: Example, scores: list[float], config: EvalConfig) -> l
     if not keys:
         return []
     order = sorted(range(len(keys)), key=lambda i: -scores[i])
-    if config.sp_threshold is None:
+    if config.sp_paragraphs is not None:
+        best: dict[str, int] = {}  # each title's best sentence: the first in `order`
+        for i in order:
+            best.setdefault(keys[i][0], i)
+        titles = list(best)[:config.sp_paragraphs]
+        chosen = {best[t] for t in titles}
+        if config.sp_first:
+            chosen |= {keys.index((t, min(i for title, i in keys if title == t))) for t in titles}
+        if config.sp_threshold is not None:
+            chosen |= {i for i in order if keys[i][0] in titles and scores[i] >= config.sp_threshold}
+    elif config.sp_threshold is None:
         chosen = order[:config.sp_top_k or DEFAULT_TOP_K]
     else:
         chosen = [i for i in order if scores[i] >= config.sp_threshold] or order[:1]
@@ -31,10 +56,11 @@ def select_facts(example: Example, scores: list[float], config: EvalConfig) -> l
 
 
 def effective_rule(config: EvalConfig, saved: dict | None) -> EvalConfig:
-    """`config` with the reader's saved rule where it sets neither top-k nor a threshold itself."""
-    if config.sp_top_k is None and config.sp_threshold is None:
-        saved = saved or {"sp_top_k": DEFAULT_TOP_K, "sp_threshold": None}
-        return dataclasses.replace(config, sp_top_k=saved["sp_top_k"], sp_threshold=saved["sp_threshold"])
+    """`config` with the reader's saved rule where it sets no rule field (top-k, threshold, paragraphs) itself."""
+    if not rule_given(config):
+        saved = saved or {"sp_top_k": DEFAULT_TOP_K}
+        return dataclasses.replace(config, **{name: saved.get(name) for name in RULE_FIELDS[:3]},
+                                   sp_first=bool(saved.get("sp_first")))
     return config
 
 
@@ -46,12 +72,15 @@ def rule_sp_f1(examples: list[Example], scores: dict[str, list[float]], rule: Ev
 
 
 def choose_sp_rule(examples: list[Example], scores: dict[str, list[float]]) -> dict:
-    """The top-k or threshold rule with the best mean sp F1 on `examples` (labelled) and their sentence scores:
-    {"sp_top_k", "sp_threshold", "sp_f1"}; ties go to the earlier rule (top-k before thresholds)."""
-    rules = [EvalConfig(sp_top_k=k) for k in TOP_KS] + [EvalConfig(sp_threshold=t) for t in THRESHOLDS]
+    """The top-k, threshold or paragraph rule with the best mean sp F1 on `examples` (labelled) and their sentence
+    scores: {"sp_top_k", "sp_threshold", "sp_paragraphs", "sp_first", "sp_f1"}; ties go to the earlier rule (top-k, then
+    thresholds, then paragraphs)."""
+    rules = [EvalConfig(sp_top_k=k) for k in TOP_KS] + [EvalConfig(sp_threshold=t) for t in THRESHOLDS] + \
+        [EvalConfig(sp_paragraphs=PARAGRAPHS, sp_first=first, sp_threshold=t)
+         for first in (False, True) for t in (None, *THRESHOLDS)]
     best, best_f1 = rules[0], -1.0
     for rule in rules:
         f1 = rule_sp_f1(examples, scores, rule)
         if f1 > best_f1:
             best, best_f1 = rule, f1
-    return {"sp_top_k": best.sp_top_k, "sp_threshold": best.sp_threshold, "sp_f1": best_f1}
+    return {**rule_of(best), "sp_f1": best_f1}

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..data.lexical import FEATURES as LEXICAL_FEATURES
 from .windows import window_spans
 
 
@@ -29,6 +30,15 @@ def pad(rows: list, value: int, dtype=torch.long, min_length: int = 0) -> torch.
     out = np.full((len(rows), length), value, dtype=np.int64)
     for i, row in enumerate(rows):
         out[i, :len(row)] = row
+    return torch.from_numpy(out).to(dtype)
+
+
+def pad_rows(rows: list, width: int, dtype=torch.float32) -> torch.Tensor:
+    """Zero-pad a list of (n_i, width) tables to (len(rows), max n_i, width)."""
+    out = np.zeros((len(rows), max([1, *map(len, rows)]), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, :len(row)] = row
     return torch.from_numpy(out).to(dtype)
 
 
@@ -71,7 +81,8 @@ class LatentCollator:
     context_index (B, L): for each context token, its row in the flattened (W * Lw) window states;
     context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,);
     sentence_mask, sentence_support (B, S) bool; sentence_paragraph, sentence_position (B, S): each sentence's
-    paragraph and its place in it; encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
+    paragraph and its place in it; sentence_lexical (B, S, F) float: each sentence's lexical evidence
+    (`data.lexical`); encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
     the context encoder's vocabulary.
     """
 
@@ -123,6 +134,7 @@ class LatentCollator:
             "sentence_support": pad(sentence_support, 0, dtype=torch.bool, min_length=1),
             "sentence_paragraph": pad([r["sentence_paragraph"] for r in rows], 0, min_length=1),
             "sentence_position": pad([sentence_positions(r["sentence_paragraph"]) for r in rows], 0, min_length=1),
+            "sentence_lexical": pad_rows([r["sentence_lexical"] for r in rows], len(LEXICAL_FEATURES)),
         }
 
 

@@ -18,7 +18,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import LatentCollator
-from .scorer import SentenceScorer, sentence_bce
+from .scorer import LEXICAL_PRIOR, SentenceScorer, paragraph_bce, sentence_bce
 from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
 from .state_cache import ContextStateCache
 from .windows import PACKINGS
@@ -77,6 +77,16 @@ class LatentConfig:
     sentence scorer over the context states, question-aware in the question-aware modes)."""
     sp_scorer_loss_weight: float = 1.0
     """Weight of the sentence scorer's binary cross-entropy (sp_scorer 'classifier' only)."""
+    sp_paragraph_loss_weight: float = 0.0
+    """Weight of a binary cross-entropy of each paragraph's best sentence logit against whether it holds a
+    supporting fact: trains the ranking the paragraph rule uses (sp_scorer 'classifier' only; 0 turns it off)."""
+    sp_lexical: bool = False
+    """Give the sentence scorer each sentence's lexical evidence (question words it and its paragraph hold, title
+    matches, links between paragraphs; `data.lexical`). Needs sp_scorer 'classifier' and a question-aware mode."""
+    selector_lexical: bool = False
+    """Bias the selector's attention over each context token by its sentence's lexical evidence (learned weights per
+    head, starting at the scorer's `LEXICAL_PRIOR`), so the latents read what names the question. Needs a
+    question-aware mode; context states stay cacheable."""
 
     def __post_init__(self):
         for name in ("num_latents", "selector_layers", "selector_heads"):
@@ -88,7 +98,13 @@ class LatentConfig:
             raise ValueError(f"window_packing must be one of {PACKINGS}, got {self.window_packing!r}")
         if self.sp_scorer not in ("attention", "classifier"):
             raise ValueError(f"sp_scorer must be 'attention' or 'classifier', got {self.sp_scorer!r}")
-        for name in ("support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight"):
+        if self.sp_lexical and (self.sp_scorer != "classifier" or self.question_conditioning == "none"):
+            raise ValueError("sp_lexical needs sp_scorer 'classifier' and question_conditioning 'latents' or 'encoder'")
+        if self.selector_lexical and self.question_conditioning == "none":
+            raise ValueError("selector_lexical compares the context with the question: it needs question_conditioning "
+                             "'latents' or 'encoder'")
+        for name in ("support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
+                     "sp_paragraph_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.encoder_attention_dropout is not None and not 0 <= self.encoder_attention_dropout < 1:
@@ -122,8 +138,13 @@ class LatentReader(Reader):
         self.project = nn.Linear(width, t5.config.d_model)
         # Flamingo-style: at the default tanh(0) = 0 the latents start silent
         self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+        # per head, the weight of each lexical feature in the attention logits; every head starts from the scorer's
+        # prior, which ranked real sentences well untrained (docs/real.md)
+        self.lexical_bias = nn.Parameter(torch.tensor(LEXICAL_PRIOR).repeat(config.selector_heads, 1)) \
+            if config.selector_lexical else None
         self.scorer = SentenceScorer(dim=width, heads=config.selector_heads,
-                                     question_aware=config.question_conditioning != "none") \
+                                     question_aware=config.question_conditioning != "none",
+                                     lexical=config.sp_lexical) \
             if config.sp_scorer == "classifier" else None
         self.encoder_frozen = False
         self.state_cache: ContextStateCache | None = None
@@ -151,6 +172,7 @@ class LatentReader(Reader):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,
+                  *((self.lexical_bias,) if self.lexical_bias is not None else ()),
                   *(self.scorer.parameters() if self.scorer is not None else ())]
         return {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
 
@@ -213,6 +235,15 @@ class LatentReader(Reader):
         weights = mask[..., None].to(states.dtype)
         return states, (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
+    def context_bias(self, batch) -> torch.Tensor | None:
+        """Per head and context token, the weighted lexical evidence of the token's sentence: (B, heads, L), or
+        None without `selector_lexical`."""
+        if self.lexical_bias is None:
+            return None
+        evidence = batch["sentence_lexical"]  # (B, S, F)
+        per_token = evidence.gather(1, batch["sentence_index"][..., None].expand(-1, -1, evidence.shape[-1]))
+        return torch.einsum("blf,hf->bhl", per_token, self.lexical_bias)
+
     def read(self, batch, mask_latents: bool = False) -> Reading:
         """[question states ; gated latents], their mask, the selector's attention and the sentence logits."""
         question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
@@ -222,7 +253,8 @@ class LatentReader(Reader):
             self.question_states(batch)
         selector_question = (asked, batch["encoder_question_mask"]) \
             if self.config.question_conditioning == "latents" else ()
-        latents, attention = self.selector(context, batch["context_mask"], *selector_question)  # (B, N, H), (B, N, L)
+        latents, attention = self.selector(context, batch["context_mask"], *selector_question,
+                                           context_bias=self.context_bias(batch))  # (B, N, H), (B, N, L)
         gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
         states = torch.cat([question, gated.to(question.dtype)], dim=1)
         latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)
@@ -245,6 +277,10 @@ class LatentReader(Reader):
             auxiliary.append(("sp_scorer_loss", self.config.sp_scorer_loss_weight,
                               sentence_bce(reading.sentence_logits, batch["sentence_support"],
                                            batch["sentence_mask"])))
+            if self.config.sp_paragraph_loss_weight > 0:
+                auxiliary.append(("sp_paragraph_loss", self.config.sp_paragraph_loss_weight,
+                                  paragraph_bce(reading.sentence_logits, batch["sentence_support"],
+                                                batch["sentence_mask"], batch["sentence_paragraph"])))
         loss, loss_each = answer, answer_each
         per_example, means = {"answer_loss": answer_each}, {}
         for name, weight, each in auxiliary:

@@ -38,7 +38,9 @@ def load_reader(directory: str | Path, device: str | torch.device = "cpu", expec
         config = config_class(**meta["config"])
         sp_rule = meta.get("sp_rule")
         if sp_rule is not None:
-            sp_rule = {"sp_top_k": sp_rule["sp_top_k"], "sp_threshold": sp_rule["sp_threshold"]}
+            # the paragraph rule came later: a rule saved before it has none
+            sp_rule = {"sp_top_k": sp_rule["sp_top_k"], "sp_threshold": sp_rule["sp_threshold"],
+                       "sp_paragraphs": sp_rule.get("sp_paragraphs"), "sp_first": bool(sp_rule.get("sp_first"))}
     except (ValueError, KeyError, TypeError) as err:  # bad JSON, unknown kind, fields of another version
         raise ReaderFolderError(f"{meta_path}: not a reader description this version reads ({err}); "
                                 "save the reader again with this version") from None

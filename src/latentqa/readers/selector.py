@@ -7,6 +7,11 @@ attention is what the support (and answer-span) loss trains and what sentence sc
 Question-aware latents (`question_conditioning: latents`): before each context block, the latents cross-attend to
 the question's states (a block of the same shape), so what they look for in the context depends on what was asked,
 while the context states stay a function of the context alone (cacheable, reusable across questions).
+
+Lexical attention bias (`selector_lexical`): each context block's attention logits get, per head, a learned
+weighting of the token's sentence's lexical evidence (`data.lexical`: which question words the sentence and its
+paragraph hold, title matches, links), so the latents can find the sentences that name what was asked without
+having to learn that match from the states; added after the context states, which stay cacheable.
 """
 from __future__ import annotations
 
@@ -25,13 +30,17 @@ class CrossAttention(nn.Module):
         self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
 
-    def forward(self, latents: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor):
-        """latents (B, N, D), context (B, L, D), key_mask (B, L) bool → out (B, N, D), attention (B, N, L)."""
+    def forward(self, latents: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor,
+                key_bias: torch.Tensor | None = None):
+        """latents (B, N, D), context (B, L, D), key_mask (B, L) bool, key_bias (B, h, L) added to the attention
+        logits or None → out (B, N, D), attention (B, N, L)."""
         b, n, d = latents.shape
         length, h = context.shape[1], self.heads
         q = self.to_q(latents).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N, d/h)
         k, v = self.to_kv(context).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 × (B, h, L, d/h)
         scores = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5  # (B, h, N, L)
+        if key_bias is not None:
+            scores = scores + key_bias[:, :, None, :].to(scores.dtype)
         # A finite fill, not -inf: an example with no context tokens gets uniform attention over padding
         # (and a zero support mass) instead of NaN.
         scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
@@ -49,8 +58,8 @@ class SelectorBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
 
-    def forward(self, latents, context, key_mask):
-        update, attention = self.attention(self.norm_latents(latents), self.norm_context(context), key_mask)
+    def forward(self, latents, context, key_mask, key_bias=None):
+        update, attention = self.attention(self.norm_latents(latents), self.norm_context(context), key_mask, key_bias)
         latents = latents + update
         return latents + self.ff(self.norm_ff(latents)), attention
 
@@ -67,8 +76,9 @@ class LatentSelector(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, context: torch.Tensor, key_mask: torch.Tensor, question: torch.Tensor | None = None,
-                question_mask: torch.Tensor | None = None):
-        """context (B, L, D), key_mask (B, L) bool; question (B, Tq, D) and its mask for a question-aware selector
+                question_mask: torch.Tensor | None = None, context_bias: torch.Tensor | None = None):
+        """context (B, L, D), key_mask (B, L) bool; question (B, Tq, D) and its mask for a question-aware selector;
+        context_bias (B, heads, L) added to every context block's attention logits or None
         → latents (B, N, D), last block's attention over the context (B, N, L)."""
         if (question is None) != (self.question_blocks is None):
             raise ValueError("a question-aware selector needs the question, and only it takes one")
@@ -76,13 +86,13 @@ class LatentSelector(nn.Module):
         for i, block in enumerate(self.blocks):
             if question is not None:
                 latents, _ = self._run(self.question_blocks[i], latents, question, question_mask)
-            latents, attention = self._run(block, latents, context, key_mask)
+            latents, attention = self._run(block, latents, context, key_mask, context_bias)
         return self.norm(latents), attention
 
-    def _run(self, block, latents, keys, key_mask):
+    def _run(self, block, latents, keys, key_mask, key_bias=None):
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, latents, keys, key_mask, use_reentrant=False)
-        return block(latents, keys, key_mask)
+            return checkpoint(block, latents, keys, key_mask, key_bias, use_reentrant=False)
+        return block(latents, keys, key_mask, key_bias)
 
 
 def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:

@@ -67,10 +67,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms: float = 10,
                max_new_tokens: int = 32, num_beams: int = 1, sp_top_k: int | None = None,
-               sp_threshold: float | None = None) -> FastAPI:
+               sp_threshold: float | None = None, sp_paragraphs: int | None = None,
+               sp_first: bool = False) -> FastAPI:
     """The app over `pipeline`; generation settings and the supporting-fact rule are the server's."""
     config = pipeline.eval_config(max_new_tokens=max_new_tokens, num_beams=num_beams, sp_top_k=sp_top_k,
-                                  sp_threshold=sp_threshold)
+                                  sp_threshold=sp_threshold, sp_paragraphs=sp_paragraphs, sp_first=sp_first)
     batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config), max_batch_size=max_batch_size,
                              max_wait_ms=max_wait_ms)
     limits = pipeline.limits

@@ -20,7 +20,7 @@ from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import Predictions, generate_batch, record_batch
 from ..evaluation.run import MAX_ANSWER_TOKENS, MAX_QUESTION_TOKENS
-from ..evaluation.sp_rule import effective_rule
+from ..evaluation.sp_rule import effective_rule, rule_of
 from ..readers.base import Reader
 from ..readers.errors import ReaderFolderError
 from ..readers.latent import LatentReader
@@ -100,10 +100,12 @@ class ReaderPipeline:
     # --- the model ---------------------------------------------------------------------------------------------
 
     def eval_config(self, *, sp_top_k: int | None = None, sp_threshold: float | None = None,
-                    max_new_tokens: int = 32, num_beams: int = 1) -> EvalConfig:
+                    sp_paragraphs: int | None = None, sp_first: bool = False, max_new_tokens: int = 32,
+                    num_beams: int = 1) -> EvalConfig:
         """The generation settings and the supporting-fact rule (the reader's saved one unless given)."""
         config = EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                            sp_top_k=sp_top_k, sp_threshold=sp_threshold)
+                            sp_top_k=sp_top_k, sp_threshold=sp_threshold, sp_paragraphs=sp_paragraphs,
+                            sp_first=sp_first)
         return effective_rule(config, self.reader.sp_rule)
 
     @torch.no_grad()
@@ -132,7 +134,8 @@ class ReaderPipeline:
 
     def answer(self, question: str, paragraphs, *, id: str | None = None, **options) -> Answer:
         """Answer one question about `paragraphs`: a list of (title, [sentences]) or (title, text) pairs (or
-        dicts with title and sentences / text). Options: sp_top_k, sp_threshold, max_new_tokens, num_beams."""
+        dicts with title and sentences / text). Options: sp_top_k, sp_threshold, sp_paragraphs, sp_first,
+        max_new_tokens, num_beams."""
         query = {"question": question, "paragraphs": paragraphs, **({"id": id} if id is not None else {})}
         return self.answer_batch([query], **options)[0]
 
@@ -151,8 +154,7 @@ class ReaderPipeline:
             "config": dataclasses.asdict(reader.config),
             "parameters": sum(p.numel() for p in reader.parameters()),
             "device": str(self.device),
-            "sp_rule": {"sp_top_k": rule.sp_top_k, "sp_threshold": rule.sp_threshold} if reader.kind == "latent"
-            else None,
+            "sp_rule": rule_of(rule) if reader.kind == "latent" else None,
             "batch_size": self.batch_size,
             "limits": dataclasses.asdict(self.limits),
             "state_cache": {"enabled": True, **cache.stats()} if cache is not None else

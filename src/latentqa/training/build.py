@@ -43,7 +43,9 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
                          encoder_attention_dropout=config.encoder_attention_dropout, gate_init=config.gate_init,
                          question_conditioning=config.question_conditioning, window_packing=config.window_packing,
                          sp_scorer=config.sp_scorer,
-                         sp_scorer_loss_weight=config.sp_scorer_loss_weight)
+                         sp_scorer_loss_weight=config.sp_scorer_loss_weight, sp_lexical=config.sp_lexical,
+                         sp_paragraph_loss_weight=config.sp_paragraph_loss_weight,
+                         selector_lexical=config.selector_lexical)
     except ValueError as err:
         raise ConfigError(f"model.{err}") from None
     t5 = resolve_model(config.t5, cache_dir, "t5")

@@ -28,7 +28,7 @@ from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
 from ..evaluation.retrieval import paragraph_recall
-from ..evaluation.sp_rule import choose_sp_rule, rule_sp_f1, select_facts
+from ..evaluation.sp_rule import RULE_FIELDS, choose_sp_rule, rule_given, rule_sp_f1, select_facts
 from ..progress import progress_bar
 from ..readers.collate import IndexedRows
 from ..readers.state_cache import ContextStateCache
@@ -331,11 +331,11 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
 def maybe_choose_sp_rule(run: Run, predictions, metrics: dict) -> None:
     """Unless the config fixes the supporting-fact rule, choose it on this validation data: the reader keeps it
     (it is saved with the best reader) and the predictions' facts follow it."""
-    if run.config.eval.sp_top_k is not None or run.config.eval.sp_threshold is not None:
+    if rule_given(run.config.eval):
         return
     rule = choose_sp_rule(run.gen_examples, predictions.sentence_scores)
     metrics["sp_f1_top2"] = rule_sp_f1(run.gen_examples, predictions.sentence_scores, EvalConfig(sp_top_k=2))
-    metrics["sp_rule"] = {"sp_top_k": rule["sp_top_k"], "sp_threshold": rule["sp_threshold"]}
+    metrics["sp_rule"] = {name: rule[name] for name in RULE_FIELDS}
     run.accelerator.unwrap_model(run.model).sp_rule = metrics["sp_rule"]
     chosen = EvalConfig(**metrics["sp_rule"])
     for ex in run.gen_examples:
