@@ -101,6 +101,8 @@ def test_lexical_evidence_needs_a_question_aware_classifier():
                      {"sp_scorer": "classifier", "question_conditioning": "none"}):
         with pytest.raises(ValueError, match="sp_lexical"):
             LatentConfig(sp_lexical=True, **settings)
+    with pytest.raises(ValueError, match="sp_paragraph_loss_weight"):  # not silently ignored
+        LatentConfig(sp_paragraph_loss_weight=1.0, sp_scorer="attention")
 
 
 def test_paragraph_loss_scores_each_paragraphs_best_sentence():

@@ -38,9 +38,11 @@ def lexical_features(pieces: list[list[int]], title_lengths: list[int], sentence
         bodies[paragraph] |= body[s]
         titles[paragraph] |= set(pieces[s][:title_lengths[s]])
     frequency = Counter(t for tokens in paragraphs for t in tokens)
+    absent = math.log((count + 1) / 0.5)  # a question word found in no paragraph
+    rarity = {t: math.log((count + 1) / (n + 0.5)) for t, n in frequency.items()}
 
     def weight(tokens) -> float:
-        return sum(math.log((count + 1) / (frequency[t] + 0.5)) for t in tokens)
+        return sum(rarity.get(t, absent) for t in tokens)
 
     def share(found: set, wanted: set) -> float:
         total = weight(wanted)

@@ -100,6 +100,9 @@ class LatentConfig:
             raise ValueError(f"sp_scorer must be 'attention' or 'classifier', got {self.sp_scorer!r}")
         if self.sp_lexical and (self.sp_scorer != "classifier" or self.question_conditioning == "none"):
             raise ValueError("sp_lexical needs sp_scorer 'classifier' and question_conditioning 'latents' or 'encoder'")
+        if self.sp_paragraph_loss_weight > 0 and self.sp_scorer != "classifier":
+            raise ValueError("sp_paragraph_loss_weight trains the sentence scorer's logits: it needs sp_scorer "
+                             "'classifier'")
         if self.selector_lexical and self.question_conditioning == "none":
             raise ValueError("selector_lexical compares the context with the question: it needs question_conditioning "
                              "'latents' or 'encoder'")
