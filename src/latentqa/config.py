@@ -69,6 +69,9 @@ class ModelConfig:
     selector_lexical: bool = _help("bias the selector's attention over each context token by its sentence's lexical "
                                    "evidence (learned per head), so the latents read what names the question (needs "
                                    "a question-aware mode; states stay cacheable)", False)
+    paragraph_ranker: bool = _help("choose the paragraph rule's paragraphs by a paragraph-pair ranker over lexical "
+                                   "evidence and title links, fitted on the training data before training (needs a "
+                                   "question-aware mode)", False)
     max_input_tokens: int | None = _help("baseline T5 input length (question + context); None: whole context", 512)
     init_from: str | None = _help("start from this reader folder instead of the t5/encoder above", None)
 

@@ -4,7 +4,7 @@ import pytest
 
 from latentqa.data.examples import Example, Paragraph
 from latentqa.data.features import encode_examples, format_sentence
-from latentqa.data.lexical import FEATURES, lexical_features
+from latentqa.data.lexical import FEATURES, lexical_features, paragraph_links
 
 # word ids for hand-made contexts: one id per word, so what each feature sees is plain to read
 VOCAB = {}
@@ -63,6 +63,18 @@ def test_no_sentences_no_features_and_an_empty_question_covers_nothing():
     assert lexical_features([], [], [], [1, 2]) == []
     rows = features(PARAGRAPHS, "")
     assert all(row["sentence_cover"] == row["paragraph_cover"] == row["title_in_question"] == 0 for row in rows)
+
+
+def test_paragraph_links_say_which_paragraph_names_which_title():
+    links = paragraph_links(*context(PARAGRAPHS))
+    assert links[0][1] == pytest.approx(1.0)  # Eisner's second sentence names "Ian Boothby" whole
+    assert links[1][0] == 0 and links[0][2] == links[2][0] == 0  # nobody names Eisner; the plant names nobody
+    assert [links[p][p] for p in range(3)] == [0, 0, 0]  # a paragraph's own title prefixes are not links
+    assert paragraph_links([], [], []) == []
+    # the sentence feature is the same link, weighed by the naming paragraph's relevance to the question
+    rows = features(PARAGRAPHS, "Where was the teacher of Will Eisner born ?")
+    relevance = (rows[0]["paragraph_cover"] + rows[0]["title_in_question"]) / 2
+    assert rows[2]["linked_from_relevant"] == pytest.approx(links[0][1] * relevance)
 
 
 def test_encode_examples_finds_each_title_in_the_real_tokenizer_pieces(sample_examples, tokenizers):

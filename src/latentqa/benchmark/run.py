@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, T5ForConditionalGeneration
 
-from ..data.lexical import lexical_features
+from ..data.lexical import lexical_features, paragraph_links
 from ..progress import progress_bar
 from ..readers.baseline import BaselineConfig, BaselineReader
 from ..readers.collate import pad
@@ -65,7 +65,8 @@ def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab
                      "sentence_index": sentence_index.tolist(),
                      "support": [int(s in (3, 17)) for s in sentence_index], "answer_span": answer_span,
                      "sentence_paragraph": paragraph_of,
-                     "sentence_lexical": lexical_features(pieces, [1] * sentences, paragraph_of, question_ids)})
+                     "sentence_lexical": lexical_features(pieces, [1] * sentences, paragraph_of, question_ids),
+                     "paragraph_links": paragraph_links(pieces, [1] * sentences, paragraph_of)})
     return rows
 
 

@@ -19,11 +19,11 @@ import numpy as np
 from ..config import ConfigError
 from ..progress import progress_bar
 from .examples import Example
-from .lexical import lexical_features
+from .lexical import lexical_features, paragraph_links
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 4  # bump when the features change meaning, so old caches are not reused
+FEATURE_VERSION = 5  # bump when the features change meaning, so old caches are not reused
 
 
 def format_sentence(title: str, sentence: str) -> str:
@@ -66,13 +66,14 @@ def encode_examples(
     answer_span    per context token, 1 if it is part of the answer inside a supporting sentence
     sentence_paragraph  per sentence, the index of its paragraph
     sentence_lexical    per sentence, its lexical evidence (`lexical.FEATURES`)
+    paragraph_links     per pair of paragraphs (a, b), how much of b's title a names (`lexical.paragraph_links`)
     """
     if not getattr(context_tokenizer, "is_fast", False):  # only `tokenizers` backends report character offsets
         raise ConfigError(f"context tokenizer {getattr(context_tokenizer, 'name_or_path', context_tokenizer)!r} has no "
                           "fast (tokenizers) backend: its character offsets are needed to mark answer spans")
     columns: dict[str, list] = {k: [] for k in (
         "id", "question_ids", "context_question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
-        "sentence_paragraph", "sentence_lexical")}
+        "sentence_paragraph", "sentence_lexical", "paragraph_links")}
     for start in progress_bar(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
@@ -114,6 +115,7 @@ def encode_examples(
             columns["answer_span"].append(answer_span)
             columns["sentence_paragraph"].append(paragraph_of)
             columns["sentence_lexical"].append(lexical_features(pieces, title_lengths, paragraph_of, cq_ids))
+            columns["paragraph_links"].append(paragraph_links(pieces, title_lengths, paragraph_of))
     return columns
 
 

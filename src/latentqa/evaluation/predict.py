@@ -10,6 +10,7 @@ from accelerate import Accelerator
 from ..config import EvalConfig
 from ..data.examples import Example
 from ..progress import progress_bar
+from ..readers.base import Generation
 from .sp_rule import effective_rule, select_facts
 
 
@@ -18,6 +19,7 @@ class Predictions:
     answers: dict[str, str]
     sp: dict[str, list] | None  # None: the reader predicts no supporting facts (baseline)
     sentence_scores: dict[str, list[float]] = field(default_factory=dict)  # per id, one score per sentence
+    paragraph_scores: dict[str, list[float]] = field(default_factory=dict)  # per id and sentence, its paragraph's
 
 
 @torch.no_grad()
@@ -32,36 +34,41 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
     predictions = Predictions({}, {} if reader.kind == "latent" else None)
     for batch in progress_bar(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
-            sequences, scores = generate_batch(reader, batch, config)
-        sequences = accelerator.pad_across_processes(sequences, dim=1, pad_index=reader.t5_tokenizer.pad_token_id)
-        if scores is None:
-            index, sequences = accelerator.gather_for_metrics((batch["index"], sequences))
-        else:
-            scores = accelerator.pad_across_processes(scores, dim=1, pad_index=0.0)
-            index, sequences, scores = accelerator.gather_for_metrics((batch["index"], sequences, scores))
-        record_batch(reader, [examples[i] for i in index.tolist()], sequences, scores, config, predictions)
+            generation = generate_batch(reader, batch, config)
+        sequences = accelerator.pad_across_processes(generation.sequences, dim=1,
+                                                     pad_index=reader.t5_tokenizer.pad_token_id)
+        scores = [accelerator.pad_across_processes(s, dim=1, pad_index=0.0)
+                  for s in (generation.sentence_scores, generation.paragraph_scores) if s is not None]
+        index, sequences, *scores = accelerator.gather_for_metrics((batch["index"], sequences, *scores))
+        record_batch(reader, [examples[i] for i in index.tolist()], Generation(sequences, *scores), config, predictions)
     reader.train(was_training)
     return predictions
 
 
-def generate_batch(reader, batch: dict, config: EvalConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One collated batch → answer ids (B, T) and per-sentence scores (B, S) float32 (None: the baseline)."""
+def generate_batch(reader, batch: dict, config: EvalConfig) -> Generation:
+    """One collated batch → answer ids (B, T) and the per-sentence scores (B, S) as float32 (None: the baseline;
+    paragraph scores: a reader without a pair ranker)."""
     generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
-    scores = generation.sentence_scores
-    return generation.sequences, None if scores is None else scores.float()
+    as_float = (lambda s: None if s is None else s.float())
+    return Generation(generation.sequences, as_float(generation.sentence_scores),
+                      as_float(generation.paragraph_scores))
 
 
-def record_batch(reader, examples: list[Example], sequences: torch.Tensor, scores: torch.Tensor | None,
-                 config: EvalConfig, predictions: Predictions) -> None:
+def record_batch(reader, examples: list[Example], generation: Generation, config: EvalConfig,
+                 predictions: Predictions) -> None:
     """Decode a batch's answers and pick its supporting facts by `config`'s rule (already resolved with
     `effective_rule`) into `predictions`; `examples` are the batch's, row by row."""
-    texts = reader.t5_tokenizer.batch_decode(sequences, skip_special_tokens=True)
+    texts = reader.t5_tokenizer.batch_decode(generation.sequences, skip_special_tokens=True)
     for row, (example, text) in enumerate(zip(examples, texts)):
         predictions.answers[example.id] = text.strip()
-        if scores is not None:
-            per_sentence = scores[row, :len(example.sentence_keys())].tolist()
+        if generation.sentence_scores is not None:
+            count = len(example.sentence_keys())
+            per_sentence = generation.sentence_scores[row, :count].tolist()
             predictions.sentence_scores[example.id] = per_sentence
-            predictions.sp[example.id] = select_facts(example, per_sentence, config)
+            paragraphs = None
+            if generation.paragraph_scores is not None:
+                paragraphs = predictions.paragraph_scores[example.id] = generation.paragraph_scores[row, :count].tolist()
+            predictions.sp[example.id] = select_facts(example, per_sentence, config, paragraphs)
 
 
 @torch.no_grad()

@@ -47,6 +47,7 @@ def answer_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 class Generation:
     sequences: torch.Tensor  # (B, T) answer ids
     sentence_scores: torch.Tensor | None = None  # (B, S) per-sentence score, latent reader only
+    paragraph_scores: torch.Tensor | None = None  # (B, S) each sentence's paragraph's score, with a pair ranker only
 
 
 class Reader(nn.Module):

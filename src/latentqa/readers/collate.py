@@ -42,6 +42,16 @@ def pad_rows(rows: list, width: int, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(out).to(dtype)
 
 
+def pad_squares(rows: list) -> torch.Tensor:
+    """Zero-pad a list of (n_i, n_i) float tables to (len(rows), max n_i, max n_i)."""
+    size = max([1, *map(len, rows)])
+    out = np.zeros((len(rows), size, size), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, :len(row), :len(row)] = row
+    return torch.from_numpy(out)
+
+
 def _common(rows: list[dict]) -> dict[str, torch.Tensor]:
     labels = pad([r["labels"] for r in rows], -100)  # -100: ignored by the loss
     return {"index": torch.tensor([r["index"] for r in rows]), "labels": labels}
@@ -82,7 +92,7 @@ class LatentCollator:
     context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,);
     sentence_mask, sentence_support (B, S) bool; sentence_paragraph, sentence_position (B, S): each sentence's
     paragraph and its place in it; sentence_lexical (B, S, F) float: each sentence's lexical evidence
-    (`data.lexical`); encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
+    (`data.lexical`); paragraph_links (B, P, P) float (`data.lexical.paragraph_links`); encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
     the context encoder's vocabulary.
     """
 
@@ -135,6 +145,7 @@ class LatentCollator:
             "sentence_paragraph": pad([r["sentence_paragraph"] for r in rows], 0, min_length=1),
             "sentence_position": pad([sentence_positions(r["sentence_paragraph"]) for r in rows], 0, min_length=1),
             "sentence_lexical": pad_rows([r["sentence_lexical"] for r in rows], len(LEXICAL_FEATURES)),
+            "paragraph_links": pad_squares([r["paragraph_links"] for r in rows]),
         }
 
 

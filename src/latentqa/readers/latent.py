@@ -18,6 +18,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import LatentCollator
+from .pairs import PairRanker
 from .scorer import LEXICAL_PRIOR, SentenceScorer, paragraph_bce, sentence_bce
 from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
 from .state_cache import ContextStateCache
@@ -87,6 +88,10 @@ class LatentConfig:
     """Bias the selector's attention over each context token by its sentence's lexical evidence (learned weights per
     head, starting at the scorer's `LEXICAL_PRIOR`), so the latents read what names the question. Needs a
     question-aware mode; context states stay cacheable."""
+    paragraph_ranker: bool = False
+    """Rank the context's paragraph pairs by lexical evidence and title links (`readers.pairs`, 14 weights fitted on
+    the training questions before training): the paragraph rule takes its paragraphs from the best pair. Needs a
+    question-aware mode."""
 
     def __post_init__(self):
         for name in ("num_latents", "selector_layers", "selector_heads"):
@@ -106,6 +111,9 @@ class LatentConfig:
         if self.selector_lexical and self.question_conditioning == "none":
             raise ValueError("selector_lexical compares the context with the question: it needs question_conditioning "
                              "'latents' or 'encoder'")
+        if self.paragraph_ranker and self.question_conditioning == "none":
+            raise ValueError("paragraph_ranker compares the paragraphs with the question: it needs "
+                             "question_conditioning 'latents' or 'encoder'")
         for name in ("support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
                      "sp_paragraph_loss_weight"):
             if getattr(self, name) < 0:
@@ -149,6 +157,7 @@ class LatentReader(Reader):
                                      question_aware=config.question_conditioning != "none",
                                      lexical=config.sp_lexical) \
             if config.sp_scorer == "classifier" else None
+        self.pair_ranker = PairRanker() if config.paragraph_ranker else None
         self.encoder_frozen = False
         self.state_cache: ContextStateCache | None = None
 
@@ -298,7 +307,8 @@ class LatentReader(Reader):
     @torch.no_grad()
     def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:
         """Greedy or beam search (T5's `generate` expands states and mask per beam) and per-sentence scores: the
-        scorer's probabilities, or the selector's attention mass."""
+        scorer's probabilities, or the selector's attention mass; with the pair ranker, each sentence's paragraph's
+        score too."""
         reading = self.read(batch, mask_latents=mask_latents)
         sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states),
                                      attention_mask=reading.mask, **generation)
@@ -307,4 +317,5 @@ class LatentReader(Reader):
         else:
             scores = sentence_scores(reading.attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
                                      int(batch["num_sentences"].max()))
-        return Generation(sequences, scores)
+        paragraphs = self.pair_ranker.sentence_scores(batch) if self.pair_ranker is not None else None
+        return Generation(sequences, scores, paragraphs)

@@ -118,9 +118,9 @@ class ReaderPipeline:
             examples = [dataclasses.replace(p.example, id=str(i)) for i, p in enumerate(chunk)]
             batch = self.collate([{**p.row, "index": i} for i, p in enumerate(chunk)])
             batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-            sequences, scores = generate_batch(self.reader, batch, config)
-            predictions = Predictions({}, {} if scores is not None else None)
-            record_batch(self.reader, examples, sequences, scores, config, predictions)
+            generation = generate_batch(self.reader, batch, config)
+            predictions = Predictions({}, {} if generation.sentence_scores is not None else None)
+            record_batch(self.reader, examples, generation, config, predictions)
             for p, ex in zip(chunk, examples):
                 keys = ex.sentence_keys()
                 per_sentence = predictions.sentence_scores.get(ex.id, [])

@@ -157,6 +157,8 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     if cfg.freeze_encoder:
         maybe_cache_states(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
     collate = reader.collator()
+    if getattr(reader, "pair_ranker", None) is not None and not bool(reader.pair_ranker.fitted):
+        fit_pair_ranker(reader.pair_ranker, train_features, collate, accelerator)
     train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
                               sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
     val_loader = DataLoader(IndexedRows(val_features), batch_size=config.eval.batch_size, collate_fn=collate)
@@ -286,7 +288,8 @@ def evaluate(run: Run) -> dict:
     predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, desc="evaluate")
     if all(ex.answer is not None for ex in run.gen_examples):
         if predictions.sp is not None:
-            metrics["paragraph_recall"] = paragraph_recall(run.gen_examples, predictions.sentence_scores)
+            metrics["paragraph_recall"] = paragraph_recall(
+                run.gen_examples, predictions.paragraph_scores or predictions.sentence_scores)
             maybe_choose_sp_rule(run, predictions, metrics)
         scores = score(run.gen_examples, predictions.answers, predictions.sp)
         metrics.update({k: v for k, v in scores.items() if v is not None})
@@ -328,18 +331,29 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
     reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir))
 
 
+def fit_pair_ranker(ranker, features, collate, accelerator) -> None:
+    """Fit the paragraph-pair ranker on the training data, once (a resumed or initialised reader keeps its fit);
+    every process fits the same, on the same data."""
+    batches = DataLoader(IndexedRows(features), batch_size=256, collate_fn=collate)
+    figures = ranker.fit(progress_bar(batches, desc="fit pair ranker", unit="batch",
+                                      disable=not accelerator.is_local_main_process))
+    log.info("paragraph-pair ranker fitted on %d training questions: their gold pair ranks first for %.1f%%",
+             figures["questions"], 100 * figures["gold_pair_first"])
+
+
 def maybe_choose_sp_rule(run: Run, predictions, metrics: dict) -> None:
     """Unless the config fixes the supporting-fact rule, choose it on this validation data: the reader keeps it
     (it is saved with the best reader) and the predictions' facts follow it."""
     if rule_given(run.config.eval):
         return
-    rule = choose_sp_rule(run.gen_examples, predictions.sentence_scores)
+    rule = choose_sp_rule(run.gen_examples, predictions.sentence_scores, predictions.paragraph_scores)
     metrics["sp_f1_top2"] = rule_sp_f1(run.gen_examples, predictions.sentence_scores, EvalConfig(sp_top_k=2))
     metrics["sp_rule"] = {name: rule[name] for name in RULE_FIELDS}
     run.accelerator.unwrap_model(run.model).sp_rule = metrics["sp_rule"]
     chosen = EvalConfig(**metrics["sp_rule"])
     for ex in run.gen_examples:
-        predictions.sp[ex.id] = select_facts(ex, predictions.sentence_scores[ex.id], chosen)
+        predictions.sp[ex.id] = select_facts(ex, predictions.sentence_scores[ex.id], chosen,
+                                             predictions.paragraph_scores.get(ex.id))
 
 
 def record(run: Run, metrics: dict) -> None:
