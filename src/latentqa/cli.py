@@ -367,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "the truncated baseline and the latent reader offline, test both, write a report.")
     p.add_argument("--out-dir", default="runs/demo", help="task, models, runs, report")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="a small task and one epoch: a smoke test, not a result")
-    length.add_argument("--full", action="store_true", help="train the baseline for 12 epochs too (default 4: its "
-                                                        "validation loss stops improving by then; 4 more minutes)")
+    length.add_argument("--quick", action="store_true", help="a small task and 1 to 3 epochs: a smoke test, not a result")
+    length.add_argument("--full", action="store_true", help="train the baseline for 12 epochs (default 4, like the latent "
+                                                        "reader: its validation loss stops improving by then)")
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
     p.add_argument("--facts", type=int, default=1, choices=range(1, 9), metavar="K", help="facts per context about different entities, the question "
                    "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
