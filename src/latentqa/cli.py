@@ -166,8 +166,7 @@ def cmd_eval(args) -> None:
                         f"{out / 'predictions.json'}, but a report needs labelled data")
     metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
     if predictions.sentence_scores:
-        metrics["paragraph_recall"] = paragraph_recall(examples, predictions.paragraph_scores or
-                                                       predictions.sentence_scores)
+        metrics["paragraph_recall"] = paragraph_recall(examples, predictions.paragraph_ranking)
     groups = report.breakdown(examples, features, predictions.answers)
     plots = [report.plot_breakdown(groups, out / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
     if predictions.sentence_scores:

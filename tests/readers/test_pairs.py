@@ -135,3 +135,22 @@ def test_training_fits_the_ranker_before_the_first_step(tiny_models, tmp_path):
     reader = load_reader(run / "best")
     assert bool(reader.pair_ranker.fitted) and reader.pair_ranker.weights.abs().sum() > 0
     assert reader.sp_rule is not None
+
+
+def test_training_data_without_a_gold_pair_is_refused_naming_the_file(tiny_models, sample_path, tmp_path):
+    import json
+
+    from latentqa.config import ConfigError, load_config
+    from latentqa.training.trainer import train
+
+    t5_dir, encoder_dir = tiny_models
+    raw = json.loads(sample_path.read_text())[:4]
+    for item in raw:
+        item["supporting_facts"] = item["supporting_facts"][:1]  # one paragraph each: no gold pair anywhere
+    path = tmp_path / "one_paragraph.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=f"data.train {path}.*exactly 2 paragraphs"):
+        train(load_config(None, [
+            f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=2", "model.selector_heads=4",
+            "model.question_conditioning=latents", "model.paragraph_ranker=true", f"data.train={path}",
+            f"data.validation={path}", f"data.cache_dir={tmp_path / 'cache'}", f"train.output_dir={tmp_path / 'run'}"]))

@@ -21,6 +21,12 @@ class Predictions:
     sentence_scores: dict[str, list[float]] = field(default_factory=dict)  # per id, one score per sentence
     paragraph_scores: dict[str, list[float]] = field(default_factory=dict)  # per id and sentence, its paragraph's
 
+    @property
+    def paragraph_ranking(self) -> dict[str, list[float]]:
+        """What ranks the paragraphs: the pair ranker's scores where the reader has one, else the sentence scores
+        (a paragraph's best sentence)."""
+        return self.paragraph_scores or self.sentence_scores
+
 
 @torch.no_grad()
 def predict(model, loader, examples: list[Example], accelerator: Accelerator, config: EvalConfig,

@@ -13,19 +13,13 @@ paragraphs of the best pair rank first, and the paragraph rule (`evaluation.sp_r
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from ..data.lexical import FEATURES
 
-PAIR_FEATURES = (
-    *(f"sum_{name}" for name in ("sentence_cover", "paragraph_cover", "title_in_question", "linked_from_relevant",
-                                 "names_other_title")),
-    *(f"difference_{name}" for name in ("sentence_cover", "paragraph_cover", "title_in_question",
-                                        "linked_from_relevant", "names_other_title")),
-    "link_larger", "link_smaller", "link_times_cover", "both_titles_in_question")
+PAIR_FEATURES = (*(f"sum_{name}" for name in FEATURES), *(f"difference_{name}" for name in FEATURES),
+                 "link_larger", "link_smaller", "link_times_cover", "both_titles_in_question")
 L2 = 1e-3  # a light pull to 0: the features are in [0, 2] and few; the fit is then unique
 
 
@@ -47,12 +41,13 @@ def pair_features(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     evidence, present = paragraph_evidence(batch)  # (B, P, F)
     links = batch["paragraph_links"].to(evidence.dtype)  # (B, P, P)
     a, b = evidence[:, :, None, :], evidence[:, None, :, :]  # (B, P, 1, F), (B, 1, P, F)
-    cover = evidence[..., 1]  # paragraph_cover (B, P)
+    cover = evidence[..., FEATURES.index("paragraph_cover")]  # (B, P)
+    titled = evidence[..., FEATURES.index("title_in_question")]  # (B, P)
     forward, backward = links, links.transpose(1, 2)  # a names b, b names a
     columns = [a + b, (a - b).abs(),
                torch.maximum(forward, backward)[..., None], torch.minimum(forward, backward)[..., None],
                torch.maximum(forward * cover[:, :, None], backward * cover[:, None, :])[..., None],
-               (evidence[:, :, None, 2] * evidence[:, None, :, 2])[..., None]]
+               (titled[:, :, None] * titled[:, None, :])[..., None]]
     features = torch.cat([c.expand(*links.shape, c.shape[-1]) for c in columns], dim=-1)
     upper = torch.ones(links.shape[1:], dtype=torch.bool, device=links.device).triu(1)
     valid = upper & present[:, :, None] & present[:, None, :]

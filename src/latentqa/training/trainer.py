@@ -158,7 +158,7 @@ def setup(config: RunConfig, resume: str | None) -> Run:
         maybe_cache_states(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
     collate = reader.collator()
     if getattr(reader, "pair_ranker", None) is not None and not bool(reader.pair_ranker.fitted):
-        fit_pair_ranker(reader.pair_ranker, train_features, collate, accelerator)
+        fit_pair_ranker(reader.pair_ranker, train_features, collate, accelerator, config.data.train)
     train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
                               sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
     val_loader = DataLoader(IndexedRows(val_features), batch_size=config.eval.batch_size, collate_fn=collate)
@@ -288,8 +288,7 @@ def evaluate(run: Run) -> dict:
     predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, desc="evaluate")
     if all(ex.answer is not None for ex in run.gen_examples):
         if predictions.sp is not None:
-            metrics["paragraph_recall"] = paragraph_recall(
-                run.gen_examples, predictions.paragraph_scores or predictions.sentence_scores)
+            metrics["paragraph_recall"] = paragraph_recall(run.gen_examples, predictions.paragraph_ranking)
             maybe_choose_sp_rule(run, predictions, metrics)
         scores = score(run.gen_examples, predictions.answers, predictions.sp)
         metrics.update({k: v for k, v in scores.items() if v is not None})
@@ -331,12 +330,15 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
     reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir))
 
 
-def fit_pair_ranker(ranker, features, collate, accelerator) -> None:
-    """Fit the paragraph-pair ranker on the training data, once (a resumed or initialised reader keeps its fit);
-    every process fits the same, on the same data."""
+def fit_pair_ranker(ranker, features, collate, accelerator, source: str) -> None:
+    """Fit the paragraph-pair ranker on the training data before the first step (an `init_from` reader keeps its
+    fit; a resumed run refits the same and then loads its checkpoint's); every process fits the same data."""
     batches = DataLoader(IndexedRows(features), batch_size=256, collate_fn=collate)
-    figures = ranker.fit(progress_bar(batches, desc="fit pair ranker", unit="batch",
-                                      disable=not accelerator.is_local_main_process))
+    try:
+        figures = ranker.fit(progress_bar(batches, desc="fit pair ranker", unit="batch",
+                                          disable=not accelerator.is_local_main_process))
+    except ValueError as err:
+        raise ConfigError(f"model.paragraph_ranker: data.train {source}: {err}") from None
     log.info("paragraph-pair ranker fitted on %d training questions: their gold pair ranks first for %.1f%%",
              figures["questions"], 100 * figures["gold_pair_first"])
 
