@@ -69,6 +69,9 @@ class ModelConfig:
     selector_lexical: bool = _help("bias the selector's attention over each context token by its sentence's lexical "
                                    "evidence (learned per head), so the latents read what names the question (needs "
                                    "a question-aware mode; states stay cacheable)", False)
+    selector_lexical_scale: float = _help("multiplies the lexical attention bias (needs selector_lexical): its few "
+                                          "weights then move that much faster under Adam; the many-facts demo "
+                                          "uses 3", 1.0)
     paragraph_ranker: bool = _help("choose the paragraph rule's paragraphs by a paragraph-pair ranker over lexical "
                                    "evidence and title links, fitted on the training data before training (needs a "
                                    "question-aware mode)", False)

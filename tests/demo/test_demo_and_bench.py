@@ -83,3 +83,26 @@ def test_bench_contexts_have_exactly_the_nominal_length():
         sizes = np.bincount(row["sentence_index"])
         assert len(sizes) == 40 and sizes.max() - sizes.min() <= 1
         assert fid_collate([row])["passage_mask"].sum() == length + 10 * 32  # every paragraph with its question
+
+
+def test_many_facts_demo_gives_question_aware_readers_the_scaled_bias_and_8_epochs(tmp_path, tiny_models):
+    """Each latent reader of `demo --facts K` builds (its settings pass the reader's own checks); only the
+    question-aware ones read the lexical bias, at the demo's scale, and the latent readers train twice as long
+    as on the one-fact task."""
+    from latentqa.demo.run import LEXICAL_SCALE, demo_configs, demo_epochs
+    from latentqa.readers.latent import CONDITIONING
+    from latentqa.training.build import build_reader
+
+    epochs = demo_epochs(quick=False, full=False, facts=4)
+    assert epochs == {"baseline": 4, "latent": 8} and demo_epochs(quick=False, full=False)["latent"] == 4
+    t5_dir, encoder_dir = tiny_models
+    files = {"train": "train.json", "validation": "validation.json"}
+    configs = demo_configs(tmp_path, files, t5_dir, str(encoder_dir), epochs, CONDITIONING)
+    assert list(configs) == ["baseline", "latent-none", "latent-latents", "latent-encoder"]
+    for mode in CONDITIONING:
+        config = configs[f"latent-{mode}"]
+        assert config.train.epochs == 8
+        reader = build_reader(config.model, str(tmp_path))
+        aware = mode != "none"
+        assert (reader.lexical_bias is not None) == aware
+        assert reader.config.selector_lexical_scale == (LEXICAL_SCALE if aware else 1.0)

@@ -114,3 +114,34 @@ def test_selector_lexical_needs_a_question_aware_mode():
 
     with pytest.raises(ValueError, match="selector_lexical"):
         LatentConfig(selector_lexical=True, question_conditioning="none")
+
+
+def test_selector_lexical_scale_multiplies_the_bias_and_sharpens_the_attention(tiny_models, sample_examples):
+    """Same weights, scale 3 against 1: the bias is exactly 3 times as large, more attention lies on the most
+    question-like sentence, and the bias weights' gradient is 3 times as large (Adam then moves the bias's logits 3
+    times as fast)."""
+    from latentqa.readers.scorer import LEXICAL_PRIOR
+
+    one = _reader(tiny_models, question_conditioning="latents", selector_lexical=True)
+    three = _reader(tiny_models, question_conditioning="latents", selector_lexical=True, selector_lexical_scale=3.0)
+    three.load_state_dict(one.state_dict())
+    batch, _ = collate(one, sample_examples[:2])
+    bias = batch["sentence_lexical"] @ torch.tensor(LEXICAL_PRIOR)  # (B, S) what every head's bias starts from
+    best = bias.masked_fill(~batch["sentence_mask"], -1).argmax(dim=1)
+    on_best = (batch["sentence_index"] == best[:, None]) & batch["context_mask"]  # (B, L)
+    with torch.no_grad():
+        torch.testing.assert_close(three.context_bias(batch), 3 * one.context_bias(batch))
+        mass = [(r.read(batch).attention.mean(dim=1) * on_best).sum(dim=1) for r in (one, three)]
+    assert bool((mass[1] > mass[0]).all()), mass
+    for reader in (one, three):
+        reader.context_bias(batch).sum().backward()
+    torch.testing.assert_close(three.lexical_bias.grad, 3 * one.lexical_bias.grad, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("settings", [dict(selector_lexical_scale=3.0),
+                                      dict(selector_lexical=True, selector_lexical_scale=0.0)])
+def test_selector_lexical_scale_is_refused_without_the_bias_or_when_not_positive(settings):
+    from latentqa.readers.latent import LatentConfig
+
+    with pytest.raises(ValueError, match="selector_lexical_scale"):
+        LatentConfig(question_conditioning="latents", **settings)

@@ -45,7 +45,8 @@ def build_reader(config: ModelConfig, cache_dir: str) -> Reader:
                          sp_scorer=config.sp_scorer,
                          sp_scorer_loss_weight=config.sp_scorer_loss_weight, sp_lexical=config.sp_lexical,
                          sp_paragraph_loss_weight=config.sp_paragraph_loss_weight,
-                         selector_lexical=config.selector_lexical, paragraph_ranker=config.paragraph_ranker)
+                         selector_lexical=config.selector_lexical,
+                         selector_lexical_scale=config.selector_lexical_scale, paragraph_ranker=config.paragraph_ranker)
     except ValueError as err:
         raise ConfigError(f"model.{err}") from None
     t5 = resolve_model(config.t5, cache_dir, "t5")
