@@ -373,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--facts", type=int, default=1, choices=range(1, 9), metavar="K", help="facts per context about different entities, the question "
                    "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
                    "model.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
-                   "every fact, a question-aware one (with the lexical attention bias, model.selector_lexical) only "
-                   "the asked one")
+                   "every fact, a question-aware one (with the lexical attention bias, model.selector_lexical, at "
+                   "model.selector_lexical_scale=10) only the asked one; the latent readers train 8 epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
     p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floors that need no training: rank sentences by a "

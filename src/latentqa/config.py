@@ -71,7 +71,7 @@ class ModelConfig:
                                    "a question-aware mode; states stay cacheable)", False)
     selector_lexical_scale: float = _help("multiplies the lexical attention bias (needs selector_lexical): its few "
                                           "weights then move that much faster under Adam; the many-facts demo "
-                                          "uses 3", 1.0)
+                                          "uses 10", 1.0)
     paragraph_ranker: bool = _help("choose the paragraph rule's paragraphs by a paragraph-pair ranker over lexical "
                                    "evidence and title links, fitted on the training data before training (needs a "
                                    "question-aware mode)", False)

@@ -91,8 +91,8 @@ class LatentConfig:
     selector_lexical_scale: float = 1.0
     """The lexical bias enters the attention logits as scale × (evidence · weights). Adam moves each of the bias's
     few weights by about the learning rate a step, while the content logits come from thousands of weights, so at
-    scale 1 the bias cannot keep up: on the many-facts demo the weights moved 2% in 280 steps and half the
-    attention stayed on the facts not asked for; at 3 the asked fact's answer got most of it (docs/demo.md)."""
+    scale 1 the bias cannot keep up: on the many-facts demo its weights moved 2% in 280 steps and half the
+    attention stayed on the facts not asked for; at 10, 95% of it lay on the asked answer word (docs/demo.md)."""
     paragraph_ranker: bool = False
     """Rank the context's paragraph pairs by lexical evidence and title links (`readers.pairs`, 14 weights fitted on
     the training questions before training): the paragraph rule takes its paragraphs from the best pair. Needs a
