@@ -11,12 +11,16 @@ from latentqa.cli import main
 def test_demo_runs_end_to_end_in_quick_mode(tmp_path, capsys):
     assert main(["demo", "--quick", "--out-dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    assert "baseline" in table and "latent" in table and "chance 0.125" in table
+    assert "baseline" in table and "latent" in table and "chance 0.125" in table and "fact past word piece 512" in table
     results = json.loads((tmp_path / "results.json").read_text())
     for name in ("baseline", "latent"):
         r = results["readers"][name]
         assert r["n_fact_in_input"] + r["n_fact_cut_off"] == results["test_examples"] == 36
         assert r["n_fact_in_input"] == results["fact_in_baseline_input"] > 0
+        past = [b for b in r["em_by_position"] if int(b.split("-")[0]) >= results["cut"]]
+        assert r["n_past_cut"] == sum(r["n_by_position"][b] for b in past) > 0
+        assert r["em_past_cut"] == pytest.approx(
+            sum(r["em_by_position"][b] * r["n_by_position"][b] for b in past) / r["n_past_cut"])
     # Three short epochs teach no answers (EM is not claimed here), but the support loss already points the
     # attention at the fact sentence: far above picking one of a context's ~40 sentences at random (0.33 measured).
     test = json.loads((tmp_path / "task" / "test.json").read_text())

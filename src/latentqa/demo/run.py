@@ -150,13 +150,15 @@ def fact_in_input(examples, features, collator) -> dict[str, bool]:
 
 
 def reader_results(examples, positions: dict, in_input: dict, correct: dict, found: dict | None) -> dict:
-    """EM overall, split by whether the baseline's input held the fact, and by the fact's position in word pieces;
+    """EM overall, split by whether the baseline's input held the fact, past word piece CUT or not, and by the
+    fact's position in word pieces;
     `found` (latent only): the top-scored sentence is the fact."""
     def share(flags):
         return sum(flags) / len(flags) if flags else None
 
     seen = [ex.id for ex in examples if in_input[ex.id]]
     unseen = [ex.id for ex in examples if not in_input[ex.id]]
+    past = [ex.id for ex in examples if positions[ex.id] >= CUT]
     by_bucket: dict[str, list[bool]] = {}
     for ex in examples:
         by_bucket.setdefault(bucket_label(positions[ex.id], POSITION_BUCKETS), []).append(correct[ex.id])
@@ -164,6 +166,7 @@ def reader_results(examples, positions: dict, in_input: dict, correct: dict, fou
         "em": share(list(correct.values())),
         "em_fact_in_input": share([correct[i] for i in seen]), "n_fact_in_input": len(seen),
         "em_fact_cut_off": share([correct[i] for i in unseen]), "n_fact_cut_off": len(unseen),
+        "em_past_cut": share([correct[i] for i in past]), "n_past_cut": len(past),
         "em_by_position": {k: share(by_bucket[k]) for k in bucket_labels(POSITION_BUCKETS) if k in by_bucket},
         "n_by_position": {k: len(v) for k, v in by_bucket.items()},
         "sp_em": None if found is None else share(list(found.values())),
@@ -205,6 +208,8 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<14} {cell(r['em'], 6)} {cell(r['em_fact_in_input'], 27)} "
                      f"{cell(r['em_fact_cut_off'], 17)} {cell(r['sp_em'], 10)} {cell(r['sp_em_cut_off'], 14)} "
                      f"{results['epochs'][name.split('-')[0]]:>6} {r['train_seconds']:>8.0f}")
+    lines.append(f"EM, fact past word piece {results['cut']} (n={first['n_past_cut']}): " + ", ".join(
+        f"{name} {cell(r['em_past_cut'], 0).strip()}" for name, r in results["readers"].items()))
     facts = results.get("facts", 1)
     lines.append(f"chance {results['chance']:.3f}; {results['test_examples']} test questions"
                  f"{f', {facts} facts per context' if facts > 1 else ''}; the baseline reads its "
