@@ -58,14 +58,13 @@ def tiny_baseline(tiny_models):
     return BaselineReader.build(str(tiny_models[0]), BaselineConfig(max_input_tokens=128))
 
 
-def collate(reader, examples, max_question_tokens=64, max_answer_tokens=32):
-    """A batch of `examples` for `reader`, through the real feature and collator code."""
+def collate(reader, examples):
+    """A batch of `examples` for `reader`, through the real feature and collator code, as the reader is fed."""
     from latentqa.data.features import load_features
     from latentqa.readers.collate import IndexedRows
 
-    features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
-                             context_tokenizer=reader.context_tokenizer, max_question_tokens=max_question_tokens,
-                             max_answer_tokens=max_answer_tokens, cache_dir=None, progress=False)
+    features = load_features(examples, reader.features, question_tokenizer=reader.t5_tokenizer,
+                             context_tokenizer=reader.context_tokenizer, cache_dir=None, progress=False)
     rows = IndexedRows(features)
     return reader.collator()([rows[i] for i in range(len(rows))]), features
 
@@ -73,13 +72,13 @@ def collate(reader, examples, max_question_tokens=64, max_answer_tokens=32):
 @pytest.fixture(scope="session")
 def trained_latent_run(tiny_models, tmp_path_factory):
     """A tiny latent reader trained for a few steps on the sample: its run folder (best reader in RUN/best)."""
-    from latentqa.config import load_config
+    from latentqa.training.config import load_config
     from latentqa.training.trainer import train
 
     out = tmp_path_factory.mktemp("trained")
     t5_dir, encoder_dir = tiny_models
     config = load_config(None, [
-        f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=4", "model.selector_heads=4",
+        f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "latent.num_latents=4", "latent.selector_heads=4",
         "data.train_limit=8", "data.validation_limit=4", f"data.cache_dir={out / 'cache'}",
         f"train.output_dir={out / 'run'}", "train.epochs=2", "train.batch_size=4", "train.lr_latent=1e-3",
         "eval.max_new_tokens=4"])

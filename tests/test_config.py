@@ -1,22 +1,41 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from latentqa.config import ConfigError, load_config
+from latentqa.config import ConfigError
+from latentqa.training.config import SECTIONS, RunConfig, field_help, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_presets_load_and_override(tmp_path):
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    for preset in sorted((root / "configs").glob("*.yaml")):
-        config = load_config(preset)
+def test_presets_load_override_and_round_trip(tmp_path):
+    for preset in sorted((ROOT / "configs").glob("*.yaml")):
         assert preset.read_text().startswith(f"# latentqa train --config configs/{preset.name}")
-        assert config.train.output_dir
-    real = load_config(root / "configs" / "latent-hotpotqa.yaml", ["train.lr_latent=3e-4", "model.num_latents=16"])
-    assert real.train.lr_latent == 3e-4 and real.model.num_latents == 16
+        load_config(preset)
+    real = load_config(ROOT / "configs" / "latent-hotpotqa.yaml", ["train.lr_latent=3e-4", "latent.num_latents=16"])
+    assert real.train.lr_latent == 3e-4 and real.latent.num_latents == 16 and real.reader is real.latent
     assert (real.train.batch_size, real.train.epochs, real.train.lr_t5, real.train.lr_encoder) == (8, 3, 1e-5, 1e-5)
-    assert load_config(root / "configs" / "baseline-hotpotqa.yaml").train.lr_t5 == 1e-4
+    baseline = load_config(ROOT / "configs" / "baseline-hotpotqa.yaml")
+    assert baseline.train.lr_t5 == 1e-4 and baseline.reader == baseline.baseline
     real.save(tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == real
+
+
+def test_every_field_has_exactly_one_definition():
+    """Walk the run config's sections (the readers' own configs among them): each field is declared once, with
+    a help text, and `--help` lists each once; no section repeats another's field."""
+    owners: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            assert spec.metadata.get("help"), f"{section}.{spec.name} has no help text"
+            owners.setdefault(spec.name, []).append(section)
+    shared = {name: sections for name, sections in owners.items() if len(sections) > 1}
+    # `batch_size` is two settings (training micro-batch, evaluation batch), each declared once
+    assert shared == {"batch_size": ["train", "eval"]}
+    lines = field_help().splitlines()
+    assert len(lines) == sum(map(len, owners.values())) and len(set(lines)) == len(lines)
+    assert {f.name for f in dataclasses.fields(RunConfig)} == set(SECTIONS)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -30,10 +49,17 @@ def test_presets_load_and_override(tmp_path):
     (["train.mixed_precision=fp8"], "mixed_precision"),
     (["epochs=1"], "section.field=value"),
     (["train.batch_size=null"], "cannot be null"),
+    (["latent.num_latents=0"], "latent.num_latents must be at least 1"),
+    (["latent.encoder_attention_dropout=1.5"], r"latent.encoder_attention_dropout must be in \[0, 1\)"),
+    (["baseline.max_input_tokens=4"], "baseline.max_input_tokens must be at least 8"),
+    (["sp.top_k=2", "sp.paragraphs=2"], "sp.top_k and paragraphs are two rules"),
+    (["data.max_question_tokens=1"], "data.max_question_tokens must be at least 2"),
+    (["model.num_latents=16"], "model.num_latents: the latent reader's settings are their own section now: "
+                               "latent.num_latents"),
 ])
-def test_bad_configs_name_the_field(overrides, message):
+def test_bad_configs_name_the_field_before_any_model_loads(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
+        load_config(None, ["model.t5=no/such-model", *overrides])
 
 
 def test_bad_yaml_names_the_file(tmp_path):
@@ -41,16 +67,3 @@ def test_bad_yaml_names_the_file(tmp_path):
     path.write_text("train: [1, 2")
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["model.num_latents=0"], "model.num_latents must be at least 1"),
-    (["model.encoder_attention_dropout=1.5"], r"model.encoder_attention_dropout must be in \[0, 1\)"),
-    (["model.kind=baseline", "model.max_input_tokens=4"], "model.max_input_tokens must be at least 8"),
-])
-def test_bad_reader_settings_name_the_field_before_any_model_loads(overrides, message, tmp_path):
-    from latentqa.training.build import build_reader
-
-    config = load_config(None, ["model.t5=no/such-model", *overrides])  # never reached: the settings fail first
-    with pytest.raises(ConfigError, match=message):
-        build_reader(config.model, str(tmp_path))

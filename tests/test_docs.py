@@ -34,9 +34,10 @@ def test_the_migration_table_names_every_flag_of_the_original_scripts():
 def test_every_config_field_the_docs_name_exists():
     import dataclasses
 
-    from latentqa.config import _CLASSES
+    from latentqa.training.config import SECTIONS
 
-    fields = {f"{section}.{f.name}" for section, cls in _CLASSES.items() for f in dataclasses.fields(cls)}
+    fields = {f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    pattern = re.compile(rf"`((?:{'|'.join(SECTIONS)})\.[a-z_0-9]+)")
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        named = set(re.findall(r"`((?:data|model|train|eval)\.[a-z_0-9]+)", page.read_text())) - {"model.safetensors"}
+        named = set(pattern.findall(page.read_text())) - {"model.safetensors"}
         assert named <= fields, (page.name, sorted(named - fields))

@@ -70,9 +70,9 @@ CONFIGS = {  # YAML text or overrides
     "a YAML list": ("- train\n- eval\n", "expected sections"),
     "eval.batch_size=0": (["eval.batch_size=0"], "eval.batch_size must be at least 1"),
     "eval.num_beams=0": (["eval.num_beams=0"], "eval.num_beams must be at least 1"),
-    "negative sp_top_k": (["eval.sp_top_k=-1"], "eval.sp_top_k must be at least 1"),
-    "top-k and paragraphs": (["eval.sp_top_k=2", "eval.sp_paragraphs=2"], "two rules: set one"),
-    "sp_threshold above 1": (["eval.sp_threshold=2"], "eval.sp_threshold is a score in [0, 1]"),
+    "negative sp.top_k": (["sp.top_k=-1"], "sp.top_k must be at least 1"),
+    "top-k and paragraphs": (["sp.top_k=2", "sp.paragraphs=2"], "two rules: set one"),
+    "sp.threshold above 1": (["sp.threshold=2"], "sp.threshold is a score in [0, 1]"),
 }
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 
-from .config import ConfigError, field_help
+from .config import ConfigError
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
 from .resources import SAMPLE_PATH
@@ -33,15 +35,14 @@ def resolve_tokenizer(name: str, cache_dir: str = ".cache/latentqa"):
 
 
 def cmd_data_stats(args) -> None:
-    from .data.features import load_features
+    from .data.features import FeatureSpec, load_features
     from .data.sources import load_examples
     from .data.stats import data_stats, format_stats
 
     examples, _ = load_examples(args.data, limit=args.limit)
     tokenizer = resolve_tokenizer(args.tokenizer, args.cache_dir)
-    features = load_features(examples, question_tokenizer=tokenizer, context_tokenizer=tokenizer,
-                             max_question_tokens=64, max_answer_tokens=32, cache_dir=args.cache_dir,
-                             progress=not args.json)
+    features = load_features(examples, FeatureSpec(), question_tokenizer=tokenizer, context_tokenizer=tokenizer,
+                             cache_dir=args.cache_dir, progress=not args.json)
     stats = data_stats(examples, features)
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
 
@@ -55,8 +56,14 @@ def cmd_assets(args) -> None:
     print(f"tiny T5: {t5_dir}\ntiny encoder: {encoder_dir}")
 
 
+def field_help() -> str:
+    from .training.config import field_help
+
+    return field_help()
+
+
 def cmd_train(args) -> None:
-    from .config import load_config
+    from .training.config import load_config
     from .training.trainer import train
 
     config = load_config(args.config, args.overrides)
@@ -69,26 +76,29 @@ def cmd_train(args) -> None:
 # --- evaluation ---------------------------------------------------------------------------------------------
 
 
-def _eval_config(args):
+def _generation(args):
+    """The generation settings and the supporting-fact rule of the flags (`add_generation_flags`); an error
+    names the flag."""
     from .config import EvalConfig
+    from .readers.facts import SpRule
 
-    flags = {"batch_size": args.batch_size, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
-             "sp_top_k": args.sp_top_k, "sp_threshold": args.sp_threshold, "sp_paragraphs": args.sp_paragraphs,
-             "sp_first": args.sp_first}
-    try:
-        return EvalConfig(**flags)
-    except ConfigError as err:  # named as the flag the user typed
-        message = str(err)
-        for name in flags:
-            message = message.replace(f"eval.{name}", "--" + name.replace("_", "-"))
-        raise UserError(message) from None
+    def checked(cls, prefix: str = ""):
+        values = {name: getattr(args, prefix + name) for name in cls.__dataclass_fields__ if hasattr(args, prefix + name)}
+        try:
+            return cls(**values)
+        except ConfigError as err:  # the dataclass names its field; the user typed the flag
+            names = "|".join(values)
+            raise UserError(re.sub(rf"(?<![\w'])({names})(?= must| and | adds| are|$)",
+                                   lambda m: "--" + (prefix + m[1]).replace("_", "-"), str(err))) from None
+
+    return checked(EvalConfig), checked(SpRule, "sp_")
 
 
 def cmd_predict(args) -> None:
     from .evaluation.predictions import write_predictions
     from .evaluation.run import predict_source
 
-    _, examples, _, predictions = predict_source(args.model, args.data, _eval_config(args), limit=args.limit,
+    _, examples, _, predictions = predict_source(args.model, args.data, *_generation(args), limit=args.limit,
                                                  cache_dir=args.cache_dir, state_cache_dir=args.state_cache_dir)
     path = write_predictions(args.out, predictions.answers, predictions.sp)
     print(f"{len(predictions.answers)} predictions ({'with' if predictions.sp is not None else 'no'} supporting "
@@ -119,20 +129,20 @@ def cmd_score(args) -> None:
 def cmd_cosine_sp(args) -> None:
     from transformers import AutoModel
 
-    from .config import EvalConfig
     from .data.sources import load_examples
     from .evaluation.metrics import score
     from .evaluation.predictions import write_predictions
     from .evaluation.retrieval import cosine_scores, lexical_scores, paragraph_recall
-    from .evaluation.sp_rule import PARAGRAPHS, select_facts
+    from .evaluation.sp_rule import PARAGRAPHS
+    from .readers.facts import SpRule, select_facts
     from .training.build import resolve_model
 
     examples, _ = load_examples(args.data, limit=args.limit)
     tokenizer = resolve_tokenizer(args.encoder, args.cache_dir)
     encoder = AutoModel.from_pretrained(resolve_model(args.encoder, args.cache_dir, "encoder"))
     by_scores = {"cosine": cosine_scores(examples, encoder, tokenizer), "lexical": lexical_scores(examples, tokenizer)}
-    rules = {"top2": EvalConfig(sp_top_k=2), "first-and-best": EvalConfig(sp_paragraphs=PARAGRAPHS, sp_first=True),
-             "paragraphs": EvalConfig(sp_paragraphs=PARAGRAPHS)}
+    rules = {"top2": SpRule(top_k=2), "first-and-best": SpRule(paragraphs=PARAGRAPHS, first=True),
+             "paragraphs": SpRule(paragraphs=PARAGRAPHS)}
     answers = {ex.id: "" for ex in examples}
     for kind, scores in by_scores.items():
         for name, rule in rules.items():
@@ -157,7 +167,7 @@ def cmd_eval(args) -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reader, examples, features, predictions = predict_source(
-        args.model, args.data, _eval_config(args), limit=args.limit, cache_dir=args.cache_dir,
+        args.model, args.data, *_generation(args), limit=args.limit, cache_dir=args.cache_dir,
         state_cache_dir=args.state_cache_dir)
     write_predictions(out / "predictions.json", predictions.answers, predictions.sp)
     labelled = [ex for ex in examples if ex.answer is not None]
@@ -250,7 +260,7 @@ def cmd_serve(args) -> None:
     if args.max_batch_size < 1 or args.max_wait_ms < 0:
         raise UserError(f"--max-batch-size must be at least 1 and --max-wait-ms at least 0, got "
                         f"{args.max_batch_size} and {args.max_wait_ms:g}")
-    generation = _eval_config(args)  # checks the flags the way predict does
+    generation, rule = _generation(args)  # checks the flags the way predict does
     pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
                            batch_size=args.max_batch_size, window_packing=args.window_packing)
     cache = pipeline.info()["state_cache"]
@@ -258,9 +268,7 @@ def cmd_serve(args) -> None:
         "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,
         f"{args.cache_mb:g} MB" if cache["enabled"] else f"off ({cache['why']})")
     serve(pipeline, host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-          max_new_tokens=generation.max_new_tokens, num_beams=generation.num_beams, sp_top_k=generation.sp_top_k,
-          sp_threshold=generation.sp_threshold, sp_paragraphs=generation.sp_paragraphs, sp_first=generation.sp_first,
-          log_level="debug" if args.verbose else "info")
+          generation=generation, rule=rule, log_level="debug" if args.verbose else "info")
 
 
 def cmd_bench_serve(args) -> None:
@@ -279,11 +287,30 @@ def cmd_bench_serve(args) -> None:
 
 # --- parser -------------------------------------------------------------------------------------------------
 
-SP_PARAGRAPHS_HELP = ("instead of top-k: the best sentence of each of the N best paragraphs, and with --sp-threshold "
-                      "their other sentences scored at least that")
-SP_FIRST_HELP = "with --sp-paragraphs: also each chosen paragraph's first sentence"
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
                "optionally FOLDER:CONFIG/SPLIT), or hub:CONFIG/SPLIT[@REVISION] for hotpotqa/hotpot_qa")
+
+
+def add_fields(p: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+    """A flag per field of a config dataclass (`--PREFIX-NAME`), with the field's own default and help."""
+    types = {"int": int, "float": float, "str": str}
+    for spec in dataclasses.fields(cls):
+        if spec.name in skip:
+            continue
+        flag, kind = "--" + (prefix + spec.name).replace("_", "-"), str(spec.type).split("|")[0].strip()
+        if kind == "bool":
+            p.add_argument(flag, action="store_true", help=spec.metadata["help"])
+        else:
+            p.add_argument(flag, type=types[kind], default=spec.default, help=spec.metadata["help"])
+
+
+def add_generation_flags(p: argparse.ArgumentParser, batch: bool = True) -> None:
+    """How answers are generated (`config.EvalConfig`) and the supporting-fact rule (`readers.facts.SpRule`)."""
+    from .config import EvalConfig
+    from .readers.facts import SpRule
+
+    add_fields(p, EvalConfig, skip=("limit", *(() if batch else ("batch_size",))))
+    add_fields(p, SpRule, prefix="sp_")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="continue from the latest checkpoint of the run folder, or from the checkpoint PATH given")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
-                   help="override any config field, e.g. train.epochs=1 model.num_latents=16")
+                   help="override any config field, e.g. train.epochs=1 latent.num_latents=16")
     p.epilog = "config fields:\n" + field_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -331,16 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True, help="reader folder (e.g. runs/NAME/best)")
         p.add_argument("--data", required=True, help=SOURCE_HELP)
         p.add_argument("--limit", type=int, default=None, help="only the first N examples")
-        p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
-        p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
-        p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer")
-        p.add_argument("--sp-top-k", type=int, default=None,
-                       help="supporting facts per question (latent reader); without this and --sp-threshold, the "
-                            "rule chosen on validation and saved with the reader, else 2")
-        p.add_argument("--sp-threshold", type=float, default=None,
-                       help="instead of top-k: sentences scored at least this (attention mass or scorer probability)")
-        p.add_argument("--sp-paragraphs", type=int, default=None, help=SP_PARAGRAPHS_HELP)
-        p.add_argument("--sp-first", action="store_true", help=SP_FIRST_HELP)
+        add_generation_flags(p)
         p.add_argument("--cache-dir", default=".cache/latentqa", help="tokenized-feature cache")
         p.add_argument("--state-cache-dir", default=None, help="latent reader with question-free context states: "
                        "read them from (and add them to) this folder, e.g. the run's train.state_cache_dir")
@@ -372,9 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
     p.add_argument("--facts", type=int, default=1, choices=range(1, 9), metavar="K", help="facts per context about different entities, the question "
                    "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
-                   "model.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
-                   "every fact, a question-aware one (with the lexical attention bias, model.selector_lexical, at "
-                   "model.selector_lexical_scale=10) only the asked one; the latent readers train 8 epochs")
+                   "latent.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
+                   "every fact, a question-aware one (with the lexical attention bias, latent.selector_lexical, at "
+                   "latent.selector_lexical_scale=10) only the asked one; the latent readers train 8 epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
     p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floors that need no training: rank sentences by a "
@@ -401,15 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 512 1024 2048 4096; 256 512 with --quick)")
     p.add_argument("--batch-size", type=int, default=1, help="examples per step")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5, 1 with --quick); each times "
-                   "every contender once, in rotating order; median and min-max reported (3 were too few for "
-                   "generation on a 2-core VM)")
+                   "every contender once, in rotating order; median and min-max reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
                    help="turn off gradient checkpointing (on by default for every contender, as in training; off, "
                         "the whole-context baseline at 4,096 tokens needs more than 24 GB)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--quick", action="store_true", help="small models, short contexts, one repeat: a smoke test")
-    p.add_argument("--modes", action="store_true", help="also time model.question_conditioning none / latents / "
+    p.add_argument("--modes", action="store_true", help="also time latent.question_conditioning none / latents / "
                    "encoder and a frozen encoder without and with cached context states, relative to none, at 2,048 "
                    "tokens (or the longest length below)")
     p.add_argument("--out-dir", default="runs/bench", help="where bench.json and bench.png go")
@@ -430,19 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent reader: read the context in these encoder windows instead of the reader's own "
                         "(paragraph: a repeated paragraph hits the cache whatever its company; answers may differ "
                         "from the reader's own packing)")
-    p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer")
-    p.add_argument("--sp-top-k", type=int, default=None, help="supporting facts per question (default: the rule "
-                   "saved with the reader, else 2)")
-    p.add_argument("--sp-threshold", type=float, default=None, help="instead of top-k: sentences scored at least this")
-    p.add_argument("--sp-paragraphs", type=int, default=None, help=SP_PARAGRAPHS_HELP)
-    p.add_argument("--sp-first", action="store_true", help=SP_FIRST_HELP)
+    add_generation_flags(p, batch=False)  # serving batches by --max-batch-size
     p.add_argument("--max-paragraphs", type=int, default=64, help="paragraphs in one query at most")
     p.add_argument("--max-context-tokens", type=int, default=16384,
                    help="context-encoder tokens in one query at most (a HotpotQA context has at most about 3,500)")
     p.add_argument("--max-queries", type=int, default=64, help="queries in one request at most")
     p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body")
-    p.set_defaults(batch_size=16)  # read by _eval_config; serving batches by --max-batch-size
 
     p = add("bench-serve", cmd_bench_serve, "Load-test `latentqa serve` on loopback: throughput and p50/p95 latency "
                                             "at several concurrencies with the cache off, then with a cold and a "

@@ -2,14 +2,13 @@ import numpy as np
 import pytest
 
 from latentqa.config import ConfigError
-from latentqa.data.features import answer_token_mask, encode_examples, format_sentence, load_features
+from latentqa.data.features import FeatureSpec, answer_token_mask, encode_examples, format_sentence, load_features
 from latentqa.data.stats import data_stats, support_end
 
 
-def _encode(examples, tokenizers, **kw):
+def _encode(examples, tokenizers, spec=FeatureSpec()):
     t5_tok, enc_tok = tokenizers
-    return encode_examples(examples, question_tokenizer=t5_tok, context_tokenizer=enc_tok,
-                           max_question_tokens=64, max_answer_tokens=32, progress=False, **kw)
+    return encode_examples(examples, spec, question_tokenizer=t5_tok, context_tokenizer=enc_tok, progress=False)
 
 
 def test_support_mask_selects_exactly_the_supporting_sentences(sample_examples, tokenizers):
@@ -90,19 +89,33 @@ def test_nothing_is_truncated_and_questions_answers_are_bounded(sample_examples,
 
 def test_features_are_cached_and_reused(tmp_path, sample_examples, tokenizers, monkeypatch):
     t5_tok, enc_tok = tokenizers
-    kw = dict(question_tokenizer=t5_tok, context_tokenizer=enc_tok, max_question_tokens=64,
-              max_answer_tokens=32, cache_dir=tmp_path, progress=False)
-    first = load_features(sample_examples[:4], **kw)
+    kw = dict(question_tokenizer=t5_tok, context_tokenizer=enc_tok, cache_dir=tmp_path, progress=False)
+    first = load_features(sample_examples[:4], FeatureSpec(), **kw)
     assert len(list(tmp_path.glob("features-*"))) == 1
 
     import latentqa.data.features as features
 
     monkeypatch.setattr(features, "encode_examples", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    again = load_features(sample_examples[:4], **kw)  # would raise if it tokenized again
+    again = load_features(sample_examples[:4], FeatureSpec(), **kw)  # would raise if it tokenized again
     assert again["context_ids"] == first["context_ids"]
     monkeypatch.undo()
-    load_features(sample_examples[:4], **{**kw, "max_answer_tokens": 16})  # other settings: a new entry
-    assert len(list(tmp_path.glob("features-*"))) == 2
+    load_features(sample_examples[:4], FeatureSpec(max_answer_tokens=16), **kw)  # another spec: a new entry
+    load_features(sample_examples[:4], FeatureSpec(lexical=True), **kw)
+    assert len(list(tmp_path.glob("features-*"))) == 3
+
+
+def test_lexical_evidence_is_built_only_when_the_spec_asks(sample_examples, tokenizers, monkeypatch):
+    import latentqa.data.features as features
+
+    calls = []
+    for name in ("lexical_features", "paragraph_links"):
+        real = getattr(features, name)
+        monkeypatch.setattr(features, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    plain = _encode(sample_examples[:3], tokenizers)
+    assert not calls and not {"sentence_lexical", "paragraph_links"} & set(plain)
+    lexical = _encode(sample_examples[:3], tokenizers, FeatureSpec(lexical=True))
+    assert len(calls) == 6 and len(lexical["sentence_lexical"]) == 3 and len(lexical["paragraph_links"]) == 3
+    assert all(lexical[name] == plain[name] for name in plain)  # the rest is the same
 
 
 def test_stats_on_the_real_sample(sample_examples):
@@ -111,8 +124,8 @@ def test_stats_on_the_real_sample(sample_examples):
     from latentqa.assets import pretrained_encoder_path
 
     tok = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased's vocabulary
-    cols = encode_examples(sample_examples, question_tokenizer=tok, context_tokenizer=tok,
-                           max_question_tokens=64, max_answer_tokens=32, progress=False)
+    cols = encode_examples(sample_examples, FeatureSpec(), question_tokenizer=tok, context_tokenizer=tok,
+                           progress=False)
     stats = data_stats(sample_examples, cols)
     assert stats["examples"] == 53 and stats["types"] == {"comparison": 14, "bridge": 39}
     # The brief measured ~1,490 mean tokens and 87% / 49% lost at 512 / 1,024 on the full dev set.

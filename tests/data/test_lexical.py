@@ -3,7 +3,7 @@ import math
 import pytest
 
 from latentqa.data.examples import Example, Paragraph
-from latentqa.data.features import encode_examples, format_sentence
+from latentqa.data.features import FeatureSpec, encode_examples, format_sentence
 from latentqa.data.lexical import FEATURES, lexical_features, paragraph_links
 
 # word ids for hand-made contexts: one id per word, so what each feature sees is plain to read
@@ -83,8 +83,8 @@ def test_encode_examples_finds_each_title_in_the_real_tokenizer_pieces(sample_ex
     asked = real.paragraphs[0].title
     example = Example(id="x", question=asked, answer=real.answer, paragraphs=real.paragraphs,
                       supporting_facts=real.supporting_facts)
-    cols = encode_examples([example], question_tokenizer=t5_tok, context_tokenizer=enc_tok, max_question_tokens=64,
-                           max_answer_tokens=32, progress=False)
+    cols = encode_examples([example], FeatureSpec(lexical=True), question_tokenizer=t5_tok, context_tokenizer=enc_tok,
+                           progress=False)
     rows = [dict(zip(FEATURES, row)) for row in cols["sentence_lexical"][0]]
     assert len(rows) == len(example.sentence_keys())
     question = set(enc_tok(asked, add_special_tokens=False)["input_ids"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from latentqa.assets import pretrained_encoder_path
-from latentqa.data.features import encode_examples
+from latentqa.data.features import FeatureSpec, encode_examples
 from latentqa.data.sources import load_examples
 from latentqa.demo.task import ANSWERS, build_task, write_task
 
@@ -31,8 +31,8 @@ def test_task_is_deterministic(sample_examples, ruler, task):
 def test_facts_sit_where_the_task_says(task, ruler):
     for split, items in task.items():
         examples = [ex for ex, _ in items]
-        cols = encode_examples(examples, question_tokenizer=ruler, context_tokenizer=ruler, max_question_tokens=64,
-                               max_answer_tokens=16, progress=False)
+        cols = encode_examples(examples, FeatureSpec(max_answer_tokens=16), question_tokenizer=ruler,
+                               context_tokenizer=ruler, progress=False)
         for (ex, position), support, span, ids in zip(items, cols["support"], cols["answer_span"], cols["context_ids"]):
             support, span = np.asarray(support, dtype=bool), np.asarray(span, dtype=bool)
             assert int(np.flatnonzero(support)[0]) == position, ex.id  # verified in tokens
@@ -91,7 +91,7 @@ def test_many_facts_task_names_one_of_several_entities(sample_examples, ruler):
             (title, sent_id), = ex.supporting_facts
             asked = {p.title: p.sentences for p in ex.paragraphs}[title][sent_id].strip()
             assert asked == f"The code word of {ex.question[len('What is the code word of '):-1]} is {ex.answer}."
-    cols = encode_examples([ex for ex, _ in task["test"]], question_tokenizer=ruler, context_tokenizer=ruler,
-                           max_question_tokens=64, max_answer_tokens=16, progress=False)
+    cols = encode_examples([ex for ex, _ in task["test"]], FeatureSpec(max_answer_tokens=16), question_tokenizer=ruler,
+                           context_tokenizer=ruler, progress=False)
     for (ex, position), support in zip(task["test"], cols["support"]):
         assert int(np.flatnonzero(support)[0]) == position

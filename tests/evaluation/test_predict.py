@@ -12,14 +12,13 @@ from torch.utils.data import DataLoader
 from latentqa.config import EvalConfig
 from latentqa.data.features import load_features
 from latentqa.evaluation.predict import validation_loss
-from latentqa.evaluation.sp_rule import select_facts
+from latentqa.readers.facts import SpRule, select_facts
 from latentqa.readers.collate import IndexedRows
 
 
 def _loader(reader, examples, batch_size, accelerator):
-    features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
-                             context_tokenizer=reader.context_tokenizer, max_question_tokens=64,
-                             max_answer_tokens=32, cache_dir=None, progress=False)
+    features = load_features(examples, reader.features, question_tokenizer=reader.t5_tokenizer,
+                             context_tokenizer=reader.context_tokenizer, cache_dir=None, progress=False)
     return accelerator.prepare(DataLoader(IndexedRows(features), batch_size=batch_size,
                                           collate_fn=reader.collator()))
 
@@ -45,11 +44,11 @@ def test_select_facts_top_k_and_threshold(sample_examples):
     keys = example.sentence_keys()
     scores = [0.0] * len(keys)
     scores[3], scores[1], scores[5] = 0.5, 0.3, 0.2
-    top = select_facts(example, scores, EvalConfig(sp_top_k=2))
+    top = select_facts(example, scores, SpRule(top_k=2))
     assert top == [list(keys[1]), list(keys[3])]  # the two best, in context order
-    assert select_facts(example, scores, EvalConfig(sp_threshold=0.25)) == [list(keys[1]), list(keys[3])]
-    assert select_facts(example, scores, EvalConfig(sp_threshold=0.2)) == [list(keys[i]) for i in (1, 3, 5)]
-    assert select_facts(example, scores, EvalConfig(sp_threshold=0.9)) == [list(keys[3])]  # the best one always
+    assert select_facts(example, scores, SpRule(threshold=0.25)) == [list(keys[1]), list(keys[3])]
+    assert select_facts(example, scores, SpRule(threshold=0.2)) == [list(keys[i]) for i in (1, 3, 5)]
+    assert select_facts(example, scores, SpRule(threshold=0.9)) == [list(keys[3])]  # the best one always
 
 
 def test_select_facts_by_paragraphs(sample_examples):
@@ -61,12 +60,12 @@ def test_select_facts_by_paragraphs(sample_examples):
     scores[where[first, 0]] = 0.9  # paragraph 1's best
     scores[where[second, 0]], scores[where[second, 1]], scores[where[second, 2]] = 0.1, 0.6, 0.4  # paragraph 2's
     scores[where[third, 0]] = 0.5  # paragraph 3's best is below paragraph 2's best
-    chosen = select_facts(example, scores, EvalConfig(sp_paragraphs=2))
+    chosen = select_facts(example, scores, SpRule(paragraphs=2))
     assert chosen == [[first, 0], [second, 1]]  # one sentence from each of the 2 best paragraphs
-    assert select_facts(example, scores, EvalConfig(sp_paragraphs=2, sp_threshold=0.3)) == \
+    assert select_facts(example, scores, SpRule(paragraphs=2, threshold=0.3)) == \
         [[first, 0], [second, 1], [second, 2]]  # their others over the threshold; paragraph 3's 0.5 stays out
-    assert select_facts(example, scores, EvalConfig(sp_paragraphs=1)) == [[first, 0]]
-    assert select_facts(example, scores, EvalConfig(sp_paragraphs=2, sp_first=True)) == \
+    assert select_facts(example, scores, SpRule(paragraphs=1)) == [[first, 0]]
+    assert select_facts(example, scores, SpRule(paragraphs=2, first=True)) == \
         [[first, 0], [second, 0], [second, 1]]  # and each one's first sentence
 
 

@@ -2,9 +2,8 @@
 import json
 
 from latentqa.cli import main
-from latentqa.config import EvalConfig
 from latentqa.evaluation.retrieval import paragraph_recall
-from latentqa.evaluation.sp_rule import select_facts
+from latentqa.readers.facts import SpRule, select_facts
 
 
 def _example(sample_examples):
@@ -29,7 +28,7 @@ def test_first_and_best_takes_both_sentences_of_the_best_paragraphs(sample_examp
     scores = [0.0] * len(keys)
     for title in titles:
         scores[keys.index((title, 2))] = 0.9  # the third sentence is each paragraph's best
-    chosen = select_facts(ex, scores, EvalConfig(sp_paragraphs=2, sp_first=True))
+    chosen = select_facts(ex, scores, SpRule(paragraphs=2, first=True))
     assert sorted(map(tuple, chosen)) == sorted([(t, 0) for t in titles] + [(t, 2) for t in titles])
 
 

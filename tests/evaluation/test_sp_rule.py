@@ -2,8 +2,8 @@
 import json
 
 from latentqa.cli import main
-from latentqa.config import EvalConfig
-from latentqa.evaluation.sp_rule import choose_sp_rule, effective_rule, rule_sp_f1
+from latentqa.evaluation.sp_rule import choose_sp_rule, rule_sp_f1
+from latentqa.readers.facts import SpRule
 
 
 def _scored(examples, extra: int):
@@ -22,13 +22,13 @@ def _scored(examples, extra: int):
 
 def test_choose_sp_rule_finds_the_rule_that_fits_the_scores(sample_examples):
     examples = [ex for ex in sample_examples if len(ex.supporting_facts) == 2][:6]
-    exact = choose_sp_rule(examples, _scored(examples, extra=0))
-    assert exact["sp_f1"] == 1.0 and (exact["sp_top_k"], exact["sp_threshold"]) == (2, None)  # top-k wins ties
+    exact, f1 = choose_sp_rule(examples, _scored(examples, extra=0))
+    assert f1 == 1.0 and exact == SpRule(top_k=2)  # top-k wins ties
     many = [ex for ex in sample_examples if len(ex.supporting_facts) >= 2]
     # wrong sentences at 0.5 above the gold count: only a threshold above 0.5 keeps exactly the gold ones
-    rule = choose_sp_rule(many, _scored(many, extra=3))
-    assert rule["sp_top_k"] is None and 0.5 < rule["sp_threshold"] <= 0.9 and rule["sp_f1"] == 1.0
-    assert rule_sp_f1(many, _scored(many, extra=3), EvalConfig(sp_top_k=1)) < 1.0
+    rule, f1 = choose_sp_rule(many, _scored(many, extra=3))
+    assert rule.top_k is None and 0.5 < rule.threshold <= 0.9 and f1 == 1.0
+    assert rule_sp_f1(many, _scored(many, extra=3), SpRule(top_k=1)) < 1.0
 
 
 def test_choose_sp_rule_finds_the_paragraph_rule_when_the_facts_follow_their_paragraphs(sample_examples):
@@ -47,33 +47,32 @@ def test_choose_sp_rule_finds_the_paragraph_rule_when_the_facts_follow_their_par
         wrong = next(i for i, (title, _) in enumerate(ex.sentence_keys()) if title not in seen)
         values[wrong] = 0.5
         scores[ex.id] = values
-    rule = choose_sp_rule(examples, scores)
-    assert rule["sp_paragraphs"] == 2 and 0.0 < rule["sp_threshold"] <= 0.3 and rule["sp_f1"] == 1.0
-    assert rule_sp_f1(examples, scores, EvalConfig(sp_top_k=2)) < 1.0
+    rule, f1 = choose_sp_rule(examples, scores)
+    assert rule.paragraphs == 2 and 0.0 < rule.threshold <= 0.3 and f1 == 1.0
+    assert rule_sp_f1(examples, scores, SpRule(top_k=2)) < 1.0
 
 
-def test_effective_rule_prefers_the_config_then_the_saved_rule():
-    saved = {"sp_top_k": None, "sp_threshold": 0.4}
-    assert effective_rule(EvalConfig(), saved).sp_threshold == 0.4
-    assert effective_rule(EvalConfig(), None).sp_top_k == 2
-    assert effective_rule(EvalConfig(sp_top_k=3), saved) == EvalConfig(sp_top_k=3)
-    assert effective_rule(EvalConfig(sp_threshold=0.1), saved).sp_threshold == 0.1
-    paragraphs = {"sp_top_k": None, "sp_threshold": 0.4, "sp_paragraphs": 2}
-    assert effective_rule(EvalConfig(), paragraphs) == EvalConfig(sp_threshold=0.4, sp_paragraphs=2)
-    assert effective_rule(EvalConfig(sp_paragraphs=2), saved) == EvalConfig(sp_paragraphs=2)
+def test_a_given_rule_wins_then_the_saved_one_then_top_2():
+    saved = SpRule(threshold=0.4, paragraphs=2)
+    assert SpRule().or_saved(saved) == saved
+    assert SpRule().or_saved(None) == SpRule(top_k=2)
+    assert SpRule(top_k=3).or_saved(saved) == SpRule(top_k=3)
+    assert SpRule(threshold=0.1).or_saved(saved) == SpRule(threshold=0.1)
+    assert SpRule(first=False, paragraphs=1).or_saved(saved) == SpRule(paragraphs=1)
 
 
 def test_the_trained_readers_rule_is_saved_and_used_by_predict(trained_latent_run, sample_path, tmp_path):
     best = trained_latent_run / "best"
     rule = json.loads((best / "reader.json").read_text())["sp_rule"]
-    last_eval = [json.loads(line) for line in (trained_latent_run / "metrics.jsonl").read_text().splitlines()
-                 if '"eval"' in line][-1]
-    assert set(rule) == {"sp_top_k", "sp_threshold", "sp_paragraphs", "sp_first"} and "sp_f1_top2" in last_eval
+    evals = [json.loads(line) for line in (trained_latent_run / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in line]
+    assert set(rule) == {"top_k", "threshold", "paragraphs", "first"} and "sp_f1_top2" in evals[-1]
+    assert [row for row in evals if row.get("best")][-1]["sp_rule"] == rule  # the best evaluation's rule is saved
     args = ["predict", "--model", str(best), "--data", str(sample_path), "--limit", "6", "--max-new-tokens", "2"]
     explicit = []  # the saved rule as flags: a value after each set field, --sp-first alone
     for name, value in rule.items():
         if value not in (None, False):
-            explicit += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+            explicit += [f"--sp-{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
     assert main([*args, "--out", str(tmp_path / "saved.json")]) == 0
     assert main([*args, "--out", str(tmp_path / "explicit.json"), *explicit]) == 0
     assert main([*args, "--out", str(tmp_path / "one.json"), "--sp-top-k", "1"]) == 0

@@ -20,8 +20,8 @@ accelerator = Accelerator(cpu=True)
 torch.manual_seed(0)
 reader = LatentReader.build(t5_dir, encoder_dir, LatentConfig(num_latents=4, selector_heads=4, gate_init=0.5)).eval()
 examples = load_examples(str(SAMPLE_PATH), limit=5)[0]
-features = load_features(examples, question_tokenizer=reader.t5_tokenizer, context_tokenizer=reader.context_tokenizer,
-                         max_question_tokens=64, max_answer_tokens=32, cache_dir=None, progress=False)
+features = load_features(examples, reader.features, question_tokenizer=reader.t5_tokenizer,
+                         context_tokenizer=reader.context_tokenizer, cache_dir=None, progress=False)
 loader = accelerator.prepare(DataLoader(IndexedRows(features), batch_size=2, collate_fn=reader.collator()))
 losses = validation_loss(reader, loader, accelerator)
 predictions = predict(reader, loader, examples, accelerator, EvalConfig(max_new_tokens=3), desc="predict")

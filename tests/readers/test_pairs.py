@@ -4,8 +4,7 @@ trainer and rule that carry it."""
 import pytest
 import torch
 
-from latentqa.config import EvalConfig
-from latentqa.evaluation.sp_rule import select_facts
+from latentqa.readers.facts import SpRule, select_facts
 from latentqa.readers.latent import LatentConfig, LatentReader
 from latentqa.readers.loading import load_reader
 from latentqa.readers.pairs import PAIR_FEATURES, PairRanker, gold_pairs, pair_features, paragraph_evidence
@@ -94,12 +93,12 @@ def test_the_paragraph_rule_takes_the_ranked_paragraphs_not_those_of_the_best_se
     titles = list(dict.fromkeys(title for title, _ in keys))
     scores = [1.0 if title == titles[0] else 0.5 for title, _ in keys]  # the sentences favour paragraph 0
     paragraphs = [2.0 if title in titles[-2:] else 0.0 for title, _ in keys]  # the ranker the last two
-    rule = EvalConfig(sp_paragraphs=2)
+    rule = SpRule(paragraphs=2)
     assert {t for t, _ in select_facts(example, scores, rule)} >= {titles[0]}
     chosen = select_facts(example, scores, rule, paragraphs)
     assert {t for t, _ in chosen} == set(titles[-2:]) and len(chosen) == 2
-    assert select_facts(example, scores, EvalConfig(sp_top_k=2), paragraphs) == \
-        select_facts(example, scores, EvalConfig(sp_top_k=2))  # top-k reads the sentence scores only
+    assert select_facts(example, scores, SpRule(top_k=2), paragraphs) == \
+        select_facts(example, scores, SpRule(top_k=2))  # top-k reads the sentence scores only
 
 
 def test_the_reader_gives_each_sentence_its_paragraphs_score_and_keeps_the_fit(tiny_models, sample_examples,
@@ -123,13 +122,13 @@ def test_the_reader_gives_each_sentence_its_paragraphs_score_and_keeps_the_fit(t
 
 
 def test_training_fits_the_ranker_before_the_first_step(tiny_models, tmp_path):
-    from latentqa.config import load_config
+    from latentqa.training.config import load_config
     from latentqa.training.trainer import train
 
     t5_dir, encoder_dir = tiny_models
     run = train(load_config(None, [
-        f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=2", "model.selector_heads=4",
-        "model.question_conditioning=latents", "model.sp_scorer=classifier", "model.paragraph_ranker=true",
+        f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "latent.num_latents=2", "latent.selector_heads=4",
+        "latent.question_conditioning=latents", "latent.sp_scorer=classifier", "latent.paragraph_ranker=true",
         "data.train_limit=12", "data.validation_limit=4", f"data.cache_dir={tmp_path / 'cache'}",
         f"train.output_dir={tmp_path / 'run'}", "train.epochs=1", "train.batch_size=4", "eval.max_new_tokens=2"]))
     reader = load_reader(run / "best")
@@ -140,7 +139,8 @@ def test_training_fits_the_ranker_before_the_first_step(tiny_models, tmp_path):
 def test_training_data_without_a_gold_pair_is_refused_naming_the_file(tiny_models, sample_path, tmp_path):
     import json
 
-    from latentqa.config import ConfigError, load_config
+    from latentqa.config import ConfigError
+    from latentqa.training.config import load_config
     from latentqa.training.trainer import train
 
     t5_dir, encoder_dir = tiny_models
@@ -151,6 +151,6 @@ def test_training_data_without_a_gold_pair_is_refused_naming_the_file(tiny_model
     path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=f"data.train {path}.*exactly 2 paragraphs"):
         train(load_config(None, [
-            f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=2", "model.selector_heads=4",
-            "model.question_conditioning=latents", "model.paragraph_ranker=true", f"data.train={path}",
+            f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "latent.num_latents=2", "latent.selector_heads=4",
+            "latent.question_conditioning=latents", "latent.paragraph_ranker=true", f"data.train={path}",
             f"data.validation={path}", f"data.cache_dir={tmp_path / 'cache'}", f"train.output_dir={tmp_path / 'run'}"]))

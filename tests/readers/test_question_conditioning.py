@@ -95,7 +95,7 @@ def test_selector_lexical_bias_moves_attention_to_the_sentences_that_name_the_qu
     plain = _reader(tiny_models, question_conditioning="latents")
     biased = _reader(tiny_models, question_conditioning="latents", selector_lexical=True)
     biased.load_state_dict(plain.state_dict(), strict=False)  # all but the bias weights
-    batch, _ = collate(plain, sample_examples[:2])
+    batch, _ = collate(biased, sample_examples[:2])  # with the lexical evidence the biased reader asks for
     evidence = batch["sentence_lexical"].sum(dim=-1)  # (B, S)
     best = evidence.masked_fill(~batch["sentence_mask"], -1).argmax(dim=1)  # each example's most question-like
     on_best = (batch["sentence_index"] == best[:, None]) & batch["context_mask"]  # (B, L)

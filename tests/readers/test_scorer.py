@@ -3,15 +3,8 @@ import dataclasses
 
 import torch
 
-from latentqa.readers.scorer import SentenceScorer, pool, sentence_bce
+from latentqa.readers.scorer import SentenceScorer, sentence_bce
 from tests.conftest import collate
-
-
-def test_pool_averages_each_group_and_ignores_padding():
-    values = torch.tensor([[[1.0], [3.0], [5.0], [7.0]]])  # (1, 4, 1)
-    index = torch.tensor([[0, 0, 2, 2]])
-    mask = torch.tensor([[True, True, True, False]])
-    assert pool(values, index, mask, 3).flatten().tolist() == [2.0, 0.0, 5.0]
 
 
 def test_sentence_loss_is_zero_without_support_and_nan_per_example():

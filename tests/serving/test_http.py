@@ -28,7 +28,7 @@ def server(served_reader_dir):
     pipeline = latentqa.load_reader(served_reader_dir, cache_mb=64,
                                     limits=Limits(max_paragraphs=12, max_context_tokens=5000, max_queries=20,
                                                   max_body_bytes=200_000))
-    with ServerThread(create_app(pipeline, max_batch_size=8, max_wait_ms=100, max_new_tokens=8)) as running:
+    with ServerThread(create_app(pipeline, max_batch_size=8, max_wait_ms=100, generation=pipeline.generation(max_new_tokens=8))) as running:
         yield running
 
 
@@ -121,15 +121,15 @@ def test_a_query_that_fails_in_the_model_fails_alone(served_reader_dir, sample_e
     pipeline = latentqa.load_reader(served_reader_dir, cache_mb=0)
     run = pipeline.run
 
-    def run_unless_asked_to_fail(prepared, config):
+    def run_unless_asked_to_fail(prepared, config, rule):
         if any(p.example.question == "fail inside" for p in prepared):
             raise RuntimeError("the model broke")
-        return run(prepared, config)
+        return run(prepared, config, rule)
 
     pipeline.run = run_unless_asked_to_fail
     queries = [as_query(ex) for ex in sample_examples[:3]]
     queries.insert(1, {"question": "fail inside", "paragraphs": GOOD["paragraphs"]})
-    with ServerThread(create_app(pipeline, max_batch_size=4, max_wait_ms=2000, max_new_tokens=8)) as running:
+    with ServerThread(create_app(pipeline, max_batch_size=4, max_wait_ms=2000, generation=pipeline.generation(max_new_tokens=8))) as running:
         with ThreadPoolExecutor(max_workers=4) as pool:
             replies = list(pool.map(lambda q: running.request("POST", "/v1/answer", q), queries))
         counters = running.request("GET", "/v1/info")[1]["counters"]

@@ -8,7 +8,10 @@ import pytest
 
 import latentqa
 from latentqa.cli import main
+from latentqa.config import EvalConfig
+from latentqa.evaluation.run import predict_source
 from latentqa.readers.errors import ReaderFolderError
+from latentqa.resources import SAMPLE_PATH
 from latentqa.serving.queries import Limits, RequestError
 
 from .conftest import as_query
@@ -111,7 +114,10 @@ def test_the_baseline_reader_answers_without_facts_or_cache(tiny_baseline, sampl
     reader = latentqa.load_reader(folder, cache_mb=64)
     answer = reader.answer(sample_examples[0].question, [(p.title, list(p.sentences))
                                                          for p in sample_examples[0].paragraphs], max_new_tokens=3)
-    assert isinstance(answer.answer, str) and answer.supporting_facts == [] and answer.sentence_scores == []
+    _, _, _, by_predict = predict_source(str(folder), str(SAMPLE_PATH), EvalConfig(max_new_tokens=3), limit=1,
+                                         cache_dir=None)
+    assert answer.answer == by_predict.answers[sample_examples[0].id]  # the same path as `latentqa predict`
+    assert answer.supporting_facts == [] and answer.sentence_scores == []
     info = reader.info()
     assert info["kind"] == "baseline" and info["sp_rule"] is None
     assert not info["state_cache"]["enabled"] and "baseline" in info["state_cache"]["why"]
@@ -122,10 +128,33 @@ def test_paragraph_windows_make_a_paragraph_hit_in_any_order(served_reader_dir, 
     reordered = {**query, "paragraphs": query["paragraphs"][::-1]}
     for packing, hits_all in (("greedy", False), ("paragraph", True)):
         reader = latentqa.load_reader(served_reader_dir, cache_mb=64, window_packing=packing)
-        assert reader.info()["config"]["window_packing"] == packing
+        assert reader.info()["window_packing"] == packing
         reader.answer_batch([query], max_new_tokens=2)
         misses = reader.info()["state_cache"]["misses"]
         reader.answer_batch([reordered], max_new_tokens=2)
         assert (reader.info()["state_cache"]["misses"] == misses) == hits_all, packing
     with pytest.raises(ValueError, match="window_packing"):
         latentqa.load_reader(served_reader_dir, window_packing="pages")
+
+
+def test_serving_uses_the_reader_as_given(served_reader_dir, sample_examples):
+    """Caching states and reading other windows need no change to the reader: its config, feature spec,
+    parameters (values and requires_grad) are as loaded after answering."""
+    import copy
+
+    import torch
+
+    from latentqa.readers.loading import load_reader as load_folder
+    from latentqa.serving.pipeline import ReaderPipeline
+
+    reader = load_folder(served_reader_dir)
+    config, features = copy.deepcopy(reader.config), reader.features
+    weights = {name: p.detach().clone() for name, p in reader.named_parameters()}
+    trainable = {name: p.requires_grad for name, p in reader.named_parameters()}
+    pipeline = ReaderPipeline(reader, cache_mb=64, window_packing="paragraph")
+    first = pipeline.answer_batch([as_query(ex) for ex in sample_examples[:2]], max_new_tokens=2)
+    again = pipeline.answer_batch([as_query(ex) for ex in sample_examples[:2]], max_new_tokens=2)
+    assert pipeline.info()["state_cache"]["hits"] > 0 and first == again  # the cache served the second round
+    assert reader.config == config and reader.features == features
+    assert {name: p.requires_grad for name, p in reader.named_parameters()} == trainable
+    assert all(torch.equal(p, weights[name]) for name, p in reader.named_parameters())

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from latentqa.cli import main
-from latentqa.config import load_config
+from latentqa.training.config import load_config
 from latentqa.readers.loading import load_reader
 from latentqa.resources import SAMPLE_PATH
 from latentqa.training.trainer import train
@@ -20,7 +20,7 @@ def test_preset_header_gives_its_command_and_its_data_exists_or_is_named():
     text = PRESET.read_text()
     assert text.startswith("# latentqa train --config configs/minilm-latent.yaml")
     config = load_config(PRESET)
-    assert (config.model.encoder, config.model.question_conditioning, config.model.sp_scorer) == \
+    assert (config.model.encoder, config.latent.question_conditioning, config.latent.sp_scorer) == \
         ("minilm", "latents", "classifier")
     assert config.train.freeze_encoder and config.train.best_metric == "sp_f1"
     assert config.data.train.endswith("real/train.json") and config.data.validation.endswith("real/validation.json")

@@ -12,7 +12,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from latentqa.config import ConfigError, load_config
+from latentqa.config import ConfigError
+from latentqa.training.config import load_config
 from latentqa.readers.loading import load_reader
 from latentqa.readers.latent import LatentReader
 from latentqa.resources import SAMPLE_PATH
@@ -22,8 +23,8 @@ from latentqa.training.trainer import NonFiniteLossError, TrainingInterrupted, t
 def tiny_config(tiny_models, out, *overrides, kind="latent"):
     t5_dir, encoder_dir = tiny_models
     return load_config(None, [
-        f"model.kind={kind}", f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "model.num_latents=4",
-        "model.selector_heads=4", "model.max_input_tokens=96",
+        f"model.kind={kind}", f"model.t5={t5_dir}", f"model.encoder={encoder_dir}", "latent.num_latents=4",
+        "latent.selector_heads=4", "baseline.max_input_tokens=96",
         "data.train_limit=8", "data.validation_limit=4", f"data.cache_dir={out / 'cache'}",
         f"train.output_dir={out / 'run'}", "train.epochs=2", "train.batch_size=2", "train.log_every_steps=1",
         "train.lr_latent=1e-3", "train.lr_t5=5e-4", "train.lr_encoder=2e-4", "train.warmup_ratio=0.25",
@@ -201,7 +202,7 @@ def test_same_seed_same_weights_on_a_cold_and_a_warm_model_cache(tmp_path):
     runs = []
     for name in ("cold", "warm"):
         config = load_config(None, [
-            "model.t5=tiny", "model.encoder=tiny", "model.num_latents=4", "model.selector_heads=4",
+            "model.t5=tiny", "model.encoder=tiny", "latent.num_latents=4", "latent.selector_heads=4",
             "data.train_limit=4", "data.validation_limit=2", f"data.cache_dir={cache}",
             f"train.output_dir={tmp_path / name}", "train.epochs=1", "train.batch_size=2", "eval.max_new_tokens=2"])
         runs.append(train(config))
@@ -294,10 +295,10 @@ def test_a_best_metric_that_cannot_be_measured_is_refused_up_front(tiny_models, 
 def test_init_from_starts_from_the_folder_and_refuses_settings_it_would_ignore(trained_latent_run, tiny_models,
                                                                               tmp_path):
     best = trained_latent_run / "best"
-    with pytest.raises(ConfigError, match=r"\['model.encoder', 'model.num_latents', 'model.t5'\]"):
-        train(tiny_config(tiny_models, tmp_path / "a", f"model.init_from={best}", "model.num_latents=16"))
+    with pytest.raises(ConfigError, match=r"\['latent.num_latents', 'model.encoder', 'model.t5'\]"):
+        train(tiny_config(tiny_models, tmp_path / "a", f"model.init_from={best}", "latent.num_latents=16"))
     # the folder's own settings may be repeated; with zero learning rates one step leaves its weights as they were
-    run = train(tiny_config(tiny_models, tmp_path / "b", f"model.init_from={best}", "model.num_latents=4",
+    run = train(tiny_config(tiny_models, tmp_path / "b", f"model.init_from={best}", "latent.num_latents=4",
                             "model.t5=google/flan-t5-base", "model.encoder=distilbert-base-uncased",
                             "train.max_steps=1", "train.lr_latent=0", "train.lr_t5=0", "train.lr_encoder=0"))
     assert json.loads((run / "summary.json").read_text())["steps"] == 1

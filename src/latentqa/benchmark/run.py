@@ -106,9 +106,8 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
     examples, _ = load_examples(str(SAMPLE_PATH))
     collate = latent.collator()
     seconds = interleaved({
-        "tokenize": lambda: encode_examples(examples, question_tokenizer=latent.t5_tokenizer,
-                                            context_tokenizer=latent.encoder_tokenizer, max_question_tokens=64,
-                                            max_answer_tokens=32, progress=False),
+        "tokenize": lambda: encode_examples(examples, latent.features, question_tokenizer=latent.t5_tokenizer,
+                                            context_tokenizer=latent.encoder_tokenizer, progress=False),
         "collate": lambda: collate(rows)}, warmup=1, repeats=5, sync=lambda: None)
     tokenize_s, collate_s = (statistics.median(seconds[k]) for k in ("tokenize", "collate"))
     return {"tokenize_examples_per_s": len(examples) / tokenize_s, "collate_s": collate_s,
@@ -188,8 +187,7 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
 
 
 def baseline_batch(baseline: BaselineReader, rows: list[dict], max_input_tokens: int | None) -> dict:
-    baseline.config = BaselineConfig(max_input_tokens=max_input_tokens)
-    return baseline.collator()(rows)
+    return baseline.collator(max_input_tokens=max_input_tokens)(rows)
 
 
 def ratios(seconds: dict[str, list[float]]) -> dict[str, dict[str, float]]:

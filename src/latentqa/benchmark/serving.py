@@ -144,7 +144,7 @@ def run_serve_bench(*, model: str | None, out_dir: Path, concurrency=(1, 8, 32),
                 desc=f"cache warm, paragraphs reordered, concurrency {warm_c}")
             cache = server.request("GET", "/v1/info")[1]["state_cache"]
     results = {"reader": {k: info[k] for k in ("kind", "parameters", "device")}, "quick": quick,
-               "window_packing": info["config"].get("window_packing"),
+               "window_packing": info["window_packing"],
                "serve_options": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
                                  "max_new_tokens": max_new_tokens, "cache_mb": cache_mb},
                "phases": phases, "cache": cache, "ratios": ratios(phases, concurrency, warm_c),

@@ -11,19 +11,33 @@ import json
 import logging
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from ..config import ConfigError
+from ..config import ConfigError, TokenLimits, option
 from ..progress import progress_bar
 from .examples import Example
 from .lexical import lexical_features, paragraph_links
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 5  # bump when the features change meaning, so old caches are not reused
+FEATURE_VERSION = 6  # bump when the features change meaning, so old caches are not reused
+LEXICAL_COLUMNS = ("sentence_lexical", "paragraph_links")
+
+
+@dataclass(frozen=True)
+class FeatureSpec(TokenLimits):
+    """How examples become a reader's feature rows. Saved with the reader, so predict, eval, serving and the
+    Python API feed it exactly as it was trained."""
+
+    lexical: bool = option(False, f"also each sentence's lexical evidence and the paragraph links "
+                                  f"({', '.join(LEXICAL_COLUMNS)}), for the parts of a reader that read them")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def format_sentence(title: str, sentence: str) -> str:
@@ -46,25 +60,25 @@ def answer_token_mask(text: str, offsets: list[tuple[int, int]], answer: str | N
 
 def encode_examples(
     examples: list[Example],
+    spec: FeatureSpec,
     *,
     question_tokenizer,
     context_tokenizer,
-    max_question_tokens: int,
-    max_answer_tokens: int,
     batch_size: int = 512,
     progress: bool = True,
 ) -> dict[str, list]:
     """Features as columns (one entry per example):
 
-    question_ids   T5 ids of `question: {q}`, no EOS (the collators add it), at most max_question_tokens - 1
+    question_ids   T5 ids of `question: {q}`, no EOS (the collators add it), at most spec.max_question_tokens - 1
     context_question_ids  context-tokenizer ids of the question itself, no special tokens, at most
-                   max_question_tokens - 1 (what a question-aware latent reader's encoder reads)
-    labels         T5 ids of the answer with EOS, at most max_answer_tokens ([] when unlabelled)
+                   spec.max_question_tokens - 1 (what a question-aware latent reader's encoder reads)
+    labels         T5 ids of the answer with EOS, at most spec.max_answer_tokens ([] when unlabelled)
     context_ids    context-tokenizer ids of all sentences, concatenated, untruncated
     sentence_index per context token, the index of its sentence in `Example.sentence_keys()`
     support        per context token, 1 if its sentence is a supporting fact
     answer_span    per context token, 1 if it is part of the answer inside a supporting sentence
     sentence_paragraph  per sentence, the index of its paragraph
+    and with `spec.lexical` only:
     sentence_lexical    per sentence, its lexical evidence (`lexical.FEATURES`)
     paragraph_links     per pair of paragraphs (a, b), how much of b's title a names (`lexical.paragraph_links`)
     """
@@ -73,17 +87,17 @@ def encode_examples(
                           "fast (tokenizers) backend: its character offsets are needed to mark answer spans")
     columns: dict[str, list] = {k: [] for k in (
         "id", "question_ids", "context_question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
-        "sentence_paragraph", "sentence_lexical", "paragraph_links")}
+        "sentence_paragraph", *(LEXICAL_COLUMNS if spec.lexical else ()))}
     for start in progress_bar(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
             [question_text(ex.question) for ex in chunk], add_special_tokens=False,
-            truncation=True, max_length=max_question_tokens - 1)["input_ids"]
+            truncation=True, max_length=spec.max_question_tokens - 1)["input_ids"]
         context_questions = context_tokenizer(
             [ex.question.strip() for ex in chunk], add_special_tokens=False, truncation=True,
-            max_length=max_question_tokens - 1)["input_ids"]
+            max_length=spec.max_question_tokens - 1)["input_ids"]
         answers = question_tokenizer(
-            [ex.answer or "" for ex in chunk], truncation=True, max_length=max_answer_tokens)["input_ids"]
+            [ex.answer or "" for ex in chunk], truncation=True, max_length=spec.max_answer_tokens)["input_ids"]
         sentences = [format_sentence(p.title, s) for ex in chunk for p in ex.paragraphs for s in p.sentences]
         # verbose=False: contexts longer than the encoder are expected; the readers window them
         # offsets: where each token lies in its sentence's text, to mark the answer's tokens
@@ -102,9 +116,6 @@ def encode_examples(
                 answer_span += answer_token_mask(text, offsets, ex.answer) if key in support_set else [0] * len(offsets)
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
             paragraph_of = [i for i, p in enumerate(ex.paragraphs) for _ in p.sentences]
-            # a title's tokens end where its text does, before the ": " that format_sentence adds
-            title_lengths = [sum(end <= len(title) for _, end in offsets)
-                             for (title, _), offsets in zip(keys, sentence_offsets[mine])]
             columns["id"].append(ex.id)
             columns["question_ids"].append(q_ids)
             columns["context_question_ids"].append(cq_ids)
@@ -114,8 +125,12 @@ def encode_examples(
             columns["support"].append(np.repeat([int(k in support_set) for k in keys], lengths).astype(int).tolist())
             columns["answer_span"].append(answer_span)
             columns["sentence_paragraph"].append(paragraph_of)
-            columns["sentence_lexical"].append(lexical_features(pieces, title_lengths, paragraph_of, cq_ids))
-            columns["paragraph_links"].append(paragraph_links(pieces, title_lengths, paragraph_of))
+            if spec.lexical:
+                # a title's tokens end where its text does, before the ": " that format_sentence adds
+                title_lengths = [sum(end <= len(title) for _, end in offsets)
+                                 for (title, _), offsets in zip(keys, sentence_offsets[mine])]
+                columns["sentence_lexical"].append(lexical_features(pieces, title_lengths, paragraph_of, cq_ids))
+                columns["paragraph_links"].append(paragraph_links(pieces, title_lengths, paragraph_of))
     return columns
 
 
@@ -135,27 +150,25 @@ def examples_fingerprint(examples: list[Example]) -> str:
 
 def load_features(
     examples: list[Example],
+    spec: FeatureSpec,
     *,
     question_tokenizer,
     context_tokenizer,
-    max_question_tokens: int,
-    max_answer_tokens: int,
     cache_dir: str | Path | None,
     progress: bool = True,
 ) -> datasets.Dataset:
     """`encode_examples` as a `datasets.Dataset`, read from `cache_dir` when the same data, tokenizers and
-    settings were encoded before. Rows come back as Python lists; the collators only pad."""
+    spec were encoded before. Rows come back as Python lists; the collators only pad."""
     key = hashlib.sha256(json.dumps([
         FEATURE_VERSION, examples_fingerprint(examples), tokenizer_fingerprint(question_tokenizer),
-        tokenizer_fingerprint(context_tokenizer), max_question_tokens, max_answer_tokens,
+        tokenizer_fingerprint(context_tokenizer), spec.to_dict(),
     ]).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"features-{key}" if cache_dir else None
     if path is not None and (path / "dataset_info.json").exists():
         log.info("features from cache %s", path)
         return datasets.load_from_disk(str(path))
-    columns = encode_examples(
-        examples, question_tokenizer=question_tokenizer, context_tokenizer=context_tokenizer,
-        max_question_tokens=max_question_tokens, max_answer_tokens=max_answer_tokens, progress=progress)
+    columns = encode_examples(examples, spec, question_tokenizer=question_tokenizer,
+                              context_tokenizer=context_tokenizer, progress=progress)
     features = datasets.Dataset.from_dict(columns)
     if path is not None:
         tmp = path.with_name(path.name + ".tmp")

@@ -17,14 +17,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..assets import build_tiny_models, corpus, pretrained_encoder_path  # noqa: E402
-from ..config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from ..config import DataConfig, EvalConfig, TrainConfig  # noqa: E402
 from ..data.sources import load_examples  # noqa: E402
 from ..data.stats import support_end  # noqa: E402
 from ..evaluation.report import bucket_label, bucket_labels, plot_sentence_attention, plot_training_curves  # noqa: E402
 from ..evaluation.run import predict_source  # noqa: E402
 from ..readers.collate import IndexedRows  # noqa: E402
-from ..readers.latent import CONDITIONING  # noqa: E402
+from ..readers.baseline import BaselineConfig  # noqa: E402
+from ..readers.facts import SpRule  # noqa: E402
+from ..readers.latent import CONDITIONING, LatentConfig  # noqa: E402
 from ..resources import SAMPLE_PATH  # noqa: E402
+from ..training.config import ModelConfig, RunConfig  # noqa: E402
 from ..training.trainer import train  # noqa: E402
 from .task import ANSWERS, build_task, write_task  # noqa: E402
 
@@ -56,25 +59,25 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dic
     (named latent-MODE), each with the same settings, the question-aware ones with the lexical attention bias."""
     data = DataConfig(train=str(files["train"]), validation=str(files["validation"]), cache_dir=str(out / "cache"),
                       max_answer_tokens=8)
-    evaluation = EvalConfig(batch_size=16, max_new_tokens=4, sp_top_k=1)
+    evaluation, rule = EvalConfig(batch_size=16, max_new_tokens=4), SpRule(top_k=1)
     common = dict(batch_size=8, weight_decay=0.0, warmup_ratio=0.05,
                   gradient_checkpointing=False,  # tiny models: memory is no concern, speed is
                   best_metric="em", log_every_steps=5)
     configs = {
         "baseline": RunConfig(
-            data=data, eval=evaluation,
-            model=ModelConfig(kind="baseline", t5=str(t5_dir), max_input_tokens=CUT),
+            data=data, eval=evaluation, sp=rule, model=ModelConfig(kind="baseline", t5=str(t5_dir)),
+            baseline=BaselineConfig(max_input_tokens=CUT),
             train=TrainConfig(output_dir=str(out / "baseline"), lr_t5=3e-3, epochs=epochs["baseline"], **common)),
         "latent": RunConfig(
-            data=data, eval=evaluation,
+            data=data, eval=evaluation, sp=rule,
             # The tiny T5 has random weights, so there is no pretrained behaviour for a closed gate to keep; at 0
             # its gate got no consistent gradient in 140 steps (docs/demo.md).
             # The support loss finds the fact sentence but, alone, fixes the attention on a template word of it
             # ("code"); the answer-span loss points it at the answer word (docs/demo.md). The encoder learns 10x
             # slower than the rest: at 3e-3 the span loss could make every answer word's state alike, and the
             # decoder then never read which one it was (seed 1 at 4 epochs: EM 0.21; at 3e-4, 1.0; docs/demo.md).
-            model=ModelConfig(kind="latent", t5=str(t5_dir), encoder=encoder, num_latents=8, selector_heads=4,
-                              gate_init=1.0, answer_span_loss_weight=1.0),
+            model=ModelConfig(kind="latent", t5=str(t5_dir), encoder=encoder),
+            latent=LatentConfig(num_latents=8, selector_heads=4, gate_init=1.0, answer_span_loss_weight=1.0),
             train=TrainConfig(output_dir=str(out / "latent"), lr_latent=3e-3, lr_t5=3e-3,
                               lr_encoder=3e-4 if encoder != "minilm" else 5e-5, epochs=epochs["latent"], **common)),
     }
@@ -85,8 +88,8 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dic
         # scaled so that its few weights keep up with the content logits (docs/demo.md).
         aware = mode != "none"
         configs[name] = dataclasses.replace(
-            latent, model=dataclasses.replace(latent.model, question_conditioning=mode, selector_lexical=aware,
-                                              selector_lexical_scale=LEXICAL_SCALE if aware else 1.0),
+            latent, latent=dataclasses.replace(latent.latent, question_conditioning=mode, selector_lexical=aware,
+                                               selector_lexical_scale=LEXICAL_SCALE if aware else 1.0),
             train=dataclasses.replace(latent.train, output_dir=str(out / name)))
     return configs
 
@@ -119,7 +122,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
         run = train(config)
         train_seconds = time.perf_counter() - train_start
         reader, examples, features, predictions = predict_source(str(run / "best"), str(files["test"]), config.eval,
-                                                                 cache_dir=config.data.cache_dir)
+                                                                 config.sp, cache_dir=config.data.cache_dir)
         if name == "baseline":
             in_input = fact_in_input(examples, features, reader.collator())
         correct = {ex.id: predictions.answers[ex.id].strip().lower() == ex.answer for ex in examples}
@@ -224,7 +227,7 @@ def write_demo_report(results: dict, out: Path) -> Path:
             f"Each test question asks for {task} inserted into a real HotpotQA context (test contexts are unseen "
             f"in training). The baseline T5 reads its first {results['cut']} T5 tokens, question included; the "
             "latent reader reads the whole context through its latents"
-            f"{' (latent-MODE: model.question_conditioning=MODE)' if facts > 1 else ''}. The columns split the test "
+            f"{' (latent-MODE: latent.question_conditioning=MODE)' if facts > 1 else ''}. The columns split the test "
             "questions by whether the baseline's input held the whole fact sentence, counted in the baseline's own "
             "tokens. `fact found`: the sentence the latent reader's attention ranks first is the asked fact "
             "(supporting-fact EM; the baseline predicts none). The plot places each fact by its position in "

@@ -11,7 +11,7 @@ from ..config import EvalConfig
 from ..data.examples import Example
 from ..progress import progress_bar
 from ..readers.base import Generation
-from .sp_rule import effective_rule, select_facts
+from ..readers.facts import SpRule, select_facts
 
 
 @dataclass
@@ -30,14 +30,14 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model, loader, examples: list[Example], accelerator: Accelerator, config: EvalConfig,
-            desc: str = "predict") -> Predictions:
+            rule: SpRule = SpRule(), desc: str = "predict") -> Predictions:
     """Answer every example of `loader` (built over `examples`, in order); every process gets all predictions.
-    Supporting facts follow `config`'s rule, or the reader's saved one where `config` sets none."""
+    Supporting facts follow `rule`, or the reader's saved one where `rule` says nothing."""
     reader = accelerator.unwrap_model(model)
-    config = effective_rule(config, reader.sp_rule)
+    rule = rule.or_saved(reader.sp_rule)
     was_training = reader.training
     reader.eval()
-    predictions = Predictions({}, {} if reader.kind == "latent" else None)
+    predictions = Predictions({}, {} if reader.predicts_facts else None)
     for batch in progress_bar(loader, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
             generation = generate_batch(reader, batch, config)
@@ -46,7 +46,7 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
         scores = [accelerator.pad_across_processes(s, dim=1, pad_index=0.0)
                   for s in (generation.sentence_scores, generation.paragraph_scores) if s is not None]
         index, sequences, *scores = accelerator.gather_for_metrics((batch["index"], sequences, *scores))
-        record_batch(reader, [examples[i] for i in index.tolist()], Generation(sequences, *scores), config, predictions)
+        record_batch(reader, [examples[i] for i in index.tolist()], Generation(sequences, *scores), rule, predictions)
     reader.train(was_training)
     return predictions
 
@@ -60,21 +60,43 @@ def generate_batch(reader, batch: dict, config: EvalConfig) -> Generation:
                       as_float(generation.paragraph_scores))
 
 
-def record_batch(reader, examples: list[Example], generation: Generation, config: EvalConfig,
-                 predictions: Predictions) -> None:
-    """Decode a batch's answers and pick its supporting facts by `config`'s rule (already resolved with
-    `effective_rule`) into `predictions`; `examples` are the batch's, row by row."""
+@dataclass
+class Answered:
+    """One example's prediction: the answer, and for a reader that scores sentences, its scores and facts."""
+
+    answer: str
+    sentence_scores: list[float] | None = None  # one per sentence of the example
+    paragraph_scores: list[float] | None = None  # per sentence, its paragraph's (a pair ranker's)
+    facts: list[list] | None = None  # [[title, sent_id], ...]
+
+
+def decode_batch(reader, examples: list[Example], generation: Generation, rule: SpRule) -> list[Answered]:
+    """A batch's answers decoded and its supporting facts picked by `rule` (a given one); `examples` are the
+    batch's, row by row."""
     texts = reader.t5_tokenizer.batch_decode(generation.sequences, skip_special_tokens=True)
+    answered = []
     for row, (example, text) in enumerate(zip(examples, texts)):
-        predictions.answers[example.id] = text.strip()
+        item = Answered(text.strip())
         if generation.sentence_scores is not None:
             count = len(example.sentence_keys())
-            per_sentence = generation.sentence_scores[row, :count].tolist()
-            predictions.sentence_scores[example.id] = per_sentence
-            paragraphs = None
+            item.sentence_scores = generation.sentence_scores[row, :count].tolist()
             if generation.paragraph_scores is not None:
-                paragraphs = predictions.paragraph_scores[example.id] = generation.paragraph_scores[row, :count].tolist()
-            predictions.sp[example.id] = select_facts(example, per_sentence, config, paragraphs)
+                item.paragraph_scores = generation.paragraph_scores[row, :count].tolist()
+            item.facts = select_facts(example, item.sentence_scores, rule, item.paragraph_scores)
+        answered.append(item)
+    return answered
+
+
+def record_batch(reader, examples: list[Example], generation: Generation, rule: SpRule,
+                 predictions: Predictions) -> None:
+    """`decode_batch` into `predictions`, by example id."""
+    for example, item in zip(examples, decode_batch(reader, examples, generation, rule)):
+        predictions.answers[example.id] = item.answer
+        if item.facts is not None:
+            predictions.sentence_scores[example.id] = item.sentence_scores
+            predictions.sp[example.id] = item.facts
+        if item.paragraph_scores is not None:
+            predictions.paragraph_scores[example.id] = item.paragraph_scores
 
 
 @torch.no_grad()

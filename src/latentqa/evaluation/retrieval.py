@@ -10,17 +10,11 @@ from __future__ import annotations
 import torch
 
 from ..data.examples import Example
-from ..data.features import encode_examples, format_sentence
+from ..data.features import FeatureSpec, encode_examples, format_sentence
+from ..readers.facts import best_sentence_per_paragraph
+from ..readers.pooling import masked_mean
 from ..readers.scorer import LEXICAL_PRIOR
 from ..progress import progress_bar
-
-
-def paragraph_scores(example: Example, scores: list[float]) -> dict[str, float]:
-    """Each paragraph's best sentence score, by title."""
-    best: dict[str, float] = {}
-    for (title, _), value in zip(example.sentence_keys(), scores):
-        best[title] = max(best.get(title, float("-inf")), value)
-    return best
 
 
 def paragraph_recall(examples: list[Example], scores: dict[str, list[float]], top: int = 2) -> float:
@@ -30,15 +24,15 @@ def paragraph_recall(examples: list[Example], scores: dict[str, list[float]], to
         gold = {title for title, _ in ex.supporting_facts}
         if not gold or ex.id not in scores:
             continue
-        ranked = sorted(paragraph_scores(ex, scores[ex.id]).items(), key=lambda kv: -kv[1])[:top]
-        shares.append(len(gold & {title for title, _ in ranked}) / len(gold))
+        ranked = list(best_sentence_per_paragraph(ex.sentence_keys(), scores[ex.id]))[:top]
+        shares.append(len(gold & set(ranked)) / len(gold))
     return sum(shares) / max(len(shares), 1)
 
 
 def lexical_scores(examples: list[Example], tokenizer) -> dict[str, list[float]]:
     """Per example, each sentence's lexical features weighed by the sentence scorer's starting weights."""
-    features = encode_examples(examples, question_tokenizer=tokenizer, context_tokenizer=tokenizer,
-                               max_question_tokens=64, max_answer_tokens=2, progress=False)["sentence_lexical"]
+    features = encode_examples(examples, FeatureSpec(lexical=True), question_tokenizer=tokenizer,
+                               context_tokenizer=tokenizer, progress=False)["sentence_lexical"]
     weights = torch.tensor(LEXICAL_PRIOR)
     return {ex.id: (torch.tensor(rows).reshape(-1, len(LEXICAL_PRIOR)) @ weights).tolist()
             for ex, rows in zip(examples, features)}
@@ -54,8 +48,7 @@ def cosine_scores(examples: list[Example], encoder, tokenizer, batch_size: int =
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, return_tensors="pt")
             states = encoder(**batch).last_hidden_state  # (b, T, H)
-            mask = batch["attention_mask"][..., None].to(states.dtype)
-            out.append(torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1))
+            out.append(torch.nn.functional.normalize(masked_mean(states, batch["attention_mask"]), dim=-1))
         return torch.cat(out) if out else torch.zeros(0)
 
     encoder.eval()

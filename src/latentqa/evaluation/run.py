@@ -10,31 +10,25 @@ from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
 from ..readers.collate import IndexedRows
-from ..readers.latent import LatentReader
+from ..readers.facts import SpRule
 from ..readers.loading import load_reader
 from ..readers.state_cache import ContextStateCache
 from .predict import Predictions, predict
 
-# how `predict` / `eval` (and the serving pipeline, which must match them) encode questions and answers
-MAX_QUESTION_TOKENS, MAX_ANSWER_TOKENS = 64, 32
 
-
-def predict_source(model_dir: str, source: str, config: EvalConfig, *, limit: int | None = None,
-                   cache_dir: str | None = ".cache/latentqa", max_question_tokens: int = MAX_QUESTION_TOKENS,
-                   max_answer_tokens: int = MAX_ANSWER_TOKENS, state_cache_dir: str | None = None
-                   ) -> tuple[Reader, list[Example], object, Predictions]:
-    """Load the reader and the data, answer every example; returns (reader, examples, features, predictions).
-    `state_cache_dir`: read (and keep) the context states of a question-free latent reader there, as training does."""
+def predict_source(model_dir: str, source: str, config: EvalConfig, rule: SpRule = SpRule(), *,
+                   limit: int | None = None, cache_dir: str | None = ".cache/latentqa",
+                   state_cache_dir: str | None = None) -> tuple[Reader, list[Example], object, Predictions]:
+    """Load the reader and the data, encode it as the reader was trained (its saved feature spec), answer every
+    example; returns (reader, examples, features, predictions). `state_cache_dir`: read (and keep) the context
+    states of a reader whose states are question-free there, as training does."""
     accelerator = Accelerator()
     reader = load_reader(model_dir, device=accelerator.device)
-    if state_cache_dir and isinstance(reader, LatentReader):
-        reader.freeze_encoder()  # prediction trains nothing
-        if reader.cache_refusal() is None:
-            reader.use_state_cache(ContextStateCache(max_mb=0, directory=state_cache_dir))
+    if state_cache_dir and reader.cache_refusal(inference=True) is None:
+        reader.use_state_cache(ContextStateCache(max_mb=0, directory=state_cache_dir), inference=True)
     examples, _ = load_examples(source, limit=limit)
-    features = load_features(examples, question_tokenizer=reader.t5_tokenizer,
-                             context_tokenizer=reader.context_tokenizer, max_question_tokens=max_question_tokens,
-                             max_answer_tokens=max_answer_tokens, cache_dir=cache_dir)
+    features = load_features(examples, reader.features, question_tokenizer=reader.t5_tokenizer,
+                             context_tokenizer=reader.context_tokenizer, cache_dir=cache_dir)
     loader = accelerator.prepare(DataLoader(IndexedRows(features), batch_size=config.batch_size,
                                             collate_fn=reader.collator()))
-    return reader, examples, features, predict(reader, loader, examples, accelerator, config)
+    return reader, examples, features, predict(reader, loader, examples, accelerator, config, rule)

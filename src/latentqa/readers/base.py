@@ -1,7 +1,8 @@
 """What both readers share: outputs, the interface, and writing the folder format (`loading.py` reads it).
 
 A reader folder:
-    reader.json          {"kind": "latent" | "baseline", "config": {...}, "sp_rule": {...} (optional)}
+    reader.json          {"kind": "latent" | "baseline", "config": {...}, "features": {...} (the feature spec it
+                         was trained on), "sp_rule": {...} (the supporting-fact rule chosen in training, optional)}
     model.safetensors    all weights (tied T5 embeddings kept tied; never pickled)
     t5/                  T5 config, generation config and tokenizer
     encoder/             context-encoder config and tokenizer (latent reader only)
@@ -17,6 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import T5ForConditionalGeneration
+
+from ..config import TokenLimits
+from ..data.features import FeatureSpec
+from .facts import SpRule
 
 READER_FILE = "reader.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -52,16 +57,24 @@ class Generation:
 
 class Reader(nn.Module):
     """Interface of both readers: forward(batch) → ReaderOutput; generate(batch) → Generation; a collator;
-    parameter groups for the optimizer; save_pretrained as a folder (`loading.load_reader` reads it back)."""
+    parameter groups for the optimizer; save_pretrained as a folder (`loading.load_reader` reads it back).
+    `features` says how examples must be encoded for it; `sp_rule` is the supporting-fact rule chosen in training."""
 
     kind: str
+    predicts_facts = False  # does `generate` score sentences?
 
-    def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, config):
+    def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, config, limits: TokenLimits = TokenLimits()):
         super().__init__()
         self.t5 = t5
         self.t5_tokenizer = t5_tokenizer
         self.config = config
-        self.sp_rule: dict | None = None  # {"sp_top_k", "sp_threshold"} chosen on validation (evaluation.sp_rule)
+        self.features = FeatureSpec(limits.max_question_tokens, limits.max_answer_tokens,
+                                    lexical=self.reads_lexical_evidence)
+        self.sp_rule: SpRule | None = None
+
+    @property
+    def reads_lexical_evidence(self) -> bool:
+        return False
 
     @property
     def context_tokenizer(self):
@@ -69,6 +82,19 @@ class Reader(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"t5": list(self.t5.parameters())}
+
+    def cache_refusal(self, inference: bool = False) -> str | None:
+        """Why context states cannot be cached (None: they can); see `LatentReader`."""
+        return f"the {self.kind} reader has no context encoder"
+
+    @property
+    def needs_fit(self) -> bool:
+        """Does a part wait to be fitted on the training data before the first step (`fit`)?"""
+        return False
+
+    def fit(self, batches) -> dict[str, float]:
+        """Fit the parts that are fitted, not trained, on labelled collated batches; returns their figures."""
+        return {}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled:
@@ -81,7 +107,8 @@ class Reader(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "config": asdict(self.config), **({"sp_rule": self.sp_rule} if self.sp_rule else {})}
+        meta = {"kind": self.kind, "config": asdict(self.config), "features": self.features.to_dict(),
+                **({"sp_rule": self.sp_rule.to_dict()} if self.sp_rule else {})}
         (out / READER_FILE).write_text(json.dumps(meta, indent=2))
         safetensors.torch.save_model(self, str(out / WEIGHTS_FILE))
         self.t5.config.save_pretrained(out / "t5")

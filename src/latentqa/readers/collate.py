@@ -91,9 +91,9 @@ class LatentCollator:
     context_index (B, L): for each context token, its row in the flattened (W * Lw) window states;
     context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,);
     sentence_mask, sentence_support (B, S) bool; sentence_paragraph, sentence_position (B, S): each sentence's
-    paragraph and its place in it; sentence_lexical (B, S, F) float: each sentence's lexical evidence
-    (`data.lexical`); paragraph_links (B, P, P) float (`data.lexical.paragraph_links`); encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
-    the context encoder's vocabulary.
+    paragraph and its place in it; encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
+    the context encoder's vocabulary; for rows encoded with lexical evidence, sentence_lexical (B, S, F) float
+    (`data.lexical`) and paragraph_links (B, P, P) float (`data.lexical.paragraph_links`).
     """
 
     t5_pad_id: int
@@ -108,7 +108,7 @@ class LatentCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         question_ids = pad([[*r["question_ids"], self.t5_eos_id] for r in rows], self.t5_pad_id)
         encoder_questions = [[self.cls_id, *r["context_question_ids"], self.sep_id] for r in rows]
-        # [CLS] question [SEP] opens each window in `question_in_windows`; the context fills the rest, as before
+        # [CLS] question [SEP] opens each window in `question_in_windows`; the context fills the rest
         heads = encoder_questions if self.question_in_windows else [[self.cls_id]] * len(rows)
         spans = [window_spans(r["sentence_index"], r["sentence_paragraph"], self.window_tokens - len(head) - 1,
                               self.packing) for r, head in zip(rows, heads)]
@@ -144,9 +144,14 @@ class LatentCollator:
             "sentence_support": pad(sentence_support, 0, dtype=torch.bool, min_length=1),
             "sentence_paragraph": pad([r["sentence_paragraph"] for r in rows], 0, min_length=1),
             "sentence_position": pad([sentence_positions(r["sentence_paragraph"]) for r in rows], 0, min_length=1),
-            "sentence_lexical": pad_rows([r["sentence_lexical"] for r in rows], len(LEXICAL_FEATURES)),
-            "paragraph_links": pad_squares([r["paragraph_links"] for r in rows]),
+            **(lexical_fields(rows) if "sentence_lexical" in rows[0] else {}),
         }
+
+
+def lexical_fields(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """The lexical evidence of rows encoded with it (`FeatureSpec.lexical`)."""
+    return {"sentence_lexical": pad_rows([r["sentence_lexical"] for r in rows], len(LEXICAL_FEATURES)),
+            "paragraph_links": pad_squares([r["paragraph_links"] for r in rows])}
 
 
 def sentence_flags(row: dict) -> np.ndarray:

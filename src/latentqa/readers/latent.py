@@ -16,9 +16,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
+from ..config import ConfigError, TokenLimits, at_least, option
 from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import LatentCollator
 from .pairs import PairRanker
+from .pooling import masked_mean
 from .scorer import LEXICAL_PRIOR, SentenceScorer, paragraph_bce, sentence_bce
 from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
 from .state_cache import ContextStateCache
@@ -28,6 +30,7 @@ from .windows import PACKINGS
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
 ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attention_probs_dropout_prob")
 CONDITIONING = ("none", "latents", "encoder")
+SP_SCORERS = ("attention", "classifier")
 
 
 def set_attention_dropout(config: PretrainedConfig, value: float | None) -> PretrainedConfig:
@@ -49,85 +52,79 @@ def window_positions(encoder: nn.Module) -> int:
 
 @dataclass
 class LatentConfig:
-    num_latents: int = 32
-    """Learned latents: the length of the bottleneck the decoder sees besides the question."""
-    selector_layers: int = 2
-    """Cross-attention blocks in the selector."""
-    selector_heads: int = 8
-    """Attention heads of each selector block; must divide the encoder's width."""
-    support_loss_weight: float = 1.0
-    """Weight of -log(attention mass on supporting tokens) in the loss (0 turns it off)."""
-    answer_span_loss_weight: float = 0.0
-    """Weight of -log(attention mass on the answer's tokens inside the supporting sentences): it teaches the
-    selector which words of a supporting sentence to read (0 turns it off; yes/no answers mark no tokens)."""
-    encoder_attention_dropout: float | None = 0.0
-    """Dropout on the context encoder's attention probabilities (None: the checkpoint's own). At 0, PyTorch's fused
-    attention kernels run; with dropout, CPU attention falls back to the unfused path (docs/bench.md)."""
-    gate_init: float = 0.0
-    """Initial value of the tanh gate. 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with
-    random weights has nothing to keep, and at 0 its gate gets no consistent gradient (docs/demo.md)."""
-    question_conditioning: str = "none"
-    """Where the question enters the context path: 'none' (question-blind latents, the original design), 'latents'
-    (the selector's latents cross-attend to the question; context states stay question-free, so cacheable) or
-    'encoder' (every encoder window reads [CLS] question [SEP] context [SEP])."""
-    window_packing: str = "greedy"
-    """How context tokens fill encoder windows: 'greedy' (whole paragraphs up to the window's size), 'paragraph'
-    or 'sentence' (one per window; better states from an encoder trained on short texts, more windows)."""
-    sp_scorer: str = "attention"
-    """Supporting-fact scores: 'attention' (the selector's attention mass per sentence) or 'classifier' (a trained
-    sentence scorer over the context states, question-aware in the question-aware modes)."""
-    sp_scorer_loss_weight: float = 1.0
-    """Weight of the sentence scorer's binary cross-entropy (sp_scorer 'classifier' only)."""
-    sp_paragraph_loss_weight: float = 0.0
-    """Weight of a binary cross-entropy of each paragraph's best sentence logit against whether it holds a
-    supporting fact: trains the ranking the paragraph rule uses (sp_scorer 'classifier' only; 0 turns it off)."""
-    sp_lexical: bool = False
-    """Give the sentence scorer each sentence's lexical evidence (question words it and its paragraph hold, title
-    matches, links between paragraphs; `data.lexical`). Needs sp_scorer 'classifier' and a question-aware mode."""
-    selector_lexical: bool = False
-    """Bias the selector's attention over each context token by its sentence's lexical evidence (learned weights per
-    head, starting at the scorer's `LEXICAL_PRIOR`), so the latents read what names the question. Needs a
-    question-aware mode; context states stay cacheable."""
-    selector_lexical_scale: float = 1.0
-    """The lexical bias enters the attention logits as scale × (evidence · weights). Adam moves each of the bias's
-    few weights by about the learning rate a step, while the content logits come from thousands of weights, so at
-    scale 1 the bias cannot keep up: on the many-facts demo its weights moved 2% in 280 steps and half the
-    attention stayed on the facts not asked for; at 10, 95% of it lay on the asked answer word (docs/demo.md)."""
-    paragraph_ranker: bool = False
-    """Rank the context's paragraph pairs by lexical evidence and title links (`readers.pairs`, 14 weights fitted on
-    the training questions before training): the paragraph rule takes its paragraphs from the best pair. Needs a
-    question-aware mode."""
+    num_latents: int = option(32, "learned latents: the length of the bottleneck the decoder sees besides the "
+                                  "question")
+    selector_layers: int = option(2, "cross-attention blocks of the selector")
+    selector_heads: int = option(8, "heads per selector block (must divide the encoder width)")
+    support_loss_weight: float = option(1.0, "weight of -log(attention mass on supporting-fact tokens) (0: off)")
+    answer_span_loss_weight: float = option(
+        0.0, "weight of -log(attention mass on the answer's words inside the supporting sentences): teaches the "
+             "selector which words to read (0: off; yes/no answers mark no tokens)")
+    encoder_attention_dropout: float | None = option(
+        0.0, "dropout on the context encoder's attention probabilities (None: the checkpoint's own); at 0 the fused "
+             "attention kernels run: on CPU a training step at 2,048 tokens takes 20% less time (docs/bench.md)")
+    gate_init: float = option(
+        0.0, "initial value of the tanh gate: 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with "
+             "random weights has nothing to keep, and at 0 its gate gets no consistent gradient (docs/demo.md)")
+    question_conditioning: str = option(
+        "none", "where the question enters the context path: 'none' (question-blind latents), 'latents' (the "
+                "latents cross-attend to the question; context states stay question-free and cacheable) or "
+                "'encoder' (every encoder window reads [CLS] question [SEP] context [SEP])")
+    window_packing: str = option(
+        "greedy", "how the context fills encoder windows: 'greedy' (whole paragraphs up to the window size), "
+                  "'paragraph' or 'sentence' (one per window: better states from an encoder trained on short texts, "
+                  "more windows)")
+    sp_scorer: str = option("attention", "supporting-fact scores: 'attention' (the selector's attention mass per "
+                                         "sentence) or 'classifier' (a trained sentence scorer over the context "
+                                         "states, question-aware in the question-aware modes)")
+    sp_scorer_loss_weight: float = option(1.0, "weight of the sentence scorer's binary cross-entropy")
+    sp_paragraph_loss_weight: float = option(
+        0.0, "weight of a binary cross-entropy of each paragraph's best sentence logit against whether it holds a "
+             "supporting fact: trains the ranking the paragraph rule uses (needs sp_scorer 'classifier'; 0: off)")
+    sp_lexical: bool = option(False, "give the sentence scorer each sentence's lexical evidence: question words it "
+                                     "and its paragraph hold, title matches, links between paragraphs "
+                                     "(`data.lexical`; needs sp_scorer 'classifier' and a question-aware mode)")
+    selector_lexical: bool = option(False, "bias the selector's attention over each context token by its "
+                                           "sentence's lexical evidence (learned weights per head), so the latents "
+                                           "read what names the question (needs a question-aware mode; states stay "
+                                           "cacheable)")
+    selector_lexical_scale: float = option(
+        1.0, "multiplies the lexical attention bias (needs selector_lexical): Adam moves each of its few weights by "
+             "about the learning rate a step, while the content logits come from thousands, so at 1 the bias "
+             "cannot keep up (docs/demo.md); the many-facts demo uses 10")
+    paragraph_ranker: bool = option(False, "choose the paragraph rule's paragraphs by a paragraph-pair ranker over "
+                                           "lexical evidence and title links (`readers.pairs`), fitted on the "
+                                           "training questions before training (needs a question-aware mode)")
 
     def __post_init__(self):
-        for name in ("num_latents", "selector_layers", "selector_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.question_conditioning not in CONDITIONING:
-            raise ValueError(f"question_conditioning must be one of {CONDITIONING}, got {self.question_conditioning!r}")
-        if self.window_packing not in PACKINGS:
-            raise ValueError(f"window_packing must be one of {PACKINGS}, got {self.window_packing!r}")
-        if self.sp_scorer not in ("attention", "classifier"):
-            raise ValueError(f"sp_scorer must be 'attention' or 'classifier', got {self.sp_scorer!r}")
-        if self.sp_lexical and (self.sp_scorer != "classifier" or self.question_conditioning == "none"):
-            raise ValueError("sp_lexical needs sp_scorer 'classifier' and question_conditioning 'latents' or 'encoder'")
+        at_least(self, 1, "num_latents", "selector_layers", "selector_heads")
+        at_least(self, 0, "support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
+                 "sp_paragraph_loss_weight")
+        for name, allowed in (("question_conditioning", CONDITIONING), ("window_packing", PACKINGS),
+                              ("sp_scorer", SP_SCORERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        blind = self.question_conditioning == "none"
+        if self.sp_lexical and (self.sp_scorer != "classifier" or blind):
+            raise ConfigError("sp_lexical needs sp_scorer 'classifier' and question_conditioning 'latents' or "
+                              "'encoder'")
         if self.sp_paragraph_loss_weight > 0 and self.sp_scorer != "classifier":
-            raise ValueError("sp_paragraph_loss_weight trains the sentence scorer's logits: it needs sp_scorer "
-                             "'classifier'")
-        if self.selector_lexical and self.question_conditioning == "none":
-            raise ValueError("selector_lexical compares the context with the question: it needs question_conditioning "
-                             "'latents' or 'encoder'")
+            raise ConfigError("sp_paragraph_loss_weight trains the sentence scorer's logits: it needs sp_scorer "
+                              "'classifier'")
+        for name in ("selector_lexical", "paragraph_ranker"):
+            if getattr(self, name) and blind:
+                raise ConfigError(f"{name} compares the context with the question: it needs question_conditioning "
+                                  "'latents' or 'encoder'")
         if self.selector_lexical_scale <= 0 or (self.selector_lexical_scale != 1.0 and not self.selector_lexical):
-            raise ValueError(f"selector_lexical_scale scales the lexical attention bias: it must be > 0 and needs "
-                             f"selector_lexical, got {self.selector_lexical_scale}")
-        if self.paragraph_ranker and self.question_conditioning == "none":
-            raise ValueError("paragraph_ranker compares the paragraphs with the question: it needs "
-                             "question_conditioning 'latents' or 'encoder'")
-        for name in ("support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
-                     "sp_paragraph_loss_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            raise ConfigError(f"selector_lexical_scale scales the lexical attention bias: it must be > 0 and needs "
+                              f"selector_lexical, got {self.selector_lexical_scale}")
         if self.encoder_attention_dropout is not None and not 0 <= self.encoder_attention_dropout < 1:
-            raise ValueError(f"encoder_attention_dropout must be in [0, 1), got {self.encoder_attention_dropout}")
+            raise ConfigError(f"encoder_attention_dropout must be in [0, 1), got {self.encoder_attention_dropout}")
+
+    @property
+    def lexical_evidence(self) -> bool:
+        """Does any part read the lexical features (`data.lexical`)? Without, they are never computed."""
+        return self.sp_lexical or self.selector_lexical or self.paragraph_ranker
 
 
 @dataclass
@@ -142,10 +139,11 @@ class Reading:
 
 class LatentReader(Reader):
     kind = "latent"
+    predicts_facts = True
 
     def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, encoder: nn.Module, encoder_tokenizer,
-                 config: LatentConfig):
-        super().__init__(t5, t5_tokenizer, config)
+                 config: LatentConfig, limits: TokenLimits = TokenLimits()):
+        super().__init__(t5, t5_tokenizer, config, limits)
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # BERT's pooler is never used: no dead parameters under DDP
         self.encoder = encoder
@@ -170,31 +168,49 @@ class LatentReader(Reader):
         self.state_cache: ContextStateCache | None = None
 
     @classmethod
-    def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig()) -> "LatentReader":
+    def build(cls, t5_name: str, encoder_name: str, config: LatentConfig = LatentConfig(),
+              limits: TokenLimits = TokenLimits()) -> "LatentReader":
         """From Hub ids or folders of a pretrained T5 and a pretrained encoder (any `AutoModel` encoder)."""
         encoder_config = set_attention_dropout(AutoConfig.from_pretrained(encoder_name),
                                                config.encoder_attention_dropout)
         encoder = AutoModel.from_pretrained(encoder_name, config=encoder_config)
         return cls(T5ForConditionalGeneration.from_pretrained(t5_name), AutoTokenizer.from_pretrained(t5_name),
-                   encoder, AutoTokenizer.from_pretrained(encoder_name), config)
+                   encoder, AutoTokenizer.from_pretrained(encoder_name), config, limits)
 
     @property
     def context_tokenizer(self):
         return self.encoder_tokenizer
 
-    def collator(self) -> LatentCollator:
+    @property
+    def reads_lexical_evidence(self) -> bool:
+        return self.config.lexical_evidence
+
+    def collator(self, packing: str | None = None) -> LatentCollator:
+        """Batches as this reader reads them; `packing` reads the context in other windows than its own
+        (`window_packing`)."""
+        if packing is not None and packing not in PACKINGS:
+            raise ConfigError(f"window_packing must be one of {PACKINGS}, got {packing!r}")
         tok = self.encoder_tokenizer
         return LatentCollator(
             t5_pad_id=self.t5_tokenizer.pad_token_id, t5_eos_id=self.t5_tokenizer.eos_token_id,
             encoder_pad_id=tok.pad_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
             window_tokens=window_positions(self.encoder),
-            question_in_windows=self.config.question_conditioning == "encoder", packing=self.config.window_packing)
+            question_in_windows=self.config.question_conditioning == "encoder",
+            packing=packing or self.config.window_packing)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,
                   *((self.lexical_bias,) if self.lexical_bias is not None else ()),
                   *(self.scorer.parameters() if self.scorer is not None else ())]
         return {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.pair_ranker is not None and not bool(self.pair_ranker.fitted)
+
+    def fit(self, batches) -> dict[str, float]:
+        """The paragraph-pair ranker, fitted once on the training questions (`readers.pairs`)."""
+        return self.pair_ranker.fit(batches) if self.pair_ranker is not None else {}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         super().set_gradient_checkpointing(enabled)
@@ -222,18 +238,24 @@ class LatentReader(Reader):
             self.encoder.eval()
         return self
 
-    def cache_refusal(self) -> str | None:
-        """Why context states cannot be cached now (None: they can)."""
+    def cache_refusal(self, inference: bool = False) -> str | None:
+        """Why context states cannot be cached (None: they can): they must be a function of the context alone.
+        `inference`: asked for reading without gradients (predict, serving), where a trainable encoder in eval
+        mode gives the same states as a frozen one."""
         if self.config.question_conditioning == "encoder":
             return "question_conditioning 'encoder' makes every context state depend on the question"
-        if self.encoder.training or any(p.requires_grad for p in self.encoder.parameters()):
+        if self.encoder.training:
+            return "the context encoder is in training mode (dropout): freeze it (train.freeze_encoder=true)"
+        if not inference and any(p.requires_grad for p in self.encoder.parameters()):
             return "the context encoder is being trained (freeze it: train.freeze_encoder=true)"
         return None
 
-    def use_state_cache(self, cache: ContextStateCache | None) -> None:
-        """Read context states through `cache` (None: always run the encoder)."""
-        if cache is not None and self.cache_refusal():
-            raise ValueError(f"context states cannot be cached: {self.cache_refusal()}")
+    def use_state_cache(self, cache: ContextStateCache | None, inference: bool = False) -> None:
+        """Read context states through `cache` (None: always run the encoder); `inference` as in `cache_refusal`:
+        the cache is then read only where no gradient is being recorded."""
+        refusal = self.cache_refusal(inference) if cache is not None else None
+        if refusal:
+            raise ValueError(f"context states cannot be cached: {refusal}")
         self.state_cache = cache
 
     # --- the state builder, shared by forward and generate ---------------------------------------------------
@@ -241,7 +263,7 @@ class LatentReader(Reader):
     def context_states(self, batch) -> torch.Tensor:
         """All windows in one encoder batch (or from the state cache), then every context token's state in reading
         order: (B, L, H)."""
-        if self.state_cache is not None and self.cache_refusal() is None:
+        if self.state_cache is not None and self.cache_refusal(inference=not torch.is_grad_enabled()) is None:
             states = self.state_cache.encode(self.encoder, batch["window_ids"], batch["window_mask"])
         else:
             states = self.encoder(input_ids=batch["window_ids"], attention_mask=batch["window_mask"]).last_hidden_state
@@ -252,8 +274,7 @@ class LatentReader(Reader):
         sentence embedding of all-MiniLM-style encoders."""
         mask = batch["encoder_question_mask"]
         states = self.encoder(input_ids=batch["encoder_question_ids"], attention_mask=mask).last_hidden_state
-        weights = mask[..., None].to(states.dtype)
-        return states, (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
+        return states, masked_mean(states, mask)
 
     def context_bias(self, batch) -> torch.Tensor | None:
         """Per head and context token, the weighted lexical evidence of the token's sentence, times

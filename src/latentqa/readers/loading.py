@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5ForConditionalGeneration
 
+from ..config import ConfigError, TokenLimits, build_section
 from .base import READER_FILE, WEIGHTS_FILE, Reader
 from .baseline import BaselineConfig, BaselineReader
 from .errors import ReaderFolderError
+from .facts import SpRule
 from .latent import LatentConfig, LatentReader
 
+log = logging.getLogger(__name__)
 READERS = {"baseline": (BaselineReader, BaselineConfig), "latent": (LatentReader, LatentConfig)}
+# reader.json files written before the rule had its own type named its fields so
+LEGACY_RULE_FIELDS = {"sp_top_k": "top_k", "sp_threshold": "threshold", "sp_paragraphs": "paragraphs",
+                      "sp_first": "first"}
 
 
 def t5_from_config(folder: Path) -> T5ForConditionalGeneration:
@@ -26,37 +33,53 @@ def encoder_from_config(folder: Path):
     return AutoModel.from_config(AutoConfig.from_pretrained(folder))
 
 
+def read_description(meta_path: Path) -> tuple[str, object, TokenLimits, SpRule | None]:
+    """reader.json → (kind, reader config, token limits, saved rule or None); every field checked as in a run
+    config. A folder saved before the token limits were written down was fed with 64 / 32: those it gets."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        reader_class, config_class = READERS[meta["kind"]]
+        config = build_section(config_class, meta["config"], section="config", where=str(meta_path))
+        features = meta.get("features")
+        if features is None:
+            log.info("%s predates saved token limits: fed with the limits every consumer used then (64 / 32)",
+                     meta_path)
+            features = {}
+        features = {name: value for name, value in features.items() if name != "lexical"}  # the config says
+        limits = build_section(TokenLimits, features, section="features", where=str(meta_path))
+        rule = meta.get("sp_rule")
+        if rule is not None:
+            rule = {LEGACY_RULE_FIELDS.get(name, name): value for name, value in rule.items() if name != "sp_f1"}
+            rule = build_section(SpRule, rule, section="sp_rule", where=str(meta_path))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # bad JSON, unknown kind, other fields
+        detail = str(err).removeprefix(f"{meta_path}: ") if isinstance(err, ConfigError) else \
+            f"{type(err).__name__}: {err}"
+        raise ReaderFolderError(f"{meta_path}: not a reader description this version reads ({detail}); save the "
+                                "reader again with this version") from None
+    return meta["kind"], config, limits, rule
+
+
 def load_reader(directory: str | Path, device: str | torch.device = "cpu", expected: type = Reader) -> Reader:
     """The reader saved in `directory`, in eval mode on `device`. `expected` (a reader class) refuses the other kind."""
     folder = Path(directory)
     meta_path, weights = folder / READER_FILE, folder / WEIGHTS_FILE
     if not meta_path.exists():
         raise FileNotFoundError(f"{folder}: not a reader folder (no {READER_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-        reader_class, config_class = READERS[meta["kind"]]
-        config = config_class(**meta["config"])
-        sp_rule = meta.get("sp_rule")
-        if sp_rule is not None:
-            # the paragraph rule came later: a rule saved before it has none
-            sp_rule = {"sp_top_k": sp_rule["sp_top_k"], "sp_threshold": sp_rule["sp_threshold"],
-                       "sp_paragraphs": sp_rule.get("sp_paragraphs"), "sp_first": bool(sp_rule.get("sp_first"))}
-    except (ValueError, KeyError, TypeError) as err:  # bad JSON, unknown kind, fields of another version
-        raise ReaderFolderError(f"{meta_path}: not a reader description this version reads ({err}); "
-                                "save the reader again with this version") from None
+    kind, config, limits, rule = read_description(meta_path)
+    reader_class = READERS[kind][0]
     if not issubclass(reader_class, expected):
-        raise ReaderFolderError(f"{folder}: holds a {meta['kind']} reader, not a {expected.__name__}")
+        raise ReaderFolderError(f"{folder}: holds a {kind} reader, not a {expected.__name__}")
     if not weights.exists():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE}")
     t5, t5_tokenizer = t5_from_config(folder / "t5"), AutoTokenizer.from_pretrained(folder / "t5")
     if reader_class is LatentReader:
         reader = LatentReader(t5, t5_tokenizer, encoder_from_config(folder / "encoder"),
-                              AutoTokenizer.from_pretrained(folder / "encoder"), config)
+                              AutoTokenizer.from_pretrained(folder / "encoder"), config, limits)
     else:
-        reader = BaselineReader(t5, t5_tokenizer, config)
+        reader = BaselineReader(t5, t5_tokenizer, config, limits)
     try:
         safetensors.torch.load_model(reader, str(weights), strict=True, device=str(device))
     except (safetensors.SafetensorError, RuntimeError) as err:  # truncated or foreign file, missing tensors
         raise ReaderFolderError(f"{weights}: cannot load the weights ({str(err).splitlines()[0][:300]})") from None
-    reader.sp_rule = sp_rule
+    reader.sp_rule = rule
     return reader.to(device).eval()

@@ -9,7 +9,7 @@ convex, full-batch L-BFGS: seconds), then kept fixed: a few free parameters fitt
 where a transformer over frozen states did not (docs/real.md).
 
 Each sentence then gets its paragraph's score: the best score of a pair that holds the paragraph, so the two
-paragraphs of the best pair rank first, and the paragraph rule (`evaluation.sp_rule`) takes its sentences from them.
+paragraphs of the best pair rank first, and the paragraph rule (`readers.facts`) takes its sentences from them.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data.lexical import FEATURES
+from .pooling import group_max
 
 PAIR_FEATURES = (*(f"sum_{name}" for name in FEATURES), *(f"difference_{name}" for name in FEATURES),
                  "link_larger", "link_smaller", "link_times_cover", "both_titles_in_question")
@@ -26,13 +27,10 @@ L2 = 1e-3  # a light pull to 0: the features are in [0, 2] and few; the fit is t
 def paragraph_evidence(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per paragraph, the most each lexical feature has in any of its sentences (B, P, F), and which paragraphs
     have sentences (B, P) bool; P is the width of the batch's `paragraph_links`."""
-    lexical, mask = batch["sentence_lexical"], batch["sentence_mask"]  # (B, S, F), (B, S)
     count = batch["paragraph_links"].shape[1]
     index = batch["sentence_paragraph"].clamp_max(count - 1)
-    evidence = lexical.new_zeros(lexical.shape[0], count, lexical.shape[-1])  # features are >= 0: 0 is "none"
-    evidence.scatter_reduce_(1, index[..., None].expand_as(lexical), lexical * mask[..., None], reduce="amax")
-    present = mask.new_zeros(mask.shape[0], count, dtype=torch.long).scatter_add_(1, index, mask.long()).gt(0)
-    return evidence, present
+    # the features are >= 0: 0 is "none"
+    return group_max(batch["sentence_lexical"], index, batch["sentence_mask"], count, empty=0.0)
 
 
 def pair_features(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

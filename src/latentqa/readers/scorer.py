@@ -16,21 +16,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .pooling import group_max, group_mean
+
 MAX_POSITION = 8  # a sentence's position inside its paragraph, clamped: the first few matter most
 # Starting weights of the lexical features in the logit, in `data.lexical.FEATURES` order: × 4 the best of a few
 # weightings tried untrained (1, 1, 1, 2, 0.5: top-2 sp F1 0.493 and gold-paragraph recall 0.781 on the 1,315
 # shared training questions; 0.536 and 0.822 on the 200 validation ones).
 LEXICAL_PRIOR = (4.0, 4.0, 4.0, 8.0, 2.0)
-
-
-def pool(values: torch.Tensor, index: torch.Tensor, mask: torch.Tensor, groups: int) -> torch.Tensor:
-    """Mean of `values` (B, L, H) over the positions of each group, index (B, L) → (B, groups, H); masked-out
-    positions count nowhere, an empty group is 0."""
-    weights = mask.to(values.dtype)[..., None]  # (B, L, 1)
-    sums = values.new_zeros(values.shape[0], groups, values.shape[-1])
-    sums.scatter_add_(1, index[..., None].expand_as(values), values * weights)
-    counts = values.new_zeros(values.shape[0], groups, 1).scatter_add_(1, index[..., None], weights)
-    return sums / counts.clamp_min(1)
 
 
 class SentenceScorer(nn.Module):
@@ -58,9 +50,9 @@ class SentenceScorer(nn.Module):
     def forward(self, context: torch.Tensor, batch: dict, question: torch.Tensor | None) -> torch.Tensor:
         """context (B, L, H) states; question (B, H) or None → one logit per sentence (B, S)."""
         sentence_mask = batch["sentence_mask"]  # (B, S)
-        sentences = pool(context, batch["sentence_index"], batch["context_mask"], sentence_mask.shape[1])  # (B, S, H)
+        sentences = group_mean(context, batch["sentence_index"], batch["context_mask"], sentence_mask.shape[1])  # (B, S, H)
         paragraph_of = batch["sentence_paragraph"]  # (B, S)
-        paragraphs = pool(sentences, paragraph_of, sentence_mask, int(paragraph_of.max()) + 1)  # (B, P, H)
+        paragraphs = group_mean(sentences, paragraph_of, sentence_mask, int(paragraph_of.max()) + 1)  # (B, P, H)
         paragraphs = paragraphs.gather(1, paragraph_of[..., None].expand_as(sentences))  # (B, S, H)
         parts = [sentences, paragraphs]
         cosines = []
@@ -88,14 +80,12 @@ class SentenceScorer(nn.Module):
 def paragraph_bce(logits: torch.Tensor, support: torch.Tensor, mask: torch.Tensor,
                   sentence_paragraph: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of each paragraph's best sentence logit against "holds a supporting fact": the
-    quantity the paragraph rule ranks by (`evaluation.sp_rule`). logits, support, mask, sentence_paragraph (B, S)
+    quantity the paragraph rule ranks by (`readers.facts`). logits, support, mask, sentence_paragraph (B, S)
     → (B,), NaN for an example without supporting sentences."""
     groups = int(sentence_paragraph.max()) + 1
-    logits = logits.float().masked_fill(~mask, -1e4)
-    best = logits.new_full((logits.shape[0], groups), -1e4).scatter_reduce(1, sentence_paragraph, logits, "amax")
-    present = torch.zeros_like(best, dtype=torch.bool).scatter_reduce(1, sentence_paragraph, mask, "amax")
-    gold = torch.zeros_like(present).scatter_reduce(1, sentence_paragraph, support & mask, "amax")
-    return sentence_bce(best, gold, present)
+    best, present = group_max(logits.float(), sentence_paragraph, mask, groups, empty=-1e4)  # (B, P)
+    gold, _ = group_max((support & mask).float(), sentence_paragraph, mask, groups, empty=0.0)
+    return sentence_bce(best, gold.bool(), present)
 
 
 def sentence_bce(logits: torch.Tensor, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -103,12 +103,6 @@ def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.T
     return torch.where(marked.any(dim=-1), -torch.log(mass.clamp_min(1e-12)), torch.nan)
 
 
-def attention_mass_loss(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
-    """The mean of `attention_mass_nll` over the examples that have marked tokens. The support loss marks the
-    supporting sentences, the answer-span loss the answer inside them. A batch without any gives 0 (never NaN)."""
-    return mean_over_scored(attention_mass_nll(attention, marked))
-
-
 def mean_over_scored(per_example: torch.Tensor) -> torch.Tensor:
     """Mean of the non-NaN entries of (B,); 0 when there are none."""
     scored = ~per_example.isnan()

@@ -5,7 +5,7 @@ Windows are packed greedily with *whole paragraphs*; a paragraph longer than a w
 sentence boundary that fits (at the window edge only when a single sentence is longer than a window).
 
 A frozen encoder trained on short texts (all-MiniLM-L6-v2) embeds a sentence far better on its own than inside a
-window of 500 tokens (docs/real.md): `model.window_packing` puts one paragraph or one sentence in each window instead.
+window of 500 tokens (docs/real.md): `latent.window_packing` puts one paragraph or one sentence in each window instead.
 
 Why paragraph-aligned and not overlapping: a HotpotQA paragraph is self-contained (its title opens every
 sentence), so a token loses little by not seeing other paragraphs inside the encoder — the latent selector is

@@ -20,6 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from ..config import EvalConfig
+from ..readers.facts import SpRule
 from .batching import DynamicBatcher, Timed
 from .pipeline import ReaderPipeline
 from .queries import RequestError
@@ -66,13 +68,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms: float = 10,
-               max_new_tokens: int = 32, num_beams: int = 1, sp_top_k: int | None = None,
-               sp_threshold: float | None = None, sp_paragraphs: int | None = None,
-               sp_first: bool = False) -> FastAPI:
-    """The app over `pipeline`; generation settings and the supporting-fact rule are the server's."""
-    config = pipeline.eval_config(max_new_tokens=max_new_tokens, num_beams=num_beams, sp_top_k=sp_top_k,
-                                  sp_threshold=sp_threshold, sp_paragraphs=sp_paragraphs, sp_first=sp_first)
-    batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config), max_batch_size=max_batch_size,
+               generation: EvalConfig | None = None, rule: SpRule = SpRule()) -> FastAPI:
+    """The app over `pipeline`; the generation settings (`pipeline.generation()` unless given) and the
+    supporting-fact rule (the reader's saved one unless `rule` says something) are the server's."""
+    config = generation or pipeline.generation()
+    rule = pipeline.rule(rule)
+    batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config, rule), max_batch_size=max_batch_size,
                              max_wait_ms=max_wait_ms)
     limits = pipeline.limits
     started = time.time()

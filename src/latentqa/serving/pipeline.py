@@ -1,7 +1,7 @@
 """A saved reader that answers questions about given paragraphs, from Python (the HTTP server stands on it).
 
 One code path with `latentqa predict`: queries become the same features (`data.features.encode_examples`), the
-reader's own collator batches them, and `evaluation.predict.generate_batch` / `record_batch` generate, decode and
+reader's own collator batches them, and `evaluation.predict.generate_batch` / `decode_batch` generate, decode and
 pick supporting facts by the same rule. A latent reader whose context states do not depend on the question reads
 them through a `ContextStateCache` (`cache_mb`), so paragraphs a retriever returns again cost no encoder time.
 """
@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, EvalConfig
+from ..config import EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
-from ..evaluation.predict import Predictions, generate_batch, record_batch
-from ..evaluation.run import MAX_ANSWER_TOKENS, MAX_QUESTION_TOKENS
-from ..evaluation.sp_rule import effective_rule, rule_of
+from ..evaluation.predict import decode_batch, generate_batch
 from ..readers.base import Reader
 from ..readers.errors import ReaderFolderError
-from ..readers.latent import LatentReader
+from ..readers.facts import SpRule
 from ..readers.loading import load_reader as load_reader_folder
 from ..readers.state_cache import ContextStateCache
 from .queries import Limits, RequestError, parse_query
 
+log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -53,43 +53,39 @@ class Prepared:
 
 
 class ReaderPipeline:
-    """`answer(question, paragraphs)` and `answer_batch(queries)` over a loaded reader (see the module docstring).
-    Not thread-safe: one model call at a time (the server runs them on one worker thread)."""
+    """`answer(question, paragraphs)` and `answer_batch(queries)` over a loaded reader (see the module docstring),
+    used as given: its config, parameters and feature spec are never changed. Not thread-safe: one model call at
+    a time (the server runs them on one worker thread)."""
 
     def __init__(self, reader: Reader, *, cache_mb: float = 0, limits: Limits = Limits(), batch_size: int = 16,
                  window_packing: str | None = None):
-        if window_packing is not None:  # a latent reader reads other windows than it was trained with
-            if not isinstance(reader, LatentReader):
-                raise ConfigError("window_packing: the baseline reader has no encoder windows")
-            reader.config = dataclasses.replace(reader.config, window_packing=window_packing)
-        self.reader = reader.eval()
+        if reader.training:
+            raise ValueError("the pipeline answers with a reader in eval mode (load_reader gives one)")
+        self.reader = reader
         self.device = next(reader.parameters()).device
         self.limits, self.batch_size = limits, batch_size
-        self.collate = reader.collator()
+        self.collate = reader.collator(packing=window_packing)
+        if window_packing is not None:
+            log.info("reading the context in %r windows instead of the reader's own", window_packing)
         # `prepare` runs on the server's event loop while the model thread decodes: a fast tokenizer is not safe
         # to share between threads (encoding with truncation changes its state), so queries get their own copies
         self.question_tokenizer = copy.deepcopy(reader.t5_tokenizer)
         self.context_tokenizer = copy.deepcopy(reader.context_tokenizer)
-        self.cache_refusal = "the baseline reader has no context encoder"  # why states are not cached, or None
-        if isinstance(reader, LatentReader):
-            reader.freeze_encoder()  # serving trains nothing
-            self.cache_refusal = reader.cache_refusal() or (None if cache_mb > 0 else "turned off (cache_mb 0)")
-            if self.cache_refusal is None:
-                reader.use_state_cache(ContextStateCache(max_mb=cache_mb))
-
-    @property
-    def state_cache(self) -> ContextStateCache | None:
-        return getattr(self.reader, "state_cache", None)
+        # why context states are not cached, or None
+        self.cache_refusal = reader.cache_refusal(inference=True) or (None if cache_mb > 0 else
+                                                                      "turned off (cache_mb 0)")
+        self.state_cache = ContextStateCache(max_mb=cache_mb) if self.cache_refusal is None else None
+        if self.state_cache is not None:
+            reader.use_state_cache(self.state_cache, inference=True)
 
     # --- from a query to a feature row -----------------------------------------------------------------------
 
     def prepare(self, query, field: str = "") -> Prepared:
-        """Check a query (a dict, or an `Example`) and tokenize it; a RequestError names the field at fault."""
+        """Check a query (a dict, or an `Example`) and tokenize it as the reader was trained; a RequestError names
+        the field at fault."""
         example = query if isinstance(query, Example) else parse_query(query, self.limits, field)
-        columns = encode_examples([example], question_tokenizer=self.question_tokenizer,
-                                  context_tokenizer=self.context_tokenizer,
-                                  max_question_tokens=MAX_QUESTION_TOKENS, max_answer_tokens=MAX_ANSWER_TOKENS,
-                                  progress=False)
+        columns = encode_examples([example], self.reader.features, question_tokenizer=self.question_tokenizer,
+                                  context_tokenizer=self.context_tokenizer, progress=False)
         row = {name: values[0] for name, values in columns.items()}
         tokens = len(row["context_ids"])
         if tokens > self.limits.max_context_tokens:
@@ -99,62 +95,56 @@ class ReaderPipeline:
 
     # --- the model ---------------------------------------------------------------------------------------------
 
-    def eval_config(self, *, sp_top_k: int | None = None, sp_threshold: float | None = None,
-                    sp_paragraphs: int | None = None, sp_first: bool = False, max_new_tokens: int = 32,
-                    num_beams: int = 1) -> EvalConfig:
-        """The generation settings and the supporting-fact rule (the reader's saved one unless given)."""
-        config = EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                            sp_top_k=sp_top_k, sp_threshold=sp_threshold, sp_paragraphs=sp_paragraphs,
-                            sp_first=sp_first)
-        return effective_rule(config, self.reader.sp_rule)
+    def generation(self, *, max_new_tokens: int = 32, num_beams: int = 1) -> EvalConfig:
+        return EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens)
+
+    def rule(self, rule: SpRule = SpRule()) -> SpRule:
+        """The supporting-fact rule answers follow: `rule` where it says something, else the reader's saved one."""
+        return rule.or_saved(self.reader.sp_rule)
 
     @torch.no_grad()
-    def run(self, prepared: list[Prepared], config: EvalConfig) -> list[Answer]:
-        """Answer prepared queries, `batch_size` at a time; `config` from `eval_config`."""
+    def run(self, prepared: list[Prepared], generation: EvalConfig, rule: SpRule) -> list[Answer]:
+        """Answer prepared queries, `batch_size` at a time (`generation` from `generation()`, `rule` from
+        `rule()`)."""
         answers = []
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start:start + self.batch_size]
-            # ids by position: callers' ids may repeat or be missing, predictions are keyed by id
-            examples = [dataclasses.replace(p.example, id=str(i)) for i, p in enumerate(chunk)]
             batch = self.collate([{**p.row, "index": i} for i, p in enumerate(chunk)])
             batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-            generation = generate_batch(self.reader, batch, config)
-            predictions = Predictions({}, {} if generation.sentence_scores is not None else None)
-            record_batch(self.reader, examples, generation, config, predictions)
-            for p, ex in zip(chunk, examples):
-                keys = ex.sentence_keys()
-                per_sentence = predictions.sentence_scores.get(ex.id, [])
-                answers.append(Answer(
-                    p.example.id, predictions.answers[ex.id],
-                    [tuple(fact) for fact in (predictions.sp or {}).get(ex.id, [])],
-                    [(title, i, round(score, 6)) for (title, i), score in zip(keys, per_sentence)]))
+            examples = [p.example for p in chunk]
+            for example, item in zip(examples, decode_batch(self.reader, examples,
+                                                            generate_batch(self.reader, batch, generation), rule)):
+                keys = example.sentence_keys()
+                answers.append(Answer(example.id, item.answer, [tuple(fact) for fact in item.facts or []],
+                                      [(title, i, round(score, 6))
+                                       for (title, i), score in zip(keys, item.sentence_scores or [])]))
         return answers
 
     # --- the Python API ----------------------------------------------------------------------------------------
 
     def answer(self, question: str, paragraphs, *, id: str | None = None, **options) -> Answer:
         """Answer one question about `paragraphs`: a list of (title, [sentences]) or (title, text) pairs (or
-        dicts with title and sentences / text). Options: sp_top_k, sp_threshold, sp_paragraphs, sp_first,
-        max_new_tokens, num_beams."""
+        dicts with title and sentences / text). Options: sp_rule (an `SpRule`), max_new_tokens, num_beams."""
         query = {"question": question, "paragraphs": paragraphs, **({"id": id} if id is not None else {})}
         return self.answer_batch([query], **options)[0]
 
-    def answer_batch(self, queries, **options) -> list[Answer]:
+    def answer_batch(self, queries, *, sp_rule: SpRule = SpRule(), **generation) -> list[Answer]:
         """Answer many queries (dicts with question, paragraphs and an optional id), batched; options as in
         `answer`. A bad query raises RequestError naming it (`[3].paragraphs`) before anything runs."""
         prepared = [self.prepare(q, f"[{i}].") for i, q in enumerate(queries)]
-        return self.run(prepared, self.eval_config(**options))
+        return self.run(prepared, self.generation(**generation), self.rule(sp_rule))
 
     def info(self) -> dict:
-        """What is loaded: the reader's kind and settings, its size and device, and the state cache."""
-        reader = self.reader
-        cache, rule = self.state_cache, self.eval_config()
+        """What is loaded: the reader's kind, settings and feature spec, its size and device, and the state cache."""
+        reader, cache = self.reader, self.state_cache
         return {
             "kind": reader.kind,
             "config": dataclasses.asdict(reader.config),
+            "features": reader.features.to_dict(),
             "parameters": sum(p.numel() for p in reader.parameters()),
             "device": str(self.device),
-            "sp_rule": rule_of(rule) if reader.kind == "latent" else None,
+            "sp_rule": self.rule().to_dict() if reader.predicts_facts else None,
+            "window_packing": getattr(self.collate, "packing", None),  # the windows it reads (latent reader)
             "batch_size": self.batch_size,
             "limits": dataclasses.asdict(self.limits),
             "state_cache": {"enabled": True, **cache.stats()} if cache is not None else

@@ -21,7 +21,11 @@ class TiedEmbeddingsNote(logging.Filter):
         return not names or not set(re.findall(r"'([^']+)'", names.group(1))) <= T5_TIED
 
 
-logging.getLogger("accelerate.utils.other").addFilter(TiedEmbeddingsNote())
+def drop_tied_embeddings_note() -> None:
+    """Install `TiedEmbeddingsNote` on Accelerate's logger (once)."""
+    logger = logging.getLogger("accelerate.utils.other")
+    if not any(isinstance(f, TiedEmbeddingsNote) for f in logger.filters):
+        logger.addFilter(TiedEmbeddingsNote())
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:

@@ -23,17 +23,19 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from ..config import ConfigError, EvalConfig, RunConfig
+from ..config import ConfigError
 from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
 from ..evaluation.retrieval import paragraph_recall
-from ..evaluation.sp_rule import RULE_FIELDS, choose_sp_rule, rule_given, rule_sp_f1, select_facts
+from ..evaluation.sp_rule import choose_sp_rule, rule_sp_f1
 from ..progress import progress_bar
 from ..readers.collate import IndexedRows
+from ..readers.facts import SpRule, select_facts
 from ..readers.state_cache import ContextStateCache
 from .build import build_reader, load_split
-from .checkpoints import checkpoint_dir, prune, publish, resolve_resume
+from .config import RunConfig
+from .checkpoints import checkpoint_dir, drop_tied_embeddings_note, prune, publish, resolve_resume
 from .interrupt import stop_requests
 from .order import EpochSampler, dropout_seed
 from .state import RunState
@@ -138,11 +140,12 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     cfg = config.train
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(config, out)
+    drop_tied_embeddings_note()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.yaml")
     set_seed(cfg.seed)
-    reader = build_reader(config.model, config.data.cache_dir)
+    reader = build_reader(config)
     reader.set_gradient_checkpointing(cfg.gradient_checkpointing)
     if cfg.freeze_encoder:
         reader.freeze_encoder()
@@ -157,8 +160,8 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     if cfg.freeze_encoder:
         maybe_cache_states(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
     collate = reader.collator()
-    if getattr(reader, "pair_ranker", None) is not None and not bool(reader.pair_ranker.fitted):
-        fit_pair_ranker(reader.pair_ranker, train_features, collate, accelerator, config.data.train)
+    if reader.needs_fit:
+        fit_reader(reader, train_features, collate, accelerator, config.data.train)
     train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
                               sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
     val_loader = DataLoader(IndexedRows(val_features), batch_size=config.eval.batch_size, collate_fn=collate)
@@ -285,7 +288,8 @@ def evaluate(run: Run) -> dict:
     state, accelerator, cfg = run.state, run.accelerator, run.config.train
     metrics = {"kind": "eval", "epoch": state.epoch, "step": state.step,
                **validation_loss(run.model, run.val_loader, accelerator)}
-    predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, desc="evaluate")
+    predictions = predict(run.model, run.gen_loader, run.gen_examples, accelerator, run.config.eval, run.config.sp,
+                          desc="evaluate")
     if all(ex.answer is not None for ex in run.gen_examples):
         if predictions.sp is not None:
             metrics["paragraph_recall"] = paragraph_recall(run.gen_examples, predictions.paragraph_ranking)
@@ -330,15 +334,16 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
     reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir))
 
 
-def fit_pair_ranker(ranker, features, collate, accelerator, source: str) -> None:
-    """Fit the paragraph-pair ranker on the training data before the first step (an `init_from` reader keeps its
-    fit; a resumed run refits the same and then loads its checkpoint's); every process fits the same data."""
+def fit_reader(reader, features, collate, accelerator, source: str) -> None:
+    """Fit the reader's fitted parts (the paragraph-pair ranker) on the training data before the first step (an
+    `init_from` reader keeps its fit; a resumed run refits the same and then loads its checkpoint's); every process
+    fits the same data."""
     batches = DataLoader(IndexedRows(features), batch_size=256, collate_fn=collate)
     try:
-        figures = ranker.fit(progress_bar(batches, desc="fit pair ranker", unit="batch",
+        figures = reader.fit(progress_bar(batches, desc="fit pair ranker", unit="batch",
                                           disable=not accelerator.is_local_main_process))
     except ValueError as err:
-        raise ConfigError(f"model.paragraph_ranker: data.train {source}: {err}") from None
+        raise ConfigError(f"latent.paragraph_ranker: data.train {source}: {err}") from None
     log.info("paragraph-pair ranker fitted on %d training questions: their gold pair ranks first for %.1f%%",
              figures["questions"], 100 * figures["gold_pair_first"])
 
@@ -346,15 +351,14 @@ def fit_pair_ranker(ranker, features, collate, accelerator, source: str) -> None
 def maybe_choose_sp_rule(run: Run, predictions, metrics: dict) -> None:
     """Unless the config fixes the supporting-fact rule, choose it on this validation data: the reader keeps it
     (it is saved with the best reader) and the predictions' facts follow it."""
-    if rule_given(run.config.eval):
+    if run.config.sp.given:
         return
-    rule = choose_sp_rule(run.gen_examples, predictions.sentence_scores, predictions.paragraph_scores)
-    metrics["sp_f1_top2"] = rule_sp_f1(run.gen_examples, predictions.sentence_scores, EvalConfig(sp_top_k=2))
-    metrics["sp_rule"] = {name: rule[name] for name in RULE_FIELDS}
-    run.accelerator.unwrap_model(run.model).sp_rule = metrics["sp_rule"]
-    chosen = EvalConfig(**metrics["sp_rule"])
+    rule, _ = choose_sp_rule(run.gen_examples, predictions.sentence_scores, predictions.paragraph_scores)
+    metrics["sp_f1_top2"] = rule_sp_f1(run.gen_examples, predictions.sentence_scores, SpRule(top_k=2))
+    metrics["sp_rule"] = rule.to_dict()
+    run.accelerator.unwrap_model(run.model).sp_rule = rule
     for ex in run.gen_examples:
-        predictions.sp[ex.id] = select_facts(ex, predictions.sentence_scores[ex.id], chosen,
+        predictions.sp[ex.id] = select_facts(ex, predictions.sentence_scores[ex.id], rule,
                                              predictions.paragraph_scores.get(ex.id))
 
 

@@ -1,0 +1,104 @@
+"""The run config `latentqa train` reads: a YAML preset with `section.field=value` overrides, one section per
+dataclass. Each section is declared once, where it belongs: the readers' own settings beside the readers
+(`latent`, `baseline`), the supporting-fact rule beside it (`sp`), the rest in `config.py`; this module only
+composes them."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import ConfigError, DataConfig, EvalConfig, TrainConfig, build_section, option, section_help
+from ..readers.baseline import BaselineConfig
+from ..readers.facts import SpRule
+from ..readers.latent import LatentConfig
+
+KINDS = ("latent", "baseline")
+
+
+@dataclass
+class ModelConfig:
+    """Which reader, and where its pretrained parts come from; its settings are the `latent` or `baseline`
+    section."""
+
+    kind: str = option("latent", "reader: 'latent' (whole context through latents) or 'baseline' (truncated T5)")
+    t5: str = option("google/flan-t5-base", "T5 Hub id or folder; 'tiny' builds the embedded offline tiny T5")
+    encoder: str = option("distilbert-base-uncased", "context encoder Hub id or folder (latent only); 'tiny' builds "
+                                                     "the embedded one, 'minilm' is the pretrained all-MiniLM-L6-v2 "
+                                                     "installed from PyPI")
+    init_from: str | None = option(None, "start from this reader folder (its own settings) instead of the t5 / "
+                                         "encoder above")
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind must be 'latent' or 'baseline', got {self.kind!r}")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sp: SpRule = field(default_factory=SpRule)
+    """The supporting-fact rule; none set: chosen on validation after each evaluation and saved with the reader."""
+
+    @property
+    def reader(self) -> LatentConfig | BaselineConfig:
+        """The settings of the reader `model.kind` names."""
+        return self.latent if self.model.kind == "latent" else self.baseline
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """A preset (YAML) with `section.field=value` overrides (values parsed as YAML: 3, 1e-4, null, true)."""
+    raw: dict = {}
+    where = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read the config ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected sections {sorted(SECTIONS)}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or not name:
+            raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.epochs=1")
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    sections = {}
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section {section!r} (sections: {sorted(SECTIONS)})")
+        values = values or {}
+        if section == "model":
+            _refuse_moved(values, where)
+        sections[section] = build_section(SECTIONS[section], values, section=section, where=where)
+    return RunConfig(**sections)
+
+
+def _refuse_moved(values: dict, where: str) -> None:
+    """Presets written when every reader setting sat under `model` get one line saying where each went."""
+    for section in ("latent", "baseline"):
+        moved = sorted(set(values) & {f.name for f in dataclasses.fields(SECTIONS[section])})
+        if moved:
+            raise ConfigError(f"{where}: {', '.join(f'model.{m}' for m in moved)}: the {section} reader's settings "
+                              f"are their own section now: {', '.join(f'{section}.{m}' for m in moved)}")
+
+
+def field_help() -> str:
+    """Every field with its default and help, for `latentqa train --help`."""
+    return "\n".join(line for section, cls in SECTIONS.items() for line in section_help(section, cls))
