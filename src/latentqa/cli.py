@@ -177,6 +177,15 @@ def cmd_eval(args) -> None:
     metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
     if predictions.sentence_scores:
         metrics["paragraph_recall"] = paragraph_recall(examples, predictions.paragraph_ranking)
+    if args.evidence and reader.predicts_facts:
+        from torch.utils.data import DataLoader
+
+        from .evaluation.evidence import evidence_table, format_evidence
+        from .readers.collate import IndexedRows
+
+        loader = DataLoader(IndexedRows(features), batch_size=args.batch_size, collate_fn=reader.collator())
+        metrics["evidence"] = evidence_table(reader, loader, examples)
+        print(format_evidence(metrics["evidence"]))
     groups = report.breakdown(examples, features, predictions.answers)
     plots = [report.plot_breakdown(groups, out / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
     if predictions.sentence_scores:
@@ -379,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "training curves).")
     generation_options(p)
     p.add_argument("--out-dir", required=True, help="folder for the report")
+    p.add_argument("--evidence", action="store_true", help="latent reader: also sp EM/F1 from each evidence head "
+                   "alone (selector attention, sentence scorer, lexical evidence, pair ranker) under fixed rules, "
+                   "and the latents' attention mass on supporting sentences (metrics.json: evidence)")
 
     p = add("demo", cmd_demo, "The point, shown: hide a fact in real HotpotQA contexts (mostly past token 512), train "
                               "the truncated baseline and the latent reader offline, test both, write a report.")
