@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-__all__ = ["load_reader", "ReaderPipeline", "Answer"]
+__all__ = ["load_reader", "ReaderPipeline", "Answer", "SpRule"]
 
 
 def __getattr__(name: str):
