@@ -54,6 +54,7 @@ def test_every_field_has_exactly_one_definition():
     (["baseline.max_input_tokens=4"], "baseline.max_input_tokens must be at least 8"),
     (["sp.top_k=2", "sp.paragraphs=2"], "sp.top_k and paragraphs are two rules"),
     (["data.max_question_tokens=1"], "data.max_question_tokens must be at least 2"),
+    (["eval.sp_top_k=1"], "eval.sp_top_k: the supporting-fact rule is its own section now: sp.top_k"),
     (["model.num_latents=16"], "model.num_latents: the latent reader's settings are their own section now: "
                                "latent.num_latents"),
 ])

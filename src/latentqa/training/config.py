@@ -86,6 +86,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         values = values or {}
         if section == "model":
             _refuse_moved(values, where)
+        moved = sorted(name for name in values if section == "eval" and name.startswith("sp_"))
+        if moved:
+            raise ConfigError(f"{where}: {', '.join(f'eval.{m}' for m in moved)}: the supporting-fact rule is its own "
+                              f"section now: {', '.join('sp.' + m.removeprefix('sp_') for m in moved)}")
         sections[section] = build_section(SECTIONS[section], values, section=section, where=where)
     return RunConfig(**sections)
 
