@@ -71,12 +71,10 @@ def test_a_folder_from_before_the_saved_limits_loads_with_the_old_ones(short_fed
     folder = shutil.copytree(short_fed_reader[0], tmp_path / "old")
     meta = json.loads((folder / "reader.json").read_text())
     del meta["features"]
-    if "sp_rule" in meta:  # the rule's fields as they were then named
-        meta["sp_rule"] = {f"sp_{name}": value for name, value in meta["sp_rule"].items()}
+    meta["sp_rule"] = {f"sp_{name}": value for name, value in meta["sp_rule"].items()}  # as they were then named
     (folder / "reader.json").write_text(json.dumps(meta))
     with caplog.at_level("INFO"):
         reader = load_reader(folder)
     assert (reader.features.max_question_tokens, reader.features.max_answer_tokens) == (64, 32)
     assert "predates saved token limits" in caplog.text
-    if "sp_rule" in meta:
-        assert reader.sp_rule.to_dict() == {k.removeprefix("sp_"): v for k, v in meta["sp_rule"].items()}
+    assert reader.sp_rule.to_dict() == {k.removeprefix("sp_"): v for k, v in meta["sp_rule"].items()}

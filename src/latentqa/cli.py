@@ -56,12 +56,6 @@ def cmd_assets(args) -> None:
     print(f"tiny T5: {t5_dir}\ntiny encoder: {encoder_dir}")
 
 
-def field_help() -> str:
-    from .training.config import field_help
-
-    return field_help()
-
-
 def cmd_train(args) -> None:
     from .training.config import load_config
     from .training.trainer import train
@@ -360,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint of the run folder, or from the checkpoint PATH given")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. train.epochs=1 latent.num_latents=16")
+    from .training.config import field_help
+
     p.epilog = "config fields:\n" + field_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 

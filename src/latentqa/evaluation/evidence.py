@@ -15,7 +15,7 @@ from ..data.examples import Example
 from ..progress import progress_bar
 from ..readers.facts import SpRule, select_facts
 from ..readers.scorer import LEXICAL_PRIOR
-from ..readers.selector import sentence_scores
+from ..readers.selector import attention_mass_nll, sentence_scores
 from .metrics import score
 from .sp_rule import PARAGRAPHS
 
@@ -40,7 +40,7 @@ def head_scores(reader, loader, examples: list[Example]) -> tuple[dict[str, dict
         if "sentence_lexical" in batch:
             per_head["lexical evidence"] = batch["sentence_lexical"].float() @ torch.tensor(LEXICAL_PRIOR)
         ranked = reader.pair_ranker.sentence_scores(batch) if reader.pair_ranker is not None else None
-        mass = (reading.attention.float() * (batch["support"] & batch["context_mask"])[:, None]).sum(-1).mean(-1)
+        mass = torch.exp(-attention_mass_nll(reading.attention, batch["support"] & batch["context_mask"]))  # (B,)
         for row, i in enumerate(batch["index"].tolist()):
             example = examples[i]
             n = len(example.sentence_keys())
@@ -48,7 +48,7 @@ def head_scores(reader, loader, examples: list[Example]) -> tuple[dict[str, dict
                 heads.setdefault(name, {})[example.id] = values[row, :n].tolist()
             if ranked is not None:
                 heads.setdefault("pair ranker + scorer", {})[example.id] = ranked[row, :n].tolist()
-            if example.supporting_facts:
+            if not mass[row].isnan():  # an example with supporting tokens
                 support_mass.append(float(mass[row]))
     return heads, support_mass
 
