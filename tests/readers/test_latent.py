@@ -6,6 +6,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from latentqa.data.examples import Example
 from latentqa.data.features import format_sentence
+from latentqa.readers.heads import AttentionHead
 from latentqa.readers.loading import load_reader
 from latentqa.readers.selector import attention_mass_nll, mean_over_scored
 from tests.conftest import collate
@@ -43,7 +44,7 @@ def test_3500_token_context_forward_backward_generate(tiny_latent, sample_exampl
     out = reader(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    attention = reader.read(batch).attention
+    attention = reader.read(batch).evidence.attention
     received = attention.sum(dim=1)  # (B, L) summed over latents
     assert bool((received[0, :length] > 0).all())  # every context token receives attention
     reader.eval()
@@ -157,7 +158,7 @@ def test_batch_without_support_tokens_trains(tiny_latent, sample_examples):
     unlabelled = [dataclasses.replace(ex, supporting_facts=()) for ex in sample_examples[:2]]
     batch, _ = collate(reader, unlabelled)
     out = reader(batch)
-    assert out.support_loss.item() == 0.0 and torch.isfinite(out.loss)
+    assert out.auxiliary["support_loss"].item() == 0.0 and torch.isfinite(out.loss)
     assert bool(out.per_example["support_loss"].isnan().all())  # nothing to score, left out of validation means
     torch.testing.assert_close(out.per_example["loss"], out.per_example["answer_loss"])
     out.loss.backward()
@@ -168,16 +169,16 @@ def test_answer_span_loss_adds_to_the_loss_when_weighted(tiny_latent, sample_exa
     batch, _ = collate(reader, sample_examples[:4])
     assert batch["answer_span"].any() and not (batch["answer_span"] & ~batch["support"]).any()
     off = reader(batch)
-    assert off.answer_span_loss is None
-    reader.config = dataclasses.replace(reader.config, answer_span_loss_weight=0.5)
+    assert "answer_span_loss" not in off.auxiliary
+    reader.attention_head = AttentionHead(reader.config.support_loss_weight, answer_span_weight=0.5)
     on = reader(batch)
-    assert on.answer_span_loss.item() > 0
-    torch.testing.assert_close(on.loss, off.loss + 0.5 * on.answer_span_loss)
-    on.answer_span_loss.backward()
+    assert on.auxiliary["answer_span_loss"].item() > 0
+    torch.testing.assert_close(on.loss, off.loss + 0.5 * on.auxiliary["answer_span_loss"])
+    on.auxiliary["answer_span_loss"].backward()
     assert reader.selector.latents.grad.abs().sum() > 0
     yes_no = [dataclasses.replace(ex, answer="yes") for ex in sample_examples[:2]]
     batch, _ = collate(reader, yes_no)
-    assert reader(batch).answer_span_loss.item() == 0.0  # no span to find: nothing, not NaN
+    assert reader(batch).auxiliary["answer_span_loss"].item() == 0.0  # no span to find: nothing, not NaN
 
 
 def test_empty_context_gives_finite_loss(tiny_latent, sample_examples):

@@ -74,7 +74,7 @@ def test_fit_learns_to_rank_the_linked_pair_first_and_its_paragraphs_score_highe
     assert not ranker.fitted
     figures = ranker.fit(batches)
     assert figures["questions"] == 32 and figures["gold_pair_first"] == 1.0 and ranker.fitted
-    scores = ranker.sentence_scores(batches[0])
+    scores = ranker.scores(None, batches[0])
     for row, pair in zip(scores, gold_pairs(batches[0]).tolist()):
         top = set(row.topk(2).indices.tolist())
         assert top == {pair // 6, pair % 6}
@@ -113,7 +113,7 @@ def test_the_reader_gives_each_sentence_its_paragraphs_score_and_keeps_the_fit(t
     reader.pair_ranker.fit([batch])
     generation = reader.generate(batch, max_new_tokens=2)
     assert generation.paragraph_scores.shape == generation.sentence_scores.shape
-    torch.testing.assert_close(generation.paragraph_scores, reader.pair_ranker.sentence_scores(batch))
+    torch.testing.assert_close(generation.paragraph_scores, reader.pair_ranker.scores(None, batch))
     reader.save_pretrained(tmp_path / "reader")
     loaded = load_reader(tmp_path / "reader")
     assert bool(loaded.pair_ranker.fitted)

@@ -29,7 +29,7 @@ def test_only_a_question_aware_selector_attends_differently_to_another_question(
     reader = _reader(tiny_models, question_conditioning=mode)
     a, b = (collate(reader, [ex])[0] for ex in _two_questions(sample_examples))
     with torch.no_grad():
-        first, second = reader.read(a).attention, reader.read(b).attention
+        first, second = reader.read(a).evidence.attention, reader.read(b).evidence.attention
     assert first.shape == second.shape
     assert torch.equal(first, second) != changes
 
@@ -102,7 +102,7 @@ def test_selector_lexical_bias_moves_attention_to_the_sentences_that_name_the_qu
     with torch.no_grad():
         states = plain.context_states(batch)
         assert torch.equal(states, biased.context_states(batch))
-        mass = [(r.read(batch).attention.mean(dim=1) * on_best).sum(dim=1) for r in (plain, biased)]
+        mass = [(r.read(batch).evidence.attention.mean(dim=1) * on_best).sum(dim=1) for r in (plain, biased)]
     assert bool((mass[1] > mass[0] + 0.1).all()), mass
     out = biased.train()(batch)
     out.loss.backward()
@@ -120,7 +120,7 @@ def test_selector_lexical_scale_multiplies_the_bias_and_sharpens_the_attention(t
     """Same weights, scale 3 against 1: the bias is exactly 3 times as large, more attention lies on the most
     question-like sentence, and the bias weights' gradient is 3 times as large (Adam then moves the bias's logits 3
     times as fast)."""
-    from latentqa.readers.scorer import LEXICAL_PRIOR
+    from latentqa.readers.heads import LEXICAL_PRIOR
 
     one = _reader(tiny_models, question_conditioning="latents", selector_lexical=True)
     three = _reader(tiny_models, question_conditioning="latents", selector_lexical=True, selector_lexical_scale=3.0)
@@ -131,7 +131,7 @@ def test_selector_lexical_scale_multiplies_the_bias_and_sharpens_the_attention(t
     on_best = (batch["sentence_index"] == best[:, None]) & batch["context_mask"]  # (B, L)
     with torch.no_grad():
         torch.testing.assert_close(three.context_bias(batch), 3 * one.context_bias(batch))
-        mass = [(r.read(batch).attention.mean(dim=1) * on_best).sum(dim=1) for r in (one, three)]
+        mass = [(r.read(batch).evidence.attention.mean(dim=1) * on_best).sum(dim=1) for r in (one, three)]
     assert bool((mass[1] > mass[0]).all()), mass
     for reader in (one, three):
         reader.context_bias(batch).sum().backward()

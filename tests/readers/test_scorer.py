@@ -29,7 +29,7 @@ def test_reader_scorer_loss_finite_without_support(tiny_models, sample_examples)
     unlabelled = [dataclasses.replace(ex, supporting_facts=()) for ex in sample_examples[:2]]
     batch, _ = collate(reader, unlabelled)
     out = reader(batch)
-    assert out.sp_scorer_loss.item() == 0.0 and torch.isfinite(out.loss)
+    assert out.auxiliary["sp_scorer_loss"].item() == 0.0 and torch.isfinite(out.loss)
     out.loss.backward()
     scores = reader.eval().generate(batch, max_new_tokens=2).sentence_scores
     assert scores.shape == batch["sentence_mask"].shape and bool(((scores >= 0) & (scores <= 1)).all())
@@ -73,10 +73,11 @@ def test_lexical_evidence_enters_the_logits_and_starts_them_from_its_ranking(tin
     assert batch["sentence_lexical"].shape == (*batch["sentence_mask"].shape, 5)
     reader.eval()
     with torch.no_grad():
-        base = reader.read(batch).sentence_logits
+        logits = lambda b: reader.scorer(reader.read(b).evidence.context, b, reader.read(b).evidence.question)
+        base = logits(batch)
         lifted = dict(batch, sentence_lexical=batch["sentence_lexical"].clone())
         lifted["sentence_lexical"][0, 1] = 1.0  # sentence 1 of example 0: every feature at its best
-        changed = reader.read(lifted).sentence_logits
+        changed = logits(lifted)
     # that sentence's logit rises by (about) the prior's gap to the best; example 1 is untouched
     assert changed[0, 1] > base[0, 1] + 1.0
     torch.testing.assert_close(changed[1], base[1])
@@ -124,4 +125,5 @@ def test_paragraph_loss_trains_in_the_reader(tiny_models, sample_examples):
     out = reader(batch)
     each = out.per_example["sp_paragraph_loss"]
     assert each.shape == (2,) and bool(torch.isfinite(each).all())
-    torch.testing.assert_close(out.loss, out.answer_loss + out.support_loss + out.sp_scorer_loss + each.mean())
+    parts = out.auxiliary
+    torch.testing.assert_close(out.loss, out.answer_loss + parts["support_loss"] + parts["sp_scorer_loss"] + each.mean())

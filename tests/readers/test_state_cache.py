@@ -38,7 +38,7 @@ def test_training_from_cached_states_gives_the_frozen_encoders_loss(frozen, samp
         torch.manual_seed(1)  # the same dropout masks in the selector, scorer and T5
         cached = reader(batch)
         torch.testing.assert_close(cached.loss, direct.loss, rtol=tolerance, atol=tolerance)
-        torch.testing.assert_close(cached.sp_scorer_loss, direct.sp_scorer_loss, rtol=tolerance, atol=tolerance)
+        torch.testing.assert_close(cached.auxiliary["sp_scorer_loss"], direct.auxiliary["sp_scorer_loss"], rtol=tolerance, atol=tolerance)
     cached.loss.backward()
     assert reader.selector.latents.grad is not None
     windows = batch["window_ids"].shape[0]

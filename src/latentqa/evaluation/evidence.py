@@ -2,9 +2,9 @@
 of a latent reader alone, under the same fixed rules, and how much of the latents' attention lies on the
 supporting sentences.
 
-Heads: the selector's attention (the original design's signal: attention mass per sentence), the sentence scorer
-over the context states, the lexical evidence weighed by its starting weights (`scorer.LEXICAL_PRIOR`), and the
-paragraph-pair ranker (its paragraphs, with the scorer's sentences inside them). The rules are fixed, not chosen on
+Heads (`readers.heads`): the reader's own (the selector's attention, the original design's signal; the sentence
+scorer over the context states; the paragraph-pair ranker, its paragraphs with the sentence head's sentences inside
+them) and, where the reader reads lexical evidence, that evidence weighed by `heads.LEXICAL_PRIOR`. The rules are fixed, not chosen on
 the data scored: the 2 best sentences, and the first and best sentence of the 2 best paragraphs.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from ..data.examples import Example
 from ..progress import progress_bar
 from ..readers.facts import SpRule, select_facts
-from ..readers.scorer import LEXICAL_PRIOR
-from ..readers.selector import attention_mass_nll, sentence_scores
+from ..readers.heads import LexicalHead
+from ..readers.selector import attention_mass_nll
 from .metrics import score
 from .sp_rule import PARAGRAPHS
 
@@ -30,24 +30,15 @@ def head_scores(reader, loader, examples: list[Example]) -> tuple[dict[str, dict
     heads: dict[str, dict[str, list[float]]] = {}
     support_mass = []
     for batch in progress_bar(loader, desc="evidence", unit="batch"):
-        reading = reader.read(batch)
-        count = int(batch["num_sentences"].max())
-        attention = sentence_scores(reading.attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
-                                    count)  # (B, S)
-        per_head = {"selector attention": attention}
-        if reading.sentence_logits is not None:
-            per_head["sentence scorer"] = reading.sentence_logits.float()
-        if "sentence_lexical" in batch:
-            per_head["lexical evidence"] = batch["sentence_lexical"].float() @ torch.tensor(LEXICAL_PRIOR)
-        ranked = reader.pair_ranker.sentence_scores(batch) if reader.pair_ranker is not None else None
-        mass = torch.exp(-attention_mass_nll(reading.attention, batch["support"] & batch["context_mask"]))  # (B,)
+        evidence = reader.read(batch).evidence
+        per_head = {head.name: head.scores(evidence, batch)
+                    for head in [*reader.heads, *([LexicalHead()] if "sentence_lexical" in batch else [])]}
+        mass = torch.exp(-attention_mass_nll(evidence.attention, batch["support"] & batch["context_mask"]))  # (B,)
         for row, i in enumerate(batch["index"].tolist()):
             example = examples[i]
             n = len(example.sentence_keys())
             for name, values in per_head.items():
                 heads.setdefault(name, {})[example.id] = values[row, :n].tolist()
-            if ranked is not None:
-                heads.setdefault("pair ranker + scorer", {})[example.id] = ranked[row, :n].tolist()
             if not mass[row].isnan():  # an example with supporting tokens
                 support_mass.append(float(mass[row]))
     return heads, support_mass
@@ -58,9 +49,12 @@ def evidence_table(reader, loader, examples: list[Example]) -> dict:
     heads, support_mass = head_scores(reader, loader, examples)
     answers = {ex.id: "" for ex in examples}
     table = {}
+    paragraph_head = reader.paragraph_head
     for name, scores in heads.items():
-        ranker = name == "pair ranker + scorer"
-        sentence = heads.get("sentence scorer", heads["selector attention"]) if ranker else scores
+        ranker = paragraph_head is not None and name == paragraph_head.name
+        sentence = heads[reader.sentence_head.name] if ranker else scores
+        if ranker:
+            name = f"{name} + {reader.sentence_head.name}"
         table[name] = {}
         for rule_name, rule in RULES.items():
             if ranker and rule.paragraphs is None:

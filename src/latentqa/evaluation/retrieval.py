@@ -13,7 +13,7 @@ from ..data.examples import Example
 from ..data.features import FeatureSpec, encode_examples, format_sentence
 from ..readers.facts import best_sentence_per_paragraph
 from ..readers.pooling import masked_mean
-from ..readers.scorer import LEXICAL_PRIOR
+from ..readers.heads import lexical_score
 from ..progress import progress_bar
 
 
@@ -33,8 +33,7 @@ def lexical_scores(examples: list[Example], tokenizer) -> dict[str, list[float]]
     """Per example, each sentence's lexical features weighed by the sentence scorer's starting weights."""
     features = encode_examples(examples, FeatureSpec(lexical=True), question_tokenizer=tokenizer,
                                context_tokenizer=tokenizer, progress=False)["sentence_lexical"]
-    weights = torch.tensor(LEXICAL_PRIOR)
-    return {ex.id: (torch.tensor(rows).reshape(-1, len(LEXICAL_PRIOR)) @ weights).tolist()
+    return {ex.id: lexical_score(torch.tensor(rows).reshape(len(ex.sentence_keys()), -1)).tolist()
             for ex, rows in zip(examples, features)}
 
 

@@ -29,11 +29,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 @dataclass
 class ReaderOutput:
-    loss: torch.Tensor  # answer loss + the weighted attention losses
+    loss: torch.Tensor  # answer loss + the weighted auxiliary losses
     answer_loss: torch.Tensor
-    support_loss: torch.Tensor | None = None
-    answer_span_loss: torch.Tensor | None = None  # latent reader with answer_span_loss_weight > 0
-    sp_scorer_loss: torch.Tensor | None = None  # latent reader with sp_scorer 'classifier'
+    auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Each evidence head's loss (unweighted), averaged over the examples it scores; 0 where none has anything."""
     per_example: dict[str, torch.Tensor] = field(default_factory=dict)
     """The same losses for each example, (B,) each (NaN where an example has nothing to score): what validation
     averages, so its figure does not depend on how examples were batched or sharded."""
@@ -68,13 +67,23 @@ class Reader(nn.Module):
         self.t5 = t5
         self.t5_tokenizer = t5_tokenizer
         self.config = config
-        self.features = FeatureSpec(limits.max_question_tokens, limits.max_answer_tokens,
-                                    lexical=self.reads_lexical_evidence)
+        self.limits = limits
         self.sp_rule: SpRule | None = None
 
     @property
+    def features(self) -> FeatureSpec:
+        """How examples are encoded for this reader: its token limits, and lexical evidence if a part reads it."""
+        return FeatureSpec(self.limits.max_question_tokens, self.limits.max_answer_tokens,
+                           lexical=self.reads_lexical_evidence)
+
+    @property
+    def heads(self) -> list:
+        """The evidence heads (`readers.heads`) that score sentences as supporting facts: none here."""
+        return []
+
+    @property
     def reads_lexical_evidence(self) -> bool:
-        return False
+        return any(head.reads_lexical for head in self.heads)
 
     @property
     def context_tokenizer(self):
@@ -86,15 +95,6 @@ class Reader(nn.Module):
     def cache_refusal(self, inference: bool = False) -> str | None:
         """Why context states cannot be cached (None: they can); see `LatentReader`."""
         return f"the {self.kind} reader has no context encoder"
-
-    @property
-    def needs_fit(self) -> bool:
-        """Does a part wait to be fitted on the training data before the first step (`fit`)?"""
-        return False
-
-    def fit(self, batches) -> dict[str, float]:
-        """Fit the parts that are fitted, not trained, on labelled collated batches; returns their figures."""
-        return {}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled:

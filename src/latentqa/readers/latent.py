@@ -19,10 +19,11 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..config import ConfigError, TokenLimits, at_least, option
 from .base import Generation, Reader, ReaderOutput, answer_losses
 from .collate import LatentCollator
+from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead
 from .pairs import PairRanker
 from .pooling import masked_mean
-from .scorer import LEXICAL_PRIOR, SentenceScorer, paragraph_bce, sentence_bce
-from .selector import LatentSelector, attention_mass_nll, mean_over_scored, sentence_scores
+from .scorer import SentenceScorer
+from .selector import LatentSelector, mean_over_scored
 from .state_cache import ContextStateCache
 from .windows import PACKINGS
 
@@ -121,20 +122,14 @@ class LatentConfig:
         if self.encoder_attention_dropout is not None and not 0 <= self.encoder_attention_dropout < 1:
             raise ConfigError(f"encoder_attention_dropout must be in [0, 1), got {self.encoder_attention_dropout}")
 
-    @property
-    def lexical_evidence(self) -> bool:
-        """Does any part read the lexical features (`data.lexical`)? Without, they are never computed."""
-        return self.sp_lexical or self.selector_lexical or self.paragraph_ranker
-
 
 @dataclass
 class Reading:
-    """What the context path hands on: the decoder's encoder states and the supporting-fact signals."""
+    """What the context path hands on: the decoder's encoder states and what the evidence heads read."""
 
     states: torch.Tensor  # (B, Tq + N, D) [question states ; gated latents]
     mask: torch.Tensor  # (B, Tq + N)
-    attention: torch.Tensor  # (B, N, L) the selector's last block, over context tokens
-    sentence_logits: torch.Tensor | None = None  # (B, S) the sentence scorer's, sp_scorer 'classifier' only
+    evidence: Evidence
 
 
 class LatentReader(Reader):
@@ -155,13 +150,16 @@ class LatentReader(Reader):
         self.project = nn.Linear(width, t5.config.d_model)
         # Flamingo-style: at the default tanh(0) = 0 the latents start silent
         self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
-        # per head, the weight of each lexical feature in the attention logits; every head starts from the scorer's
-        # prior, which ranked real sentences well untrained (docs/real.md)
+        # per selector head, the weight of each lexical feature in the attention logits; every head starts from
+        # the prior, which ranks real sentences well untrained (docs/real.md)
         self.lexical_bias = nn.Parameter(torch.tensor(LEXICAL_PRIOR).repeat(config.selector_heads, 1)) \
             if config.selector_lexical else None
+        # the evidence heads; the attribute names are the weights' names in saved folders
+        self.attention_head = AttentionHead(config.support_loss_weight, config.answer_span_loss_weight)
         self.scorer = SentenceScorer(dim=width, heads=config.selector_heads,
                                      question_aware=config.question_conditioning != "none",
-                                     lexical=config.sp_lexical) \
+                                     lexical=config.sp_lexical, loss_weight=config.sp_scorer_loss_weight,
+                                     paragraph_loss_weight=config.sp_paragraph_loss_weight) \
             if config.sp_scorer == "classifier" else None
         self.pair_ranker = PairRanker() if config.paragraph_ranker else None
         self.encoder_frozen = False
@@ -182,8 +180,22 @@ class LatentReader(Reader):
         return self.encoder_tokenizer
 
     @property
+    def heads(self) -> list[EvidenceHead]:
+        """The selector's attention, then the configured heads."""
+        return [head for head in (self.attention_head, self.scorer, self.pair_ranker) if head is not None]
+
+    @property
+    def sentence_head(self) -> EvidenceHead:
+        """The head whose scores choose the sentences: the scorer where there is one."""
+        return self.scorer if self.scorer is not None else self.attention_head
+
+    @property
+    def paragraph_head(self) -> EvidenceHead | None:
+        return next((head for head in self.heads if head.ranks_paragraphs), None)
+
+    @property
     def reads_lexical_evidence(self) -> bool:
-        return self.config.lexical_evidence
+        return self.lexical_bias is not None or super().reads_lexical_evidence
 
     def collator(self, packing: str | None = None) -> LatentCollator:
         """Batches as this reader reads them; `packing` reads the context in other windows than its own
@@ -201,16 +213,8 @@ class LatentReader(Reader):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,
                   *((self.lexical_bias,) if self.lexical_bias is not None else ()),
-                  *(self.scorer.parameters() if self.scorer is not None else ())]
+                  *(p for head in self.heads for p in head.parameters())]
         return {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
-
-    @property
-    def needs_fit(self) -> bool:
-        return self.pair_ranker is not None and not bool(self.pair_ranker.fitted)
-
-    def fit(self, batches) -> dict[str, float]:
-        """The paragraph-pair ranker, fitted once on the training questions (`readers.pairs`)."""
-        return self.pair_ranker.fit(batches) if self.pair_ranker is not None else {}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         super().set_gradient_checkpointing(enabled)
@@ -286,7 +290,7 @@ class LatentReader(Reader):
         return self.config.selector_lexical_scale * torch.einsum("blf,hf->bhl", per_token, self.lexical_bias)
 
     def read(self, batch, mask_latents: bool = False) -> Reading:
-        """[question states ; gated latents], their mask, the selector's attention and the sentence logits."""
+        """[question states ; gated latents], their mask, and what the evidence heads read."""
         question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
         question = question.last_hidden_state  # (B, Tq, D)
         context = self.context_states(batch)  # (B, L, H)
@@ -299,29 +303,15 @@ class LatentReader(Reader):
         gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
         states = torch.cat([question, gated.to(question.dtype)], dim=1)
         latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)
-        logits = self.scorer(context, batch, question_vector) if self.scorer is not None else None
-        return Reading(states, torch.cat([batch["question_mask"], latent_mask], dim=1), attention, logits)
+        return Reading(states, torch.cat([batch["question_mask"], latent_mask], dim=1),
+                       Evidence(context, question_vector, attention))
 
     def forward(self, batch) -> ReaderOutput:
         reading = self.read(batch)
-        attention = reading.attention
         out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states), attention_mask=reading.mask,
                       use_cache=False, decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
         answer, answer_each = answer_losses(out.logits, batch["labels"])  # (), (B,)
-        # each auxiliary loss: (name, weight, per example (B,) with NaN where an example has nothing to score)
-        auxiliary = [("support_loss", self.config.support_loss_weight,
-                      attention_mass_nll(attention, batch["support"] & batch["context_mask"]))]
-        if self.config.answer_span_loss_weight > 0:
-            auxiliary.append(("answer_span_loss", self.config.answer_span_loss_weight,
-                              attention_mass_nll(attention, batch["answer_span"] & batch["context_mask"])))
-        if reading.sentence_logits is not None:
-            auxiliary.append(("sp_scorer_loss", self.config.sp_scorer_loss_weight,
-                              sentence_bce(reading.sentence_logits, batch["sentence_support"],
-                                           batch["sentence_mask"])))
-            if self.config.sp_paragraph_loss_weight > 0:
-                auxiliary.append(("sp_paragraph_loss", self.config.sp_paragraph_loss_weight,
-                                  paragraph_bce(reading.sentence_logits, batch["sentence_support"],
-                                                batch["sentence_mask"], batch["sentence_paragraph"])))
+        auxiliary = [loss for head in self.heads for loss in head.losses(reading.evidence, batch)]
         loss, loss_each = answer, answer_each
         per_example, means = {"answer_loss": answer_each}, {}
         for name, weight, each in auxiliary:
@@ -329,22 +319,16 @@ class LatentReader(Reader):
             loss = loss + weight * means[name]
             loss_each = loss_each + weight * each.nan_to_num(0.0)
             per_example[name] = each
-        return ReaderOutput(loss=loss, answer_loss=answer, support_loss=means["support_loss"],
-                            answer_span_loss=means.get("answer_span_loss"), sp_scorer_loss=means.get("sp_scorer_loss"),
+        return ReaderOutput(loss=loss, answer_loss=answer, auxiliary=means,
                             per_example={"loss": loss_each, **per_example})
 
     @torch.no_grad()
     def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:
-        """Greedy or beam search (T5's `generate` expands states and mask per beam) and per-sentence scores: the
-        scorer's probabilities, or the selector's attention mass; with the pair ranker, each sentence's paragraph's
-        score too."""
+        """Greedy or beam search (T5's `generate` expands states and mask per beam), the sentence head's scores
+        and, with a paragraph head (the pair ranker), each sentence's paragraph's score."""
         reading = self.read(batch, mask_latents=mask_latents)
         sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states),
                                      attention_mask=reading.mask, **generation)
-        if reading.sentence_logits is not None:
-            scores = torch.sigmoid(reading.sentence_logits) * batch["sentence_mask"]
-        else:
-            scores = sentence_scores(reading.attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
-                                     int(batch["num_sentences"].max()))
-        paragraphs = self.pair_ranker.sentence_scores(batch) if self.pair_ranker is not None else None
-        return Generation(sequences, scores, paragraphs)
+        paragraphs = self.paragraph_head
+        return Generation(sequences, self.sentence_head.scores(reading.evidence, batch),
+                          paragraphs.scores(reading.evidence, batch) if paragraphs is not None else None)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data.lexical import FEATURES
+from .heads import Evidence, EvidenceHead
 from .pooling import group_max
 
 PAIR_FEATURES = (*(f"sum_{name}" for name in FEATURES), *(f"difference_{name}" for name in FEATURES),
@@ -64,7 +65,11 @@ def gold_pairs(batch: dict) -> torch.Tensor:
     return torch.where(gold.sum(dim=1) == 2, first * count + last, torch.full_like(first, -1))
 
 
-class PairRanker(nn.Module):
+class PairRanker(EvidenceHead):
+    name = "pair ranker"
+    reads_lexical = True
+    ranks_paragraphs = True
+
     def __init__(self):
         super().__init__()
         # buffers, not parameters: fitted by `fit`, never by the optimizer; saved and loaded with the reader
@@ -77,7 +82,11 @@ class PairRanker(nn.Module):
         scores = features @ self.weights.to(features.dtype)
         return scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
 
-    def sentence_scores(self, batch: dict) -> torch.Tensor:
+    @property
+    def needs_fit(self) -> bool:
+        return not bool(self.fitted)
+
+    def scores(self, evidence: Evidence | None, batch: dict) -> torch.Tensor:
         """Per sentence, the best score of a pair holding its paragraph (B, S)."""
         scores = self.pair_scores(batch)
         best = torch.maximum(scores.amax(dim=2), scores.amax(dim=1))  # (B, P): as a or as b

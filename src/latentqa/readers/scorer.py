@@ -16,22 +16,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .heads import LEXICAL_PRIOR, Evidence, EvidenceHead, Loss
 from .pooling import group_max, group_mean
 
 MAX_POSITION = 8  # a sentence's position inside its paragraph, clamped: the first few matter most
-# Starting weights of the lexical features in the logit, in `data.lexical.FEATURES` order: × 4 the weighting that
-# ranks the 1,315 shared training questions' sentences best untrained, chosen among 243 (each weight 0.5, 1 or 2;
-# first + best sentence of the 2 best paragraphs: sp F1 0.612 on them; docs/real.md). Validation chose nothing here.
-LEXICAL_PRIOR = (8.0, 4.0, 4.0, 8.0, 2.0)
 
 
-class SentenceScorer(nn.Module):
-    def __init__(self, *, dim: int, heads: int, layers: int = 2, question_aware: bool, lexical: bool = False):
+class SentenceScorer(EvidenceHead):
+    name = "sentence scorer"
+
+    def __init__(self, *, dim: int, heads: int, layers: int = 2, question_aware: bool, lexical: bool = False,
+                 loss_weight: float = 1.0, paragraph_loss_weight: float = 0.0):
         super().__init__()
         if lexical and not question_aware:
             raise ValueError("lexical evidence compares the sentences with the question: a question-blind scorer "
                              "cannot take it")
         self.question_aware = question_aware
+        self.reads_lexical = lexical
+        self.loss_weight, self.paragraph_loss_weight = loss_weight, paragraph_loss_weight
         parts = 4 if question_aware else 2  # sentence, paragraph (× question for each)
         # one norm per part: the products are ~1/dim in size beside the states and would vanish in a shared one
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(parts))
@@ -75,6 +77,19 @@ class SentenceScorer(nn.Module):
                 best = values[0].masked_fill(~sentence_mask[..., None], -1.0).amax(dim=1, keepdim=True)  # (B, 1, F)
                 logits = logits + ((values[0] - best).float() * weights).sum(dim=-1)
         return logits.masked_fill(~sentence_mask, -1e4)  # (B, S)
+
+    def losses(self, evidence: Evidence, batch: dict) -> list[Loss]:
+        logits = self(evidence.context, batch, evidence.question)
+        support, mask = batch["sentence_support"], batch["sentence_mask"]
+        losses = [("sp_scorer_loss", self.loss_weight, sentence_bce(logits, support, mask))]
+        if self.paragraph_loss_weight > 0:
+            losses.append(("sp_paragraph_loss", self.paragraph_loss_weight,
+                           paragraph_bce(logits, support, mask, batch["sentence_paragraph"])))
+        return losses
+
+    def scores(self, evidence: Evidence, batch: dict) -> torch.Tensor:
+        """Each sentence's probability of being a supporting fact; 0 past an example's sentences."""
+        return torch.sigmoid(self(evidence.context, batch, evidence.question)) * batch["sentence_mask"]
 
 
 def paragraph_bce(logits: torch.Tensor, support: torch.Tensor, mask: torch.Tensor,

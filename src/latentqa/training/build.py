@@ -90,5 +90,5 @@ def reader_from_folder(config: RunConfig) -> Reader:
     if ignored:
         raise ConfigError(f"model.init_from {model.init_from}: the reader is built from the folder's own settings, "
                           f"so {sorted(ignored)} would be ignored; remove them or leave out init_from")
-    reader.features = dataclasses.replace(reader.features, **dataclasses.asdict(token_limits(config.data)))
+    reader.limits = token_limits(config.data)
     return reader

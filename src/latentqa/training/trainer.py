@@ -160,8 +160,7 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     if cfg.freeze_encoder:
         maybe_cache_states(reader, cfg, [*train_features["context_ids"], *val_features["context_ids"]])
     collate = reader.collator()
-    if reader.needs_fit:
-        fit_reader(reader, train_features, collate, accelerator, config.data.train)
+    fit_heads(reader, train_features, collate, accelerator, config.data.train)
     train_loader = DataLoader(IndexedRows(train_features), batch_size=cfg.batch_size,
                               sampler=EpochSampler(len(train_features), cfg.seed), collate_fn=collate)
     val_loader = DataLoader(IndexedRows(val_features), batch_size=config.eval.batch_size, collate_fn=collate)
@@ -334,18 +333,18 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
     reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir))
 
 
-def fit_reader(reader, features, collate, accelerator, source: str) -> None:
-    """Fit the reader's fitted parts (the paragraph-pair ranker) on the training data before the first step (an
-    `init_from` reader keeps its fit; a resumed run refits the same and then loads its checkpoint's); every process
-    fits the same data."""
-    batches = DataLoader(IndexedRows(features), batch_size=256, collate_fn=collate)
-    try:
-        figures = reader.fit(progress_bar(batches, desc="fit pair ranker", unit="batch",
-                                          disable=not accelerator.is_local_main_process))
-    except ValueError as err:
-        raise ConfigError(f"latent.paragraph_ranker: data.train {source}: {err}") from None
-    log.info("paragraph-pair ranker fitted on %d training questions: their gold pair ranks first for %.1f%%",
-             figures["questions"], 100 * figures["gold_pair_first"])
+def fit_heads(reader, features, collate, accelerator, source: str) -> None:
+    """Fit the evidence heads that are fitted, not trained (the paragraph-pair ranker), on the training data before
+    the first step (an `init_from` reader keeps its fit; a resumed run refits the same and then loads its
+    checkpoint's); every process fits the same data."""
+    for head in [head for head in reader.heads if head.needs_fit]:
+        batches = DataLoader(IndexedRows(features), batch_size=256, collate_fn=collate)
+        try:
+            figures = head.fit(progress_bar(batches, desc=f"fit {head.name}", unit="batch",
+                                            disable=not accelerator.is_local_main_process))
+        except ValueError as err:
+            raise ConfigError(f"{head.name}: data.train {source}: {err}") from None
+        log.info("%s fitted on data.train: %s", head.name, ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
 
 
 def maybe_choose_sp_rule(run: Run, predictions, metrics: dict) -> None:
