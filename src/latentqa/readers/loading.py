@@ -80,6 +80,7 @@ def load_reader(directory: str | Path, device: str | torch.device = "cpu", expec
     try:
         safetensors.torch.load_model(reader, str(weights), strict=True, device=str(device))
     except (safetensors.SafetensorError, RuntimeError) as err:  # truncated or foreign file, missing tensors
-        raise ReaderFolderError(f"{weights}: cannot load the weights ({str(err).splitlines()[0][:300]})") from None
+        detail = " ".join(str(err).split())[:600]  # a state_dict mismatch names its tensors past the first line
+        raise ReaderFolderError(f"{weights}: cannot load the weights ({detail})") from None
     reader.sp_rule = rule
     return reader.to(device).eval()

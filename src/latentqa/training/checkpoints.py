@@ -1,13 +1,16 @@
-"""Checkpoint folders: written under a temporary name and renamed, so a kill mid-save leaves the last one whole."""
+"""Checkpoint folders, published with `atomic.replace_folder`: a kill at any moment leaves every checkpoint that
+was complete, and `best/`, whole (`tidy` finishes what it interrupted)."""
 from __future__ import annotations
 
+import json
 import logging
-import os
 import re
-import shutil
 from pathlib import Path
 
+from ..atomic import discard, recover, remove_dead_temps, write_text
+
 _STEP = re.compile(r"^step-(\d+)$")
+_LEFT = re.compile(r"^(step-\d+)\.(new|old|tmp)$")  # what an interrupted save or replacement leaves
 T5_TIED = {"t5.shared.weight", "t5.lm_head.weight", "t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight"}
 
 
@@ -45,8 +48,11 @@ def resolve_resume(output_dir: Path, resume: str) -> Path:
     """`latest` or a checkpoint path → the checkpoint folder to load."""
     if resume != "latest":
         path = Path(resume)
-        if not (path / "run_state.json").exists() and not any(path.glob("*.safetensors")):
-            raise FileNotFoundError(f"{path}: not a checkpoint folder")
+        if (path / "reader.json").exists():
+            raise FileNotFoundError(f"{path}: a reader folder, not a checkpoint (no optimizer state); to start from "
+                                    f"its weights set model.init_from={path}")
+        if not (path / "run_state.json").exists():
+            raise FileNotFoundError(f"{path}: not a checkpoint folder (no run_state.json)")
         return path
     found = list_checkpoints(output_dir)
     if not found:
@@ -54,18 +60,39 @@ def resolve_resume(output_dir: Path, resume: str) -> Path:
     return found[-1]
 
 
-def publish(tmp: Path, final: Path) -> None:
-    """Atomically put a finished folder in place of `final` (replacing an older one)."""
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+def tidy(output_dir: Path) -> None:
+    """Before a run reads its folder (main process, nothing being written): finish every replacement a kill
+    interrupted (checkpoints, `best/`), and remove unfinished saves and dead writers' temporary folders."""
+    folder = output_dir / "checkpoints"
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = _LEFT.match(path.name)
+        if match and match[2] == "tmp":
+            discard(path)
+        elif match:
+            recover(folder / match[1])
+    recover(output_dir / "best")
+    discard(output_dir / "best.tmp")
+    for place in (folder, output_dir):
+        remove_dead_temps(place)
 
 
 def prune(output_dir: Path, keep_last: int) -> None:
     for path in list_checkpoints(output_dir)[:-keep_last]:
-        shutil.rmtree(path, ignore_errors=True)
+        discard(path)
+
+
+def keep_metrics_until(path: Path, step: int, evaluated_step: int | None) -> None:
+    """On resume, drop the rows of metrics.jsonl written after the checkpoint (training rows past `step`,
+    evaluations past `evaluated_step`, a row cut short by a kill): the resumed run writes them again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        last = (evaluated_step if evaluated_step is not None else -1) if row.get("kind") == "eval" else step
+        if row.get("step", 0) <= last:
+            kept.append(line)
+    write_text(path, "".join(f"{line}\n" for line in kept))

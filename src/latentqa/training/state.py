@@ -13,6 +13,7 @@ class RunState:
     batch_in_epoch: int = 0  # micro-batches of this process consumed in the current epoch
     best_value: float | None = None
     best_step: int | None = None
+    evaluated_step: int | None = None  # the last step evaluated (and recorded in metrics.jsonl)
     nonfinite_streak: int = 0
     nonfinite_total: int = 0
 

@@ -35,7 +35,8 @@ from ..readers.facts import SpRule, select_facts
 from ..readers.state_cache import ContextStateCache
 from .build import build_reader, load_split
 from .config import RunConfig
-from .checkpoints import checkpoint_dir, drop_tied_embeddings_note, prune, publish, resolve_resume
+from ..atomic import replace_folder, write_text
+from .checkpoints import checkpoint_dir, drop_tied_embeddings_note, keep_metrics_until, prune, resolve_resume, tidy
 from .interrupt import stop_requests
 from .order import EpochSampler, dropout_seed
 from .state import RunState
@@ -94,8 +95,7 @@ class Run:
     state: RunState = field(default_factory=RunState)
     window: LossWindow = field(default_factory=LossWindow)
     update_poisoned: bool = False  # a non-finite loss in this accumulation cycle: its update is skipped
-    evaluated_at: int | None = None  # the last step evaluated, and the last checkpointed, in this process
-    saved_at: int | None = None
+    saved_at: int | None = None  # the last step checkpointed (or resumed from)
 
 
 def train(config: RunConfig, resume: str | None = None) -> Path:
@@ -106,13 +106,12 @@ def train(config: RunConfig, resume: str | None = None) -> Path:
                     disable=not run.accelerator.is_local_main_process)
     try:
         with stop_requests(run.accelerator) as stop_requested:
-            while run.state.epoch < config.train.epochs and run.state.step < run.total_steps:
+            state = run.state
+            if state.step and (state.batch_in_epoch == 0 or state.step >= run.total_steps):
+                finish_epoch(run)  # resumed from a checkpoint saved at an epoch's end, maybe before its evaluation
+            while state.epoch < config.train.epochs and state.step < run.total_steps:
                 train_epoch(run, progress, stop_requested)
-                # at each epoch end, and where max_steps stopped the run (unless this step was just done)
-                if run.evaluated_at != run.state.step:
-                    evaluate(run)
-                if run.saved_at != run.state.step:
-                    save_checkpoint(run)
+                finish_epoch(run)
     finally:
         progress.close()
         run.accelerator.end_training()
@@ -143,7 +142,9 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     drop_tied_embeddings_note()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        tidy(out)
         config.save(out / "config.yaml")
+    accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     reader = build_reader(config)
     reader.set_gradient_checkpointing(cfg.gradient_checkpointing)
@@ -185,10 +186,23 @@ def setup(config: RunConfig, resume: str | None) -> Run:
         path = resolve_resume(out, resume)
         accelerator.load_state(str(path))
         run.state.load_state_dict(json.loads((path / RUN_STATE_FILE).read_text()))
+        run.saved_at = run.state.step
+        if run.state.batch_in_epoch >= len(run.train_loader):  # saved at an epoch's last step by an earlier version
+            run.state.epoch, run.state.batch_in_epoch = run.state.epoch + 1, 0
+        if accelerator.is_main_process:
+            keep_metrics_until(out / "metrics.jsonl", run.state.step, run.state.evaluated_step)
         log.info("resumed from %s at epoch %d, step %d, micro-batch %d", path, run.state.epoch, run.state.step,
                  run.state.batch_in_epoch)
     accelerator.init_trackers("tensorboard")
     return run
+
+
+def finish_epoch(run: Run) -> None:
+    """At each epoch end, and where max_steps stopped the run: evaluate and save (unless this step was just)."""
+    if run.state.evaluated_step != run.state.step:
+        evaluate(run)
+    if run.saved_at != run.state.step:
+        save_checkpoint(run)
 
 
 def train_epoch(run: Run, progress, stop_requested) -> None:
@@ -205,6 +219,8 @@ def train_epoch(run: Run, progress, stop_requested) -> None:
         if not accelerator.sync_gradients:
             continue
         state.step += 1
+        if state.batch_in_epoch >= len(run.train_loader):  # the epoch's last step: what it saves is past the epoch
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         progress.update(1)
         maybe_log(run, progress)
         cfg = run.config.train
@@ -216,8 +232,6 @@ def train_epoch(run: Run, progress, stop_requested) -> None:
             stop(run)
         if state.step >= run.total_steps:
             break
-    if state.batch_in_epoch >= len(run.train_loader):  # the epoch ran to its end
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
 
 def micro_step(run: Run, batch) -> None:
@@ -301,10 +315,10 @@ def evaluate(run: Run) -> dict:
         if accelerator.is_main_process:
             tmp = run.out / "best.tmp"
             accelerator.unwrap_model(run.model).save_pretrained(tmp)
-            publish(tmp, run.out / "best")
+            replace_folder(tmp, run.out / "best")
         metrics["best"] = True
     record(run, metrics)
-    run.evaluated_at = state.step
+    state.evaluated_step = state.step
     accelerator.wait_for_everyone()
     return metrics
 
@@ -372,11 +386,11 @@ def record(run: Run, metrics: dict) -> None:
 def save_checkpoint(run: Run) -> Path:
     """Model, optimizer, scheduler, RNG and run state at the current optimizer step, written atomically."""
     accelerator, final = run.accelerator, checkpoint_dir(run.out, run.state.step)
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = final.with_name(final.name + ".tmp")  # one name for every process: each writes its part into it
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         (tmp / RUN_STATE_FILE).write_text(json.dumps(run.state.state_dict()))
-        publish(tmp, final)
+        replace_folder(tmp, final)
         prune(run.out, run.config.train.keep_last)
     run.saved_at = run.state.step
     accelerator.wait_for_everyone()
@@ -396,7 +410,7 @@ def write_summary(run: Run) -> None:
     state, cfg = run.state, run.config.train
     summary = {"steps": state.step, "epochs": state.epoch, "best_metric": cfg.best_metric,
                "best_value": state.best_value, "best_step": state.best_step, "nonfinite_total": state.nonfinite_total}
-    (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(run.out / "summary.json", json.dumps(summary, indent=2))
     log.info("done: %s", summary)
 
 
