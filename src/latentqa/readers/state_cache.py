@@ -2,10 +2,14 @@
 
 Such states are a function of (encoder weights, window token ids) alone, so every later epoch, evaluation or
 served request over the same window can reuse them instead of running the encoder again. Keys are content hashes
-of both: a window's ids (padding stripped) and a fingerprint of the encoder's weights, recomputed whenever a weight
-tensor was modified in place (PyTorch counts those in `Tensor._version`), so a changed encoder never gets the
-states of the old one. States are kept in an LRU bounded in megabytes, optionally backed by a folder on disk that
-later runs read (one safetensors file per window).
+of both: a window's ids (padding stripped) and a fingerprint of the encoder's config and weights, recomputed only
+when a weight tensor was replaced or modified in place (PyTorch counts those in `Tensor._version`), so a changed
+encoder never gets the states of the old one. States are kept in an LRU bounded in megabytes, optionally backed by a
+folder on disk that later runs read (one safetensors file per window).
+
+The folder is safe to share: entries are written under unique temporary names and renamed (`atomic`), an entry
+that cannot be read or has the wrong shape is recomputed and rewritten, and when a write fails (a full disk) the
+cache says so once and goes on in memory.
 """
 from __future__ import annotations
 
@@ -14,11 +18,14 @@ import logging
 from collections import OrderedDict
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
+
+from ..atomic import write_file
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,12 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
-    """A hash of every parameter and buffer of the encoder (names, shapes, dtypes, bytes)."""
+    """A hash of the encoder's config (activation, norm eps, ...) and every parameter and buffer (names, shapes,
+    dtypes, bytes)."""
     digest = hashlib.sha256()
+    config = getattr(encoder, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
@@ -60,10 +71,12 @@ class ContextStateCache:
         self.hits = self.misses = self.disk_hits = 0
         self._fingerprint: str | None = None
         self._versions: tuple | None = None
+        self.writes_to_disk = self.directory is not None
 
     def fingerprint(self, encoder: nn.Module) -> str:
-        """The encoder's weight fingerprint, recomputed only after a weight changed in place (or was replaced)."""
-        versions = tuple((id(t), t._version) for t in encoder.state_dict().values())
+        """The encoder's fingerprint, recomputed only after a weight was replaced or changed in place."""
+        tensors = [*encoder.parameters(), *encoder.buffers()]
+        versions = (id(encoder), *((t.data_ptr(), t._version) for t in tensors))
         if versions != self._versions:
             self._fingerprint, self._versions = encoder_fingerprint(encoder), versions
         return self._fingerprint
@@ -80,7 +93,9 @@ class ContextStateCache:
         lengths = window_mask.sum(dim=1).tolist()
         host_ids = window_ids.cpu()  # one transfer, not one per window
         keys = [f"{prefix}-{window_key(ids[:n])}" for ids, n in zip(host_ids, lengths)]
-        found = {i: self._get(key) for i, key in enumerate(keys)}
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a window repeated in the call: once
+        width = encoder.config.hidden_size
+        found = {i: self._get(key, (lengths[i], width)) for key, i in first.items()}
         missing = [i for i, states in found.items() if states is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -95,7 +110,7 @@ class ContextStateCache:
             for row, i in enumerate(chunk):
                 found[i] = computed[row, :lengths[i]].to(self.dtype)
                 self._put(keys[i], found[i])
-        states = pad_sequence([found[i].cpu() for i in range(len(keys))], batch_first=True)  # (W, max length, H)
+        states = pad_sequence([found[first[key]].cpu() for key in keys], batch_first=True)  # (W, max length, H)
         states = F.pad(states, (0, 0, 0, window_ids.shape[1] - states.shape[1]))  # (W, Lw, H); padding is 0
         return states.to(window_ids.device, torch.float32)  # one transfer
 
@@ -105,31 +120,42 @@ class ContextStateCache:
         prefix, name = key.split("-", 1)
         return self.directory / prefix / name[:2] / f"{name}.safetensors"
 
-    def _get(self, key: str) -> torch.Tensor | None:
+    def _get(self, key: str, shape: tuple[int, int]) -> torch.Tensor | None:
         states = self.entries.get(key)
         if states is not None:
             self.entries.move_to_end(key)
             return states
-        if self.directory is not None and self._path(key).exists():
-            states = safetensors.torch.load_file(str(self._path(key)))["states"].to(self.dtype)
-            self.disk_hits += 1
-            self._remember(key, states)
-            return states
-        return None
+        if self.directory is None or not self._path(key).exists():
+            return None
+        path = self._path(key)
+        try:
+            states = safetensors.torch.load_file(str(path))["states"]
+            if tuple(states.shape) != shape:
+                raise ValueError(f"states of shape {tuple(states.shape)}, expected {shape}")
+        except (safetensors.SafetensorError, OSError, KeyError, ValueError) as err:  # truncated, empty, foreign
+            log.warning("state cache: %s is unreadable (%s): recomputed", path, err)
+            return None
+        self.disk_hits += 1
+        states = states.to(self.dtype)
+        self._remember(key, states)
+        return states
 
     def _put(self, key: str, states: torch.Tensor) -> None:
         states = states.detach().cpu().contiguous()
-        if self.directory is not None:
+        if self.writes_to_disk:
             path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            safetensors.torch.save_file({"states": states}, str(tmp))
-            tmp.replace(path)  # atomic: an interrupted run leaves no half-written file under a real key
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_file(path, lambda tmp: safetensors.torch.save_file({"states": states}, str(tmp)))
+            except OSError as err:  # a full disk, a read-only folder: keep going in memory
+                self.writes_to_disk = False
+                log.warning("state cache: cannot write to %s (%s): from now on states are kept in memory only",
+                            self.directory, err)
         self._remember(key, states)
 
     def _remember(self, key: str, states: torch.Tensor) -> None:
         size = states.numel() * states.element_size()
-        if size > self.max_bytes:
+        if size > self.max_bytes or key in self.entries:
             return
         self.entries[key] = states
         self.bytes += size
