@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from ..atomic import discard, publish_or_adopt, remove_dead_temps, temp_path
 from ..config import ConfigError, TokenLimits, option
 from ..progress import progress_bar
 from .examples import Example
@@ -164,16 +164,28 @@ def load_features(
         tokenizer_fingerprint(context_tokenizer), spec.to_dict(),
     ]).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"features-{key}" if cache_dir else None
-    if path is not None and (path / "dataset_info.json").exists():
-        log.info("features from cache %s", path)
-        return datasets.load_from_disk(str(path))
+    if path is not None and path.exists():
+        try:
+            features = datasets.load_from_disk(str(path))
+            log.info("features from cache %s", path)
+            return features
+        except (OSError, ValueError) as err:  # a missing or cut file; pyarrow's ArrowInvalid is a ValueError
+            log.warning("feature cache %s is unreadable (%s: %s): rebuilt", path, type(err).__name__, err)
+            discard(path)
     columns = encode_examples(examples, spec, question_tokenizer=question_tokenizer,
                               context_tokenizer=context_tokenizer, progress=progress)
     features = datasets.Dataset.from_dict(columns)
     if path is not None:
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
-        features.save_to_disk(str(tmp))
-        tmp.rename(path)  # atomic: a half-written cache is never read
+        # several processes may build the same entry: each writes its own copy, the first renamed in place wins
+        tmp = temp_path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(path.parent)
+            features.save_to_disk(str(tmp))
+            publish_or_adopt(tmp, path)
+        except OSError as err:  # a full disk: go on with the features in memory
+            discard(tmp)
+            log.warning("feature cache: cannot write %s (%s): features kept in memory", path, err)
+            return features
         features = datasets.load_from_disk(str(path))
     return features

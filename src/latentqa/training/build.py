@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..atomic import discard, publish_or_adopt, remove_dead_temps, temp_path
 from ..config import ConfigError, DataConfig, TokenLimits
 from ..data.features import load_features
 from ..data.sources import load_examples
@@ -27,10 +28,24 @@ def resolve_model(name: str, cache_dir: str, part: str) -> str:
         from ..assets import build_tiny_models
 
         folder = Path(cache_dir) / "tiny-models"
-        if not (folder / part / "config.json").exists():
-            build_tiny_models(folder, load_examples(str(SAMPLE_PATH))[0])
+        if not _complete(folder):  # built whole under a temporary name, then renamed
+            if folder.exists() and not _complete(folder):  # cut short by a kill in an earlier version
+                discard(folder)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(folder.parent)
+            tmp = temp_path(folder)
+            try:
+                build_tiny_models(tmp, load_examples(str(SAMPLE_PATH))[0])
+                publish_or_adopt(tmp, folder)  # another process may have published the same models first
+            finally:
+                discard(tmp)
         return str(folder / part)
     return name
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / name / "config.json").is_file() and (folder / name / "config.json").stat().st_size > 0
+               for name in ("t5", "encoder"))
 
 
 def token_limits(data: DataConfig) -> TokenLimits:
