@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -248,6 +249,8 @@ def cmd_bench(args) -> None:
 def _limits(args):
     from .serving.queries import Limits
 
+    if not 0 < args.max_body_mb < math.inf:
+        raise UserError(f"--max-body-mb must be a finite number above 0, got {args.max_body_mb:g}")
     try:
         return Limits(max_paragraphs=args.max_paragraphs, max_context_tokens=args.max_context_tokens,
                       max_queries=args.max_queries, max_body_bytes=int(args.max_body_mb * 2**20))
@@ -260,9 +263,11 @@ def cmd_serve(args) -> None:
     from .serving.pipeline import load_reader
 
     limits = _limits(args)
-    if args.max_batch_size < 1 or args.max_wait_ms < 0:
-        raise UserError(f"--max-batch-size must be at least 1 and --max-wait-ms at least 0, got "
-                        f"{args.max_batch_size} and {args.max_wait_ms:g}")
+    if args.max_batch_size < 1 or args.max_pending < 1 or not 0 <= args.max_wait_ms < math.inf:
+        raise UserError(f"--max-batch-size and --max-pending must be at least 1 and --max-wait-ms a finite number "
+                        f"of at least 0, got {args.max_batch_size}, {args.max_pending} and {args.max_wait_ms:g}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     generation, rule = _generation(args)  # checks the flags the way predict does
     pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
                            batch_size=args.max_batch_size, window_packing=args.window_packing)
@@ -271,7 +276,7 @@ def cmd_serve(args) -> None:
         "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,
         f"{args.cache_mb:g} MB" if cache["enabled"] else f"off ({cache['why']})")
     serve(pipeline, host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-          generation=generation, rule=rule, log_level="debug" if args.verbose else "info")
+          max_pending=args.max_pending, generation=generation, rule=rule, log_level="debug" if args.verbose else "info")
 
 
 def cmd_bench_serve(args) -> None:
@@ -449,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=8, help="queries answered in one model call at most")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long the oldest waiting query waits for others to join its batch")
+    p.add_argument("--max-pending", type=int, default=256, help="queries waiting for the model at most; a request "
+                   "that would go past it is answered 503 with Retry-After")
     p.add_argument("--cache-mb", type=float, default=512, help="memory for cached context-encoder states per window "
                    "(latent reader whose context states do not depend on the question; 0: off)")
     p.add_argument("--window-packing", choices=("greedy", "paragraph", "sentence"), default=None,

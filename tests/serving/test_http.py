@@ -43,7 +43,7 @@ def test_health_info_and_docs(server):
     assert server.request("GET", "/health") == (200, {"status": "ok"})
     status, info = server.request("GET", "/v1/info")
     assert status == 200 and info["kind"] == "latent" and info["device"] == "cpu"
-    assert info["batching"] == {"max_batch_size": 8, "max_wait_ms": 100}
+    assert info["batching"] == {"max_batch_size": 8, "max_wait_ms": 100, "max_pending": 256, "pending": 0}
     assert info["state_cache"]["enabled"] and info["state_cache"]["max_mb"] == 64
     assert {"requests", "batches", "mean_batch_size"} <= set(info["counters"])
     status, spec = server.request("GET", "/openapi.json")

@@ -5,15 +5,19 @@ GET  /health      {"status": "ok"} once the reader is loaded
 GET  /v1/info     the reader, the batching and cache settings, counters
 GET  /docs        OpenAPI docs (FastAPI's)
 
-Bad input is a 4xx JSON error `{"error": {"field": ..., "message": ...}}` naming the field; the body is read
-against a size limit before it is parsed. uvicorn stops on SIGTERM / SIGINT after the requests in flight are
-answered (the batcher drains before it closes).
+Every reply is JSON. Bad input is a 4xx error `{"error": {"field": ..., "message": ...}}` naming the field (415
+for a body that is not declared `application/json`); the body is read against a size limit before it is parsed
+and tokenized on a worker thread, so the event loop keeps answering. A full queue is a 503 with Retry-After; a
+fault of the server's own is a 500 whose `request_id` is in the log beside the traceback. uvicorn stops on
+SIGTERM / SIGINT after the requests in flight are answered (the batcher drains before it closes).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -22,9 +26,13 @@ from starlette.exceptions import HTTPException
 
 from ..config import EvalConfig
 from ..readers.facts import SpRule
-from .batching import DynamicBatcher, Timed
+from .batching import DynamicBatcher, Overloaded, Timed
 from .pipeline import ReaderPipeline
 from .queries import RequestError
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 1
+_RETRY = {"Retry-After": str(RETRY_AFTER_S)}
 
 PARAGRAPH_SCHEMA = {"oneOf": [
     {"type": "object", "required": ["title", "sentences"],
@@ -44,13 +52,28 @@ ANSWER_BODY = {"required": True, "content": {"application/json": {
 
 
 class Problem(Exception):
-    def __init__(self, status: int, field: str | None, message: str):
+    def __init__(self, status: int, field: str | None, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.field, self.message = status, field, message
+        self.status, self.field, self.message, self.headers = status, field, message, headers
 
 
-def error_response(status: int, field: str | None, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
+def error_response(status: int, field: str | None, message: str, headers: dict | None = None,
+                   **extra) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message, **extra}}, status_code=status,
+                        headers=headers)
+
+
+def server_fault(err: BaseException, what: str, field: str | None = None) -> JSONResponse:
+    """A 500 for a fault of the server's own, logged with its traceback under a request id the reply carries."""
+    request_id = uuid.uuid4().hex[:12]
+    log.error("request %s: %s", request_id, what, exc_info=err)
+    return error_response(500, field, f"{what}: {type(err).__name__}: {str(err)[:300]}", request_id=request_id)
+
+
+def check_json_content_type(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise Problem(415, "content-type", f"the body must be sent as application/json, got {kind or 'none'}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -68,13 +91,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms: float = 10,
-               generation: EvalConfig | None = None, rule: SpRule = SpRule()) -> FastAPI:
+               max_pending: int = 256, generation: EvalConfig | None = None, rule: SpRule = SpRule()) -> FastAPI:
     """The app over `pipeline`; the generation settings (`pipeline.generation()` unless given) and the
-    supporting-fact rule (the reader's saved one unless `rule` says something) are the server's."""
+    supporting-fact rule (the reader's saved one unless `rule` says something) are the server's. `max_pending`
+    bounds the queries waiting for the model."""
     config = generation or pipeline.generation()
     rule = pipeline.rule(rule)
     batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config, rule), max_batch_size=max_batch_size,
-                             max_wait_ms=max_wait_ms)
+                             max_wait_ms=max_wait_ms, max_pending=max_pending)
     limits = pipeline.limits
     started = time.time()
 
@@ -90,7 +114,11 @@ def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms
 
     @app.exception_handler(Problem)
     async def on_problem(request: Request, err: Problem):
-        return error_response(err.status, err.field, err.message)
+        return error_response(err.status, err.field, err.message, err.headers)
+
+    @app.exception_handler(Exception)
+    async def on_fault(request: Request, err: Exception):
+        return server_fault(err, f"{request.method} {request.url.path} failed")
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, err: RequestError):
@@ -108,31 +136,41 @@ def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms
     async def info():
         return {**pipeline.info(), "uptime_s": round(time.time() - started, 1),
                 "generation": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams},
-                "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms},
+                "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
+                             "max_pending": max_pending, "pending": len(batcher.pending)},
                 "counters": batcher.counters.as_dict()}
 
     @app.post("/v1/answer", openapi_extra={"requestBody": ANSWER_BODY},
               summary="Answer one query, or a list of queries (answers in the same order)")
     async def answer(request: Request):
         received = time.perf_counter()
+        check_json_content_type(request)
         body = await read_body(request, limits.max_body_bytes)
         try:
             payload = json.loads(body)
         except ValueError as err:
             raise Problem(400, "body", f"not JSON ({err})") from None
+        except RecursionError:
+            raise Problem(400, "body", "JSON nested too deeply") from None
         single = isinstance(payload, dict)
         queries = [payload] if single else payload
         if not isinstance(queries, list) or not queries:
             raise Problem(422, "body", "must be a query object or a non-empty list of them")
         if len(queries) > limits.max_queries:
             raise Problem(413, "body", f"{len(queries)} queries, over the limit of {limits.max_queries}")
-        prepared = [pipeline.prepare(q, "" if single else f"[{i}].") for i, q in enumerate(queries)]
-        outcomes = await asyncio.gather(*(batcher.submit(p) for p in prepared), return_exceptions=True)
+        if len(queries) > batcher.max_pending - len(batcher.pending):  # refused before any tokenizing
+            raise Problem(503, None, f"busy: {len(batcher.pending)} queries are waiting", _RETRY)
+        prepared = await asyncio.to_thread(
+            lambda: [pipeline.prepare(q, "" if single else f"[{i}].") for i, q in enumerate(queries)])
+        try:
+            futures = batcher.enqueue(prepared)
+        except Overloaded as err:  # filled up while this request was tokenized
+            raise Problem(503, None, f"busy: {err}", _RETRY) from None
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
         if failed:
             i, err = failed[0]
-            return error_response(500, None if single else f"[{i}]", f"the reader failed on this query: "
-                                                                      f"{type(err).__name__}: {err}")
+            return server_fault(err, "the reader failed on this query", None if single else f"[{i}]")
         total_ms = (time.perf_counter() - received) * 1000
         answers = [reply(timed, total_ms) for timed in outcomes]
         return answers[0] if single else answers

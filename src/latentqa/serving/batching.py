@@ -1,6 +1,7 @@
 """Dynamic batching: queries that arrive together go through the model together.
 
-Requests wait in `pending`; the loop takes up to `max_batch_size` of them as soon as that many are there, or
+Requests wait in `pending`, at most `max_pending` of them (`Overloaded` past that: the server answers 503 rather
+than letting the queue grow without bound); the loop takes up to `max_batch_size` of them as soon as that many are there, or
 whatever is there `max_wait_ms` after the oldest arrived, and runs them in one model call on its worker thread
 (the event loop keeps accepting requests meanwhile). Each caller awaits its own future. If a batch fails, its
 queries are run one by one, so only the one at fault gets the error.
@@ -16,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 log = logging.getLogger(__name__)
+
+
+class Overloaded(RuntimeError):
+    """The queue holds `max_pending` queries already."""
 
 
 @dataclass
@@ -47,11 +52,13 @@ class Timed:
 
 
 class DynamicBatcher:
-    def __init__(self, run_batch: Callable[[list], list], *, max_batch_size: int = 8, max_wait_ms: float = 10):
-        if max_batch_size < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch_size must be >= 1 and max_wait_ms >= 0, got {max_batch_size}, {max_wait_ms}")
+    def __init__(self, run_batch: Callable[[list], list], *, max_batch_size: int = 8, max_wait_ms: float = 10,
+                 max_pending: int = 256):
+        if max_batch_size < 1 or max_wait_ms < 0 or max_pending < 1:
+            raise ValueError(f"max_batch_size and max_pending must be >= 1 and max_wait_ms >= 0, got "
+                             f"{max_batch_size}, {max_pending}, {max_wait_ms}")
         self.run_batch = run_batch
-        self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_ms / 1000
+        self.max_batch_size, self.max_wait_s, self.max_pending = max_batch_size, max_wait_ms / 1000, max_pending
         self.pending: list[Pending] = []
         self.counters = Counters()
         self._arrived = asyncio.Event()  # something is pending (or closing)
@@ -65,14 +72,21 @@ class DynamicBatcher:
 
     async def submit(self, item) -> Timed:
         """The result of `run_batch` for `item`, once its batch has run (its exception, if it failed)."""
+        return await self.enqueue([item])[0]
+
+    def enqueue(self, items: list) -> list[asyncio.Future]:
+        """Queue all of `items` or none (`Overloaded`); each future gets its item's `Timed` result or error."""
         if self._closing:
             raise RuntimeError("the server is shutting down")
-        pending = Pending(item, asyncio.get_running_loop().create_future())
-        self.pending.append(pending)
+        if len(self.pending) + len(items) > self.max_pending:
+            raise Overloaded(f"{len(self.pending)} queries are waiting; the queue holds {self.max_pending}")
+        loop = asyncio.get_running_loop()
+        added = [Pending(item, loop.create_future()) for item in items]
+        self.pending.extend(added)
         self._arrived.set()
         if len(self.pending) >= self.max_batch_size:
             self._full.set()
-        return await pending.future
+        return [p.future for p in added]
 
     async def close(self) -> None:
         """Answer everything still pending, then stop."""

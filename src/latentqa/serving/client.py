@@ -15,12 +15,12 @@ from pathlib import Path
 
 
 def http_json(port: int, method: str, path: str, body=None, *, raw: bytes | None = None, host: str = "127.0.0.1",
-              timeout: float = 300) -> tuple[int, object]:
+              timeout: float = 300, content_type: str | None = "application/json") -> tuple[int, object]:
     """(status, parsed JSON reply) of one request; `body` is sent as JSON, `raw` as given."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        connection.request(method, path, body=data, headers={"Content-Type": content_type} if content_type else {})
         response = connection.getresponse()
         payload = response.read()
         return response.status, json.loads(payload) if payload else None

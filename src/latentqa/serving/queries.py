@@ -50,6 +50,16 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in (piece.strip() for piece in SENTENCE_BREAK.split(text)) if s]
 
 
+def _text(value: str, field: str) -> str:
+    """`value` if it is text a tokenizer can take: a JSON escape such as \\ud800 decodes to a lone surrogate,
+    which is not valid Unicode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RequestError(field, f"not valid Unicode: a lone surrogate at character {err.start}") from None
+    return value
+
+
 def _kind(value) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -73,12 +83,14 @@ def parse_paragraph(value, field: str) -> Paragraph:
                                   f"got {_kind(value)}")
     if not isinstance(title, str):
         raise RequestError(title_field, f"the title must be a string, got {_kind(title)}")
+    _text(title, title_field)
     if isinstance(body, str):
-        sentences = split_sentences(body)
+        sentences = split_sentences(_text(body, body_field))
     elif isinstance(body, (list, tuple)):
         for i, sentence in enumerate(body):
             if not isinstance(sentence, str):
                 raise RequestError(f"{body_field}[{i}]", f"a sentence must be a string, got {_kind(sentence)}")
+            _text(sentence, f"{body_field}[{i}]")
         sentences = list(body)
     else:
         raise RequestError(body_field, f"must be a list of sentences or a text, got {_kind(body)}")
@@ -97,11 +109,14 @@ def parse_query(value, limits: Limits = Limits(), field: str = "") -> Example:
     query_id = value.get("id")
     if query_id is not None and (not isinstance(query_id, (str, int)) or isinstance(query_id, bool)):
         raise RequestError(field + "id", f"must be a string or an integer, got {_kind(query_id)}")
+    if isinstance(query_id, str):
+        _text(query_id, field + "id")
     question = value.get("question")
     if question is None:
         raise RequestError(field + "question", "missing")
     if not isinstance(question, str):
         raise RequestError(field + "question", f"must be a string, got {_kind(question)}")
+    _text(question, field + "question")
     if not question.strip():
         raise RequestError(field + "question", "is empty")
     if len(question) > limits.max_question_chars:
