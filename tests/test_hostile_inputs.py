@@ -1,6 +1,7 @@
 """Every input a user hands over, broken in each way we know: one line on stderr naming the file and the field or
 example, exit code 2, never a traceback."""
 import json
+import shutil
 
 import pytest
 
@@ -73,6 +74,10 @@ CONFIGS = {  # YAML text or overrides
     "negative sp.top_k": (["sp.top_k=-1"], "sp.top_k must be at least 1"),
     "top-k and paragraphs": (["sp.top_k=2", "sp.paragraphs=2"], "two rules: set one"),
     "sp.threshold above 1": (["sp.threshold=2"], "sp.threshold is a score in [0, 1]"),
+    "a section not a mapping": ("train: 5\n", "section 'train' must hold fields (name: value), got 5"),
+    "an infinite int": (["train.epochs=.inf"], "train.epochs must be int, got inf"),
+    "an int past float range": (["train.max_steps=1e400"], "train.max_steps must be int | None"),
+    "a NaN learning rate": (["train.lr_t5=.nan"], "train.lr_t5 must be float"),
 }
 
 
@@ -104,6 +109,56 @@ def test_broken_prediction_files(name, tmp_path, capsys):
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(payload))
     _one_line_exit_2(["score", "--gold", str(SAMPLE_PATH), "--pred", str(pred)], capsys, str(pred), message)
+
+
+def test_an_override_onto_a_section_that_is_not_a_mapping(tmp_path, capsys):
+    path = tmp_path / "preset.yaml"
+    path.write_text("train: 5\n")
+    _one_line_exit_2(["train", "--config", str(path), "train.epochs=2"], capsys, str(path), "section 'train' must hold")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--port", "99999"], "--port must be between 0 and 65535"),
+    (["--max-body-mb", "inf"], "--max-body-mb must be a finite number above 0"),
+    (["--max-pending", "0"], "--max-pending must be at least 1"),
+    (["--max-wait-ms", "nan"], "--max-wait-ms a finite number"),
+])
+def test_serve_flags_are_checked_before_anything_loads(flags, message, tmp_path, capsys):
+    _one_line_exit_2(["serve", "--model", str(tmp_path / "nowhere"), *flags], capsys, message)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{broken", "cannot read it"),
+    ("[1, 2]", "expected an object of metrics"),
+    ('{"em": "high"}', "em must be numbers"),
+])
+def test_compare_over_a_broken_metrics_file(content, message, tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text(content)
+    _one_line_exit_2(["compare", str(tmp_path), "--out", str(tmp_path / "c.png")], capsys,
+                     str(tmp_path / "metrics.json"), message)
+
+
+def _set_model_type(path):
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "model_type": "no-such-model"}))
+
+
+READER_PARTS = {  # how a reader folder's part is broken: (part, change, what the line says)
+    "invalid t5 config": ("t5", lambda part: (part / "config.json").write_text("{"), "not a valid JSON file"),
+    "unknown model_type": ("encoder", lambda part: _set_model_type(part / "config.json"), "no-such-model"),
+    "no tokenizer file": ("t5", lambda part: (part / "tokenizer.json").unlink(), "no tokenizer.json"),
+    "no part at all": ("encoder", shutil.rmtree, "no config.json, no tokenizer.json"),
+}
+
+
+@pytest.mark.parametrize("name", READER_PARTS)
+def test_a_reader_folder_with_a_broken_part(name, trained_latent_run, tmp_path, capsys):
+    part, change, message = READER_PARTS[name]
+    folder = tmp_path / "reader"
+    shutil.copytree(trained_latent_run / "best", folder)
+    change(folder / part)
+    _one_line_exit_2(["predict", "--model", str(folder), "--data", str(SAMPLE_PATH), "--out",
+                      str(tmp_path / "p.json"), "--limit", "1"], capsys, str(folder / part), message)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -196,6 +196,9 @@ def cmd_eval(args) -> None:
           + f"\nreport: {path}")
 
 
+COMPARED = ["em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count"]
+
+
 def cmd_compare(args) -> None:
     from pathlib import Path
 
@@ -206,9 +209,18 @@ def cmd_compare(args) -> None:
         path = Path(folder) / "metrics.json"
         if not path.exists():
             raise UserError(f"{folder}: no metrics.json (run `latentqa eval --out-dir {folder}` first)")
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise UserError(f"{path}: cannot read it ({err})") from None
+        if not isinstance(metrics, dict):
+            raise UserError(f"{path}: expected an object of metrics (em, f1, ...), got {type(metrics).__name__}")
+        wrong = [k for k in COMPARED if not isinstance(metrics.get(k), (int, float, type(None)))]
+        if wrong:
+            raise UserError(f"{path}: {', '.join(wrong)} must be numbers, got {[metrics[k] for k in wrong]}")
         names.append(Path(folder).name)
-        rows.append(json.loads(path.read_text()))
-    keys = ["em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count"]
+        rows.append(metrics)
+    keys = COMPARED
     width = max(12, *map(len, names))
     print(f"{'':<{width}} " + " ".join(f"{k:>8}" for k in keys))
     for name, m in zip(names, rows):

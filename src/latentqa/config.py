@@ -10,6 +10,7 @@ reader folder, command-line overrides), converting and checking each value again
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .resources import SAMPLE_PATH
@@ -69,11 +70,11 @@ def _coerce(spec: dataclasses.Field, value, name: str):
                 raise ValueError
             return int(float(value))
         if kind == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int written as .inf or 1e400
         raise ConfigError(f"{name} must be {annotation}, got {value!r}") from None
 
 

@@ -10,6 +10,7 @@ import latentqa
 from latentqa.cli import main
 from latentqa.config import EvalConfig
 from latentqa.evaluation.run import predict_source
+from latentqa.readers.base import READER_PATTERNS
 from latentqa.readers.errors import ReaderFolderError
 from latentqa.resources import SAMPLE_PATH
 from latentqa.serving.queries import Limits, RequestError
@@ -98,6 +99,25 @@ def test_a_hub_id_loads_from_the_local_hub_cache_offline(served_reader_dir, monk
         latentqa.load_reader("someone/missing")
     with pytest.raises(FileNotFoundError, match="not a reader folder"):
         latentqa.load_reader(tmp_path)
+
+
+def test_the_files_fetched_from_the_hub_are_the_reader_and_suffice(served_reader_dir, tmp_path):
+    from huggingface_hub.utils import filter_repo_objects
+
+    repo = tmp_path / "repo"
+    shutil.copytree(served_reader_dir, repo)
+    for extra in ("checkpoints/step-4/optimizer.pt", "pytorch_model.bin", "README.md", "t5/../notes.txt"):
+        (repo / extra).parent.mkdir(parents=True, exist_ok=True)
+        (repo / extra).write_text("not the reader")
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
+    fetched = list(filter_repo_objects(files, allow_patterns=list(READER_PATTERNS)))  # the Hub client's own filter
+    assert set(files) - set(fetched) == {"checkpoints/step-4/optimizer.pt", "pytorch_model.bin", "README.md",
+                                         "notes.txt"}
+    only = tmp_path / "fetched"
+    for name in fetched:
+        (only / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, only / name)
+    assert latentqa.load_reader(only).info()["kind"] == "latent"
 
 
 def test_the_readme_snippet_runs(served_reader_dir, capsys):

@@ -25,6 +25,7 @@ from .facts import SpRule
 
 READER_FILE = "reader.json"
 WEIGHTS_FILE = "model.safetensors"
+READER_PATTERNS = (READER_FILE, WEIGHTS_FILE, "t5/*", "encoder/*")  # a reader folder's files: what the Hub sends
 
 
 @dataclass

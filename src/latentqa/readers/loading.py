@@ -21,6 +21,20 @@ READERS = {"baseline": (BaselineReader, BaselineConfig), "latent": (LatentReader
 # reader.json files written before the rule had its own type named its fields so
 LEGACY_RULE_FIELDS = {"sp_top_k": "top_k", "sp_threshold": "threshold", "sp_paragraphs": "paragraphs",
                       "sp_first": "first"}
+PART_FILES = ("config.json", "tokenizer.json")  # what save_pretrained writes for each part, fast tokenizers only
+
+
+def read_part(folder: Path, build):
+    """`build(folder)` for one part of a reader folder (t5/, encoder/); a config or tokenizer transformers cannot
+    read (invalid JSON, unknown model_type, no tokenizer file) is one ReaderFolderError naming the part."""
+    try:
+        return build(folder)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        missing = [name for name in PART_FILES if not (folder / name).is_file()]
+        detail = f"no {', no '.join(missing)}" if missing else \
+            f"{type(err).__name__}: {' '.join(str(err).splitlines()[0].split())[:300]}"
+        raise ReaderFolderError(f"{folder}: cannot read this part of the reader ({detail}); it must hold the files "
+                                "save_pretrained wrote") from None
 
 
 def t5_from_config(folder: Path) -> T5ForConditionalGeneration:
@@ -71,10 +85,11 @@ def load_reader(directory: str | Path, device: str | torch.device = "cpu", expec
         raise ReaderFolderError(f"{folder}: holds a {kind} reader, not a {expected.__name__}")
     if not weights.exists():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE}")
-    t5, t5_tokenizer = t5_from_config(folder / "t5"), AutoTokenizer.from_pretrained(folder / "t5")
+    t5 = read_part(folder / "t5", t5_from_config)
+    t5_tokenizer = read_part(folder / "t5", AutoTokenizer.from_pretrained)
     if reader_class is LatentReader:
-        reader = LatentReader(t5, t5_tokenizer, encoder_from_config(folder / "encoder"),
-                              AutoTokenizer.from_pretrained(folder / "encoder"), config, limits)
+        reader = LatentReader(t5, t5_tokenizer, read_part(folder / "encoder", encoder_from_config),
+                              read_part(folder / "encoder", AutoTokenizer.from_pretrained), config, limits)
     else:
         reader = BaselineReader(t5, t5_tokenizer, config, limits)
     try:

@@ -20,7 +20,7 @@ from ..config import EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import decode_batch, generate_batch
-from ..readers.base import Reader
+from ..readers.base import READER_PATTERNS, Reader
 from ..readers.errors import ReaderFolderError
 from ..readers.facts import SpRule
 from ..readers.loading import load_reader as load_reader_folder
@@ -154,14 +154,15 @@ class ReaderPipeline:
 
 def resolve_reader_folder(name: str | Path) -> Path:
     """A reader folder on disk, or a Hugging Face Hub id (`owner/name`) fetched with `snapshot_download` (from
-    the local Hub cache only when HF_HUB_OFFLINE=1)."""
+    the local Hub cache only when HF_HUB_OFFLINE=1): the reader's own files only, not a repository's checkpoints
+    or other formats."""
     path = Path(name)
     if path.exists() or not HUB_ID.match(str(name)):
         return path  # load_reader names what is missing
     from huggingface_hub import constants, snapshot_download
 
     try:
-        return Path(snapshot_download(str(name)))
+        return Path(snapshot_download(str(name), allow_patterns=list(READER_PATTERNS)))
     except Exception as err:  # offline, unknown repository, no network: one clear line either way
         hint = "HF_HUB_OFFLINE=1 and it is not in the local Hub cache" if constants.HF_HUB_OFFLINE else \
             "the Hub could not give it"

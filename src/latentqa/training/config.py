@@ -78,12 +78,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         section, _, name = key.partition(".")
         if not sep or not name:
             raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.epochs=1")
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        values = raw.setdefault(section, {}) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must hold fields (name: value), got {values!r}")
+        raw[section] = {**values, name: yaml.safe_load(value)}
     sections = {}
     for section, values in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section {section!r} (sections: {sorted(SECTIONS)})")
         values = values or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must hold fields (name: value), got {values!r}")
         if section == "model":
             _refuse_moved(values, where)
         moved = sorted(name for name in values if section == "eval" and name.startswith("sp_"))
