@@ -121,7 +121,7 @@ def test_an_override_onto_a_section_that_is_not_a_mapping(tmp_path, capsys):
     (["--port", "99999"], "--port must be between 0 and 65535"),
     (["--max-body-mb", "inf"], "--max-body-mb must be a finite number above 0"),
     (["--max-pending", "0"], "--max-pending must be at least 1"),
-    (["--max-wait-ms", "nan"], "--max-wait-ms a finite number"),
+    (["--max-wait-ms", "nan"], "--max-wait-ms must be a finite number"),
 ])
 def test_serve_flags_are_checked_before_anything_loads(flags, message, tmp_path, capsys):
     _one_line_exit_2(["serve", "--model", str(tmp_path / "nowhere"), *flags], capsys, message)

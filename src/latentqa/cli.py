@@ -14,6 +14,7 @@ from .config import ConfigError
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
 from .resources import SAMPLE_PATH
+from .training.errors import TrainingStopped
 
 
 class UserError(Exception):
@@ -275,9 +276,11 @@ def cmd_serve(args) -> None:
     from .serving.pipeline import load_reader
 
     limits = _limits(args)
-    if args.max_batch_size < 1 or args.max_pending < 1 or not 0 <= args.max_wait_ms < math.inf:
-        raise UserError(f"--max-batch-size and --max-pending must be at least 1 and --max-wait-ms a finite number "
-                        f"of at least 0, got {args.max_batch_size}, {args.max_pending} and {args.max_wait_ms:g}")
+    for flag, value in (("--max-batch-size", args.max_batch_size), ("--max-pending", args.max_pending)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if not 0 <= args.max_wait_ms < math.inf:
+        raise UserError(f"--max-wait-ms must be a finite number of at least 0, got {args.max_wait_ms:g}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     generation, rule = _generation(args)  # checks the flags the way predict does
@@ -519,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)
-    except (DataError, ConfigError, ReaderFolderError, UserError, FileNotFoundError) as err:
+    except (DataError, ConfigError, ReaderFolderError, TrainingStopped, UserError, FileNotFoundError) as err:
         print(f"latentqa: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # training stops at an optimizer step and names its checkpoint

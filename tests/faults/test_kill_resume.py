@@ -2,8 +2,10 @@
 ends bit-identical to one never killed, with `best/` in place and every metrics row once."""
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 
 import pytest
 import safetensors.torch
@@ -12,9 +14,12 @@ import torch
 from latentqa.readers.loading import load_reader
 from tests.training.test_trainer import _config_file
 
-# Runs the CLI with `atomic`'s renames logged to $RENAMES_LOG, SIGKILLing itself at rename number $KILL_AT (1-based).
+# Runs the CLI with `atomic`'s renames logged to $RENAMES_LOG, SIGKILLing itself at rename number $KILL_AT (1-based)
+# or $KILL_AFTER_S seconds after it started.
 KILLER = """
-import json, os, signal, sys, types
+import json, os, signal, sys, threading, types
+if float(os.environ.get("KILL_AFTER_S", 0)):
+    threading.Timer(float(os.environ["KILL_AFTER_S"]), os.kill, (os.getpid(), signal.SIGKILL)).start()
 import latentqa.atomic as atomic
 real, calls, kill_at, log = os.replace, [0], int(os.environ.get("KILL_AT", 0)), os.environ["RENAMES_LOG"]
 def replace(src, dst):
@@ -33,8 +38,8 @@ sys.exit(main(sys.argv[1:]))
 OVERRIDES = ("train.epochs=2", "train.save_every_steps=1", "train.best_metric=loss")
 
 
-def _train(config, log, *flags, kill_at=0):
-    env = {**os.environ, "RENAMES_LOG": str(log), "KILL_AT": str(kill_at)}
+def _train(config, log, *flags, kill_at=0, kill_after_s=0.0):
+    env = {**os.environ, "RENAMES_LOG": str(log), "KILL_AT": str(kill_at), "KILL_AFTER_S": str(kill_after_s)}
     return subprocess.run([sys.executable, "-c", KILLER, "train", "--config", str(config), *flags], env=env,
                           capture_output=True, text=True)
 
@@ -90,3 +95,29 @@ def test_killed_inside_every_kind_of_publish_then_resumed_is_bit_identical(tiny_
         assert json.loads((run / "summary.json").read_text()) == json.loads((reference / "summary.json").read_text())
         left = sorted(p.name for p in (run / "checkpoints").iterdir())
         assert left == [f"step-{s:08d}" for s in range(steps - keep_last + 1, steps + 1)], (moment, left)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_then_resumed_is_bit_identical(tiny_models, tmp_path):
+    """Kills anywhere in the run (loading, a step, an evaluation, a save, before the first checkpoint), each followed
+    by `--resume` until the run ends."""
+    config, reference = _config_file(tiny_models, tmp_path, "reference", *OVERRIDES)
+    started = time.perf_counter()
+    assert _train(config, tmp_path / "reference.renames").returncode == 0
+    seconds = time.perf_counter() - started
+    steps = json.loads((reference / "summary.json").read_text())["steps"]
+    final = _weights(reference / "checkpoints" / f"step-{steps:08d}")
+    moments = random.Random(0).sample(range(5, 95), 4)  # % of the uninterrupted run's time
+    kills = 0
+    for percent in moments:
+        config, run = _config_file(tiny_models, tmp_path, f"at-{percent}", *OVERRIDES)
+        killed = _train(config, tmp_path / f"{percent}.renames", kill_after_s=seconds * percent / 100)
+        kills += killed.returncode == -9
+        assert killed.returncode in (0, -9), killed.stderr[-2000:]
+        resumed = _train(config, tmp_path / f"{percent}.resumed", "--resume")
+        assert resumed.returncode == 0, (percent, resumed.stderr[-2000:])
+        got = _weights(run / "checkpoints" / f"step-{steps:08d}")
+        assert all(torch.equal(final[k], got[k]) for k in final), percent
+        assert all(torch.equal(v, _weights(reference / "best")[k]) for k, v in _weights(run / "best").items())
+        assert _rows(run) == _rows(reference), percent
+    assert kills >= 3, kills  # the moments fell inside the runs

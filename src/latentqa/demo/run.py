@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..assets import build_tiny_models, corpus, pretrained_encoder_path  # noqa: E402
+from ..atomic import discard  # noqa: E402
 from ..config import DataConfig, EvalConfig, TrainConfig  # noqa: E402
 from ..data.sources import load_examples  # noqa: E402
 from ..data.stats import support_end  # noqa: E402
@@ -118,6 +119,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     in_input = None  # per test id: did the baseline's input hold the whole fact sentence?
     for name, config in demo_configs(out, files, t5_dir, encoder_name, epochs, modes).items():
         log.info("demo: training the %s reader", name)
+        discard(Path(config.train.output_dir))  # the demo's own run folder: each demo trains anew
         train_start = time.perf_counter()
         run = train(config)
         train_seconds = time.perf_counter() - train_start

@@ -7,7 +7,7 @@ GET  /docs        OpenAPI docs (FastAPI's)
 
 Every reply is JSON. Bad input is a 4xx error `{"error": {"field": ..., "message": ...}}` naming the field (415
 for a body that is not declared `application/json`); the body is read against a size limit before it is parsed
-and tokenized on a worker thread, so the event loop keeps answering. A full queue is a 503 with Retry-After; a
+and tokenized on a thread of its own, so the event loop keeps answering. A full queue is a 503 with Retry-After; a
 fault of the server's own is a 500 whose `request_id` is in the log beside the traceback. uvicorn stops on
 SIGTERM / SIGINT after the requests in flight are answered (the batcher drains before it closes).
 """
@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -102,11 +103,15 @@ def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms
     limits = pipeline.limits
     started = time.time()
 
+    # one tokenizing thread: off the event loop, and the pipeline's tokenizers are never used by two threads at once
+    tokenizing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
         yield
         await batcher.close()
+        tokenizing.shutdown()
 
     app = FastAPI(title="latentqa reader", version="1", lifespan=lifespan,
                   description="Answer a question from its retrieved paragraphs with a latentqa reader.")
@@ -160,8 +165,8 @@ def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms
             raise Problem(413, "body", f"{len(queries)} queries, over the limit of {limits.max_queries}")
         if len(queries) > batcher.max_pending - len(batcher.pending):  # refused before any tokenizing
             raise Problem(503, None, f"busy: {len(batcher.pending)} queries are waiting", _RETRY)
-        prepared = await asyncio.to_thread(
-            lambda: [pipeline.prepare(q, "" if single else f"[{i}].") for i, q in enumerate(queries)])
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            tokenizing, lambda: [pipeline.prepare(q, "" if single else f"[{i}].") for i, q in enumerate(queries)])
         try:
             futures = batcher.enqueue(prepared)
         except Overloaded as err:  # filled up while this request was tokenized

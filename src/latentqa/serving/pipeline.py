@@ -67,8 +67,8 @@ class ReaderPipeline:
         self.collate = reader.collator(packing=window_packing)
         if window_packing is not None:
             log.info("reading the context in %r windows instead of the reader's own", window_packing)
-        # `prepare` runs on the server's event loop while the model thread decodes: a fast tokenizer is not safe
-        # to share between threads (encoding with truncation changes its state), so queries get their own copies
+        # `prepare` runs on the server's tokenizing thread while the model thread decodes: a fast tokenizer is not
+        # safe to share between threads (encoding with truncation changes its state), so queries get their own copies
         self.question_tokenizer = copy.deepcopy(reader.t5_tokenizer)
         self.context_tokenizer = copy.deepcopy(reader.context_tokenizer)
         # why context states are not cached, or None

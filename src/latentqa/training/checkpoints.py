@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 from ..atomic import discard, recover, remove_dead_temps, write_text
+from ..config import ConfigError
 
+log = logging.getLogger(__name__)
 _STEP = re.compile(r"^step-(\d+)$")
 _LEFT = re.compile(r"^(step-\d+)\.(new|old|tmp)$")  # what an interrupted save or replacement leaves
 T5_TIED = {"t5.shared.weight", "t5.lm_head.weight", "t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight"}
@@ -44,8 +46,16 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(output_dir: Path, resume: str) -> Path:
-    """`latest` or a checkpoint path → the checkpoint folder to load."""
+def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
+    """`latest` or a checkpoint path → the checkpoint folder to load; None to start from the beginning (no
+    `--resume`, or `latest` where a kill came before the first checkpoint). An earlier run's checkpoints are never
+    trained over without `--resume`: they would be pruned in the new run's place."""
+    if resume is None:
+        found = list_checkpoints(output_dir)
+        if found:
+            raise ConfigError(f"{output_dir}: holds a run with checkpoints up to {found[-1].name}; continue it with "
+                              "--resume, or choose another train.output_dir (or delete that one)")
+        return None
     if resume != "latest":
         path = Path(resume)
         if (path / "reader.json").exists():
@@ -56,7 +66,9 @@ def resolve_resume(output_dir: Path, resume: str) -> Path:
         return path
     found = list_checkpoints(output_dir)
     if not found:
-        raise FileNotFoundError(f"{output_dir / 'checkpoints'}: no checkpoint to resume from")
+        log.warning("%s: no checkpoint yet (stopped before the first save): starting from the beginning",
+                    output_dir / "checkpoints")
+        return None
     return found[-1]
 
 

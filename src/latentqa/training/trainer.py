@@ -13,6 +13,7 @@ import logging
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from ..atomic import discard, replace_folder, write_text
 from ..config import ConfigError
 from ..data.examples import Example
 from ..evaluation.metrics import score
@@ -35,8 +37,9 @@ from ..readers.facts import SpRule, select_facts
 from ..readers.state_cache import ContextStateCache
 from .build import build_reader, load_split
 from .config import RunConfig
-from ..atomic import replace_folder, write_text
-from .checkpoints import checkpoint_dir, drop_tied_embeddings_note, keep_metrics_until, prune, resolve_resume, tidy
+from .checkpoints import (checkpoint_dir, drop_tied_embeddings_note, keep_metrics_until, list_checkpoints, prune,
+                          resolve_resume, tidy)
+from .errors import CannotSave, NonFiniteLossError
 from .interrupt import stop_requests
 from .order import EpochSampler, dropout_seed
 from .state import RunState
@@ -45,10 +48,6 @@ log = logging.getLogger(__name__)
 RUN_STATE_FILE = "run_state.json"
 ANSWER_METRICS = ("em", "f1", "sp_f1", "joint_f1")  # need labelled validation data
 SP_METRICS = ("sp_f1", "joint_f1")  # need a reader that predicts supporting facts
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -143,7 +142,12 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         tidy(out)
+    accelerator.wait_for_everyone()
+    path = resolve_resume(out, resume)  # before anything is written or built
+    if accelerator.is_main_process:
         config.save(out / "config.yaml")
+        if path is None:  # rows of a start that a kill cut short before its first checkpoint
+            (out / "metrics.jsonl").unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     reader = build_reader(config)
@@ -182,8 +186,7 @@ def setup(config: RunConfig, resume: str | None) -> Run:
 
     run = Run(config, out, accelerator, model, optimizer, scheduler, train_loader, val_loader, gen_loader,
               val_examples[:gen_count], total_steps, reader.parameter_groups()["t5"])
-    if resume:
-        path = resolve_resume(out, resume)
+    if path is not None:
         accelerator.load_state(str(path))
         run.state.load_state_dict(json.loads((path / RUN_STATE_FILE).read_text()))
         run.saved_at = run.state.step
@@ -314,8 +317,9 @@ def evaluate(run: Run) -> dict:
         state.best_value, state.best_step = value, state.step
         if accelerator.is_main_process:
             tmp = run.out / "best.tmp"
-            accelerator.unwrap_model(run.model).save_pretrained(tmp)
-            replace_folder(tmp, run.out / "best")
+            with saving(run, tmp, "the best reader"):
+                accelerator.unwrap_model(run.model).save_pretrained(tmp)
+                replace_folder(tmp, run.out / "best")
         metrics["best"] = True
     record(run, metrics)
     state.evaluated_step = state.step
@@ -387,14 +391,30 @@ def save_checkpoint(run: Run) -> Path:
     """Model, optimizer, scheduler, RNG and run state at the current optimizer step, written atomically."""
     accelerator, final = run.accelerator, checkpoint_dir(run.out, run.state.step)
     tmp = final.with_name(final.name + ".tmp")  # one name for every process: each writes its part into it
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    with saving(run, tmp, f"checkpoint {final.name}"):
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        if accelerator.is_main_process:
+            (tmp / RUN_STATE_FILE).write_text(json.dumps(run.state.state_dict()))
+            replace_folder(tmp, final)
     if accelerator.is_main_process:
-        (tmp / RUN_STATE_FILE).write_text(json.dumps(run.state.state_dict()))
-        replace_folder(tmp, final)
         prune(run.out, run.config.train.keep_last)
     run.saved_at = run.state.step
     accelerator.wait_for_everyone()
     return final
+
+
+@contextmanager
+def saving(run: Run, tmp: Path, what: str):
+    """Writing `what` through `tmp`: a failed write (full disk, permissions) removes `tmp` and stops the run in one
+    line; what was published before stays as it was."""
+    try:
+        yield
+    except OSError as err:
+        discard(tmp)
+        last = list_checkpoints(run.out)
+        where = f"the last checkpoint, {last[-1].name}, is whole" if last else "no checkpoint was saved yet"
+        raise CannotSave(f"step {run.state.step}: cannot write {what} under {run.out} ({err}); {where}: free "
+                         "space, then continue with --resume") from None
 
 
 def stop(run: Run) -> None:
