@@ -323,7 +323,7 @@ def test_max_steps_eval_every_steps_keep_last_and_freeze_t5_epochs(tiny_models, 
 
 
 @pytest.mark.slow
-def test_resume_from_a_checkpoint_path_on_the_command_line(tiny_models, tmp_path):
+def test_resume_from_a_checkpoint_path_on_the_command_line(tiny_models, tmp_path, capsys):
     from latentqa.cli import main
 
     config_path, run = _config_file(tiny_models, tmp_path, "run", "train.epochs=1", "train.save_every_steps=1",
@@ -340,6 +340,12 @@ def test_resume_from_a_checkpoint_path_on_the_command_line(tiny_models, tmp_path
     assert [m["step"] for m in again_rows if m["kind"] == "train"] == [1, 2, 3, 4]  # no row twice
     # the rows up to the checkpoint are the first run's (timings included); the second run wrote from step 3
     assert [m for m in again_rows if m["step"] <= 2] == [m for m in rows if m["step"] <= 2]
+    capsys.readouterr()
+    assert main(["train", "--config", str(config_path), "--resume", str(run / "best")]) == 2
+    assert "a reader folder, not a checkpoint" in capsys.readouterr().err
+    assert main(["train", "--config", str(config_path)]) == 2  # without --resume: never trained over
+    assert "holds a run with checkpoints up to step-00000004; continue it with --resume" in capsys.readouterr().err
+    assert _metrics(run) == again_rows and _final_weights(run, 4).keys() == first.keys()  # nothing written
 
 
 def test_only_the_expected_shared_tensor_warning_is_dropped():
