@@ -50,3 +50,25 @@ def test_many_facts_demo_gives_question_aware_readers_the_scaled_bias_and_8_epoc
         aware = mode != "none"
         assert (reader.lexical_bias is not None) == aware
         assert reader.config.selector_lexical_scale == (LEXICAL_SCALE if aware else 1.0)
+
+
+def test_many_facts_demo_with_minilm_frozen_and_no_lexical_features(tmp_path, tiny_models):
+    """`demo --facts K --encoder minilm --freeze-encoder --lexical-scale 0`: no reader reads lexical evidence, so
+    none is built; the encoder is frozen and the question-free readers' states are cacheable."""
+    from latentqa.data.features import LEXICAL_COLUMNS
+    from latentqa.demo.run import demo_configs, demo_epochs
+    from latentqa.readers.latent import CONDITIONING
+    from latentqa.resources import SAMPLE_PATH
+    from latentqa.training.build import build_reader, load_split
+
+    files = {"train": SAMPLE_PATH, "validation": SAMPLE_PATH}  # the task's format: real HotpotQA JSON
+    configs = demo_configs(tmp_path, files, tiny_models[0], "minilm", demo_epochs(False, False, 4), CONDITIONING,
+                           lexical_scale=0, freeze_encoder=True)
+    for mode in CONDITIONING:
+        config = configs[f"latent-{mode}"]
+        reader = build_reader(config)
+        assert not reader.features.lexical and reader.lexical_bias is None and config.train.freeze_encoder
+        _, features = load_split(config.data, reader, "train", None)
+        assert not set(LEXICAL_COLUMNS) & set(features.column_names), features.column_names
+        reader.freeze_encoder()  # as the trainer does under train.freeze_encoder
+        assert (reader.cache_refusal() is None) == (mode != "encoder")

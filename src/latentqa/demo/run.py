@@ -55,9 +55,12 @@ def demo_epochs(quick: bool, full: bool, facts: int = 1) -> dict[str, int]:
 
 
 def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dict[str, int],
-                 modes: tuple[str, ...] = ()) -> dict[str, RunConfig]:
+                 modes: tuple[str, ...] = (), *, lexical_scale: float = LEXICAL_SCALE,
+                 freeze_encoder: bool = False) -> dict[str, RunConfig]:
     """The baseline and the latent reader; with `modes`, one latent reader per question-conditioning mode instead
-    (named latent-MODE), each with the same settings, the question-aware ones with the lexical attention bias."""
+    (named latent-MODE), each with the same settings, the question-aware ones with the lexical attention bias at
+    `lexical_scale` (0: no lexical features at all). `freeze_encoder`: the context encoder is not trained, and its
+    states are cached where they are question-free."""
     data = DataConfig(train=str(files["train"]), validation=str(files["validation"]), cache_dir=str(out / "cache"),
                       max_answer_tokens=8)
     evaluation, rule = EvalConfig(batch_size=16, max_new_tokens=4), SpRule(top_k=1)
@@ -80,25 +83,28 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dic
             model=ModelConfig(kind="latent", t5=str(t5_dir), encoder=encoder),
             latent=LatentConfig(num_latents=8, selector_heads=4, gate_init=1.0, answer_span_loss_weight=1.0),
             train=TrainConfig(output_dir=str(out / "latent"), lr_latent=3e-3, lr_t5=3e-3,
-                              lr_encoder=3e-4 if encoder != "minilm" else 5e-5, epochs=epochs["latent"], **common)),
+                              lr_encoder=3e-4 if encoder != "minilm" else 5e-5, epochs=epochs["latent"],
+                              freeze_encoder=freeze_encoder, **common)),
     }
     latent = configs.pop("latent")
     for mode in modes or ("none",):
         name = f"latent-{mode}" if modes else "latent"
         # A question-aware selector also gets the lexical attention bias (which sentences name the asked entity),
         # scaled so that its few weights keep up with the content logits (docs/demo.md).
-        aware = mode != "none"
+        biased = mode != "none" and lexical_scale > 0
         configs[name] = dataclasses.replace(
-            latent, latent=dataclasses.replace(latent.latent, question_conditioning=mode, selector_lexical=aware,
-                                               selector_lexical_scale=LEXICAL_SCALE if aware else 1.0),
+            latent, latent=dataclasses.replace(latent.latent, question_conditioning=mode, selector_lexical=biased,
+                                               selector_lexical_scale=lexical_scale if biased else 1.0),
             train=dataclasses.replace(latent.train, output_dir=str(out / name)))
     return configs
 
 
 def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, encoder: str = "tiny",
-             seed: int = 0, facts: int = 1) -> dict:
+             seed: int = 0, facts: int = 1, modes: tuple[str, ...] = CONDITIONING,
+             lexical_scale: float = LEXICAL_SCALE, freeze_encoder: bool = False) -> dict:
     """Build the task and models, train both readers, test them; returns the results (also in OUT/results.json).
-    With `facts` > 1: the many-facts task, and a latent reader for each question-conditioning mode."""
+    With `facts` > 1: the many-facts task, and a latent reader for each question-conditioning mode of `modes`
+    (options as in `demo_configs`)."""
     start = time.perf_counter()
     out = Path(out_dir)
     from transformers import AutoTokenizer
@@ -114,10 +120,13 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     encoder_name = str(tiny_encoder) if encoder == "tiny" else encoder
 
     epochs = demo_epochs(quick, full, facts)
-    modes = CONDITIONING if facts > 1 else ()
-    results = {"chance": 1 / len(ANSWERS), "cut": CUT, "facts": facts, "epochs": epochs, "readers": {}}
+    modes = tuple(modes) if facts > 1 else ()
+    results = {"chance": 1 / len(ANSWERS), "cut": CUT, "facts": facts, "epochs": epochs, "encoder": encoder,
+               "freeze_encoder": freeze_encoder, "lexical_scale": lexical_scale if modes else None, "readers": {}}
     in_input = None  # per test id: did the baseline's input hold the whole fact sentence?
-    for name, config in demo_configs(out, files, t5_dir, encoder_name, epochs, modes).items():
+    configs = demo_configs(out, files, t5_dir, encoder_name, epochs, modes, lexical_scale=lexical_scale,
+                           freeze_encoder=freeze_encoder)
+    for name, config in configs.items():
         log.info("demo: training the %s reader", name)
         discard(Path(config.train.output_dir))  # the demo's own run folder: each demo trains anew
         train_start = time.perf_counter()
