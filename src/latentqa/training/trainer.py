@@ -317,7 +317,7 @@ def evaluate(run: Run) -> dict:
         state.best_value, state.best_step = value, state.step
         if accelerator.is_main_process:
             tmp = run.out / "best.tmp"
-            with saving(run, tmp, "the best reader"):
+            with saving(run, "the best reader", tmp):
                 accelerator.unwrap_model(run.model).save_pretrained(tmp)
                 replace_folder(tmp, run.out / "best")
         metrics["best"] = True
@@ -381,7 +381,7 @@ def maybe_choose_sp_rule(run: Run, predictions, metrics: dict) -> None:
 
 def record(run: Run, metrics: dict) -> None:
     if run.accelerator.is_main_process:
-        with open(run.out / "metrics.jsonl", "a") as f:
+        with saving(run, "a row of metrics.jsonl"), open(run.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
     run.accelerator.log({f"{metrics['kind']}/{k}": v for k, v in metrics.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=run.state.step)
@@ -391,7 +391,7 @@ def save_checkpoint(run: Run) -> Path:
     """Model, optimizer, scheduler, RNG and run state at the current optimizer step, written atomically."""
     accelerator, final = run.accelerator, checkpoint_dir(run.out, run.state.step)
     tmp = final.with_name(final.name + ".tmp")  # one name for every process: each writes its part into it
-    with saving(run, tmp, f"checkpoint {final.name}"):
+    with saving(run, f"checkpoint {final.name}", tmp):
         accelerator.save_state(str(tmp), safe_serialization=True)
         if accelerator.is_main_process:
             (tmp / RUN_STATE_FILE).write_text(json.dumps(run.state.state_dict()))
@@ -404,13 +404,15 @@ def save_checkpoint(run: Run) -> Path:
 
 
 @contextmanager
-def saving(run: Run, tmp: Path, what: str):
-    """Writing `what` through `tmp`: a failed write (full disk, permissions) removes `tmp` and stops the run in one
-    line; what was published before stays as it was."""
+def saving(run: Run, what: str, tmp: Path | None = None):
+    """Writing `what` (through `tmp`, if it is published by renaming): a failed write (full disk, permissions)
+    removes `tmp` and stops the run in one line; what was published before stays as it was (a metrics row cut short
+    is dropped on resume)."""
     try:
         yield
     except OSError as err:
-        discard(tmp)
+        if tmp is not None:
+            discard(tmp)
         last = list_checkpoints(run.out)
         where = f"the last checkpoint, {last[-1].name}, is whole" if last else "no checkpoint was saved yet"
         raise CannotSave(f"step {run.state.step}: cannot write {what} under {run.out} ({err}); {where}: free "
@@ -430,7 +432,8 @@ def write_summary(run: Run) -> None:
     state, cfg = run.state, run.config.train
     summary = {"steps": state.step, "epochs": state.epoch, "best_metric": cfg.best_metric,
                "best_value": state.best_value, "best_step": state.best_step, "nonfinite_total": state.nonfinite_total}
-    write_text(run.out / "summary.json", json.dumps(summary, indent=2))
+    with saving(run, "summary.json"):
+        write_text(run.out / "summary.json", json.dumps(summary, indent=2))
     log.info("done: %s", summary)
 
 
