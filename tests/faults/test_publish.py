@@ -93,3 +93,14 @@ def test_resume_keeps_the_metrics_rows_up_to_its_checkpoint(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"kind": "tra')  # a row cut by a kill
     keep_metrics_until(path, step=3, evaluated_step=2)  # saved at step 3 before its evaluation
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:4]
+
+
+def test_resume_before_any_checkpoint_starts_anew_and_a_fresh_run_refuses_checkpoints(tmp_path):
+    from latentqa.config import ConfigError
+    from latentqa.training.checkpoints import checkpoint_dir, resolve_resume
+
+    assert resolve_resume(tmp_path, "latest") is None and resolve_resume(tmp_path, None) is None
+    (checkpoint_dir(tmp_path, 3) / "sub").mkdir(parents=True)
+    assert resolve_resume(tmp_path, "latest") == checkpoint_dir(tmp_path, 3)
+    with pytest.raises(ConfigError, match="checkpoints up to step-00000003; continue it with --resume"):
+        resolve_resume(tmp_path, None)

@@ -32,8 +32,7 @@ from .pipeline import ReaderPipeline
 from .queries import RequestError
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_S = 1
-_RETRY = {"Retry-After": str(RETRY_AFTER_S)}
+RETRY_AFTER = {"Retry-After": "1"}  # seconds: about what a full queue takes to drain a batch
 
 PARAGRAPH_SCHEMA = {"oneOf": [
     {"type": "object", "required": ["title", "sentences"],
@@ -163,14 +162,14 @@ def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms
             raise Problem(422, "body", "must be a query object or a non-empty list of them")
         if len(queries) > limits.max_queries:
             raise Problem(413, "body", f"{len(queries)} queries, over the limit of {limits.max_queries}")
-        if len(queries) > batcher.max_pending - len(batcher.pending):  # refused before any tokenizing
-            raise Problem(503, None, f"busy: {len(batcher.pending)} queries are waiting", _RETRY)
+        if len(queries) > batcher.room():  # refused before any tokenizing
+            raise Problem(503, None, f"busy: {len(batcher.pending)} queries are waiting", RETRY_AFTER)
         prepared = await asyncio.get_running_loop().run_in_executor(
             tokenizing, lambda: [pipeline.prepare(q, "" if single else f"[{i}].") for i, q in enumerate(queries)])
         try:
             futures = batcher.enqueue(prepared)
         except Overloaded as err:  # filled up while this request was tokenized
-            raise Problem(503, None, f"busy: {err}", _RETRY) from None
+            raise Problem(503, None, f"busy: {err}", RETRY_AFTER) from None
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
         if failed:

@@ -1,8 +1,8 @@
 """Dynamic batching: queries that arrive together go through the model together.
 
 Requests wait in `pending`, at most `max_pending` of them (`Overloaded` past that: the server answers 503 rather
-than letting the queue grow without bound); the loop takes up to `max_batch_size` of them as soon as that many are there, or
-whatever is there `max_wait_ms` after the oldest arrived, and runs them in one model call on its worker thread
+than letting the queue grow without bound); the loop takes up to `max_batch_size` of them as soon as that many are
+there, or whatever is there `max_wait_ms` after the oldest arrived, and runs them in one model call on its worker thread
 (the event loop keeps accepting requests meanwhile). Each caller awaits its own future. If a batch fails, its
 queries are run one by one, so only the one at fault gets the error.
 """
@@ -74,11 +74,15 @@ class DynamicBatcher:
         """The result of `run_batch` for `item`, once its batch has run (its exception, if it failed)."""
         return await self.enqueue([item])[0]
 
+    def room(self) -> int:
+        """How many more queries the queue takes now."""
+        return self.max_pending - len(self.pending)
+
     def enqueue(self, items: list) -> list[asyncio.Future]:
         """Queue all of `items` or none (`Overloaded`); each future gets its item's `Timed` result or error."""
         if self._closing:
             raise RuntimeError("the server is shutting down")
-        if len(self.pending) + len(items) > self.max_pending:
+        if len(items) > self.room():
             raise Overloaded(f"{len(self.pending)} queries are waiting; the queue holds {self.max_pending}")
         loop = asyncio.get_running_loop()
         added = [Pending(item, loop.create_future()) for item in items]

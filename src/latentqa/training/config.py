@@ -73,22 +73,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             raise ConfigError(f"{path}: cannot read the config ({err})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected sections {sorted(SECTIONS)}")
+    for section, values in raw.items():  # before an override is merged into one
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must hold fields (name: value), got {values!r}")
     for item in overrides:
         key, sep, value = item.partition("=")
         section, _, name = key.partition(".")
         if not sep or not name:
             raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.epochs=1")
-        values = raw.setdefault(section, {}) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where}: section {section!r} must hold fields (name: value), got {values!r}")
-        raw[section] = {**values, name: yaml.safe_load(value)}
+        raw[section] = {**(raw.get(section) or {}), name: yaml.safe_load(value)}
     sections = {}
     for section, values in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section {section!r} (sections: {sorted(SECTIONS)})")
         values = values or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where}: section {section!r} must hold fields (name: value), got {values!r}")
         if section == "model":
             _refuse_moved(values, where)
         moved = sorted(name for name in values if section == "eval" and name.startswith("sp_"))
