@@ -242,7 +242,7 @@ def cmd_demo(args) -> None:
         raise UserError(f"--lexical-scale must be at least 0, got {args.lexical_scale:g}")
     results = run_demo(args.out_dir, quick=args.quick, full=args.full, encoder=args.encoder, seed=args.seed,
                        facts=args.facts, modes=tuple(args.modes or CONDITIONING), lexical_scale=args.lexical_scale,
-                       freeze_encoder=args.freeze_encoder)
+                       freeze_encoder=args.freeze_encoder, relevance=args.relevance)
     print(format_table(results))
     print(f"report: {args.out_dir}/report.md")
 
@@ -429,11 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "every fact, a question-aware one (with the lexical attention bias, latent.selector_lexical, at "
                    "latent.selector_lexical_scale=10) only the asked one; the latent readers train 8 epochs")
     p.add_argument("--modes", nargs="+", default=None, metavar="MODE", help="with --facts above 1: the latent "
-                   "readers to train, by latent.question_conditioning (default: none latents encoder)")
+                   "readers to train, by latent.question_conditioning (none latents encoder: all three when not given)")
     p.add_argument("--lexical-scale", type=float, default=10.0, help="with --facts above 1: the question-aware "
                    "readers' lexical attention bias scale (latent.selector_lexical_scale; 0: no lexical features)")
     p.add_argument("--freeze-encoder", action="store_true", help="keep the context encoder frozen, its states cached "
                    "where they are question-free (train.freeze_encoder)")
+    p.add_argument("--relevance", action="store_true", help="with --facts above 1: the question-aware readers' "
+                   "selector attention also gets the learned question-sentence relevance (latent.selector_relevance)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
     p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floors that need no training: rank sentences by a "

@@ -130,11 +130,11 @@ def test_selector_lexical_scale_multiplies_the_bias_and_sharpens_the_attention(t
     best = bias.masked_fill(~batch["sentence_mask"], -1).argmax(dim=1)
     on_best = (batch["sentence_index"] == best[:, None]) & batch["context_mask"]  # (B, L)
     with torch.no_grad():
-        torch.testing.assert_close(three.context_bias(batch), 3 * one.context_bias(batch))
+        torch.testing.assert_close(three.context_bias(batch, None, None), 3 * one.context_bias(batch, None, None))
         mass = [(r.read(batch).evidence.attention.mean(dim=1) * on_best).sum(dim=1) for r in (one, three)]
     assert bool((mass[1] > mass[0]).all()), mass
     for reader in (one, three):
-        reader.context_bias(batch).sum().backward()
+        reader.context_bias(batch, None, None).sum().backward()
     torch.testing.assert_close(three.lexical_bias.grad, 3 * one.lexical_bias.grad, rtol=1e-4, atol=0)
 
 
@@ -145,3 +145,51 @@ def test_selector_lexical_scale_is_refused_without_the_bias_or_when_not_positive
 
     with pytest.raises(ValueError, match="selector_lexical_scale"):
         LatentConfig(question_conditioning="latents", **settings)
+
+
+def _asking_about(example, paragraph: int):
+    """The example asked about its `paragraph`'s first sentence, in that sentence's own words."""
+    p = example.paragraphs[paragraph]
+    return dataclasses.replace(example, question=f"What about {p.sentences[0].strip()}"), (p.title, 0)
+
+
+def test_sentence_relevance_moves_the_latents_to_the_sentence_the_question_names(tiny_models, sample_examples):
+    """The kept conditioning (latents + selector_relevance), untrained and frozen: two questions over one context,
+    each repeating another paragraph's first sentence. The context states are bit-equal; the position the latents
+    attend to most differs, and lies in the sentence each question names."""
+    reader = _reader(tiny_models, question_conditioning="latents", selector_relevance=True)
+    reader.freeze_encoder()
+    ex = sample_examples[0]
+    tops = []
+    for paragraph in (0, len(ex.paragraphs) - 1):
+        asked, key = _asking_about(ex, paragraph)
+        batch, _ = collate(reader, [asked])
+        with torch.no_grad():
+            reading = reader.read(batch)
+        tops.append((reading.evidence.context, int(reading.evidence.attention.mean(dim=1)[0].argmax())))
+        sentence = asked.sentence_keys().index(key)
+        assert int(batch["sentence_index"][0, tops[-1][1]]) == sentence
+    assert torch.equal(tops[0][0], tops[1][0])
+    assert tops[0][1] != tops[1][1]
+
+
+def test_conditioning_path_gets_a_gradient_in_the_first_step(tiny_models, sample_examples):
+    reader = _reader(tiny_models, question_conditioning="latents", selector_relevance=True)
+    reader.freeze_encoder()
+    reader.train()
+    batch, _ = collate(reader, sample_examples[:2])
+    reader(batch).loss.backward()
+    path = {"question blocks": list(reader.selector.question_blocks.parameters()),
+            "relevance": list(reader.relevance.parameters())}
+    for name, parameters in path.items():
+        norm = torch.stack([p.grad.norm() for p in parameters if p.grad is not None]).norm()
+        assert len([p for p in parameters if p.grad is not None]) == len(parameters), name
+        assert float(norm) > 0, name
+    assert any(p is reader.relevance.log_temperature for p in reader.parameter_groups()["latent"])
+
+
+def test_selector_relevance_needs_a_question_aware_mode():
+    from latentqa.readers.latent import LatentConfig
+
+    with pytest.raises(ValueError, match="selector_relevance"):
+        LatentConfig(selector_relevance=True, question_conditioning="none")

@@ -56,10 +56,11 @@ def demo_epochs(quick: bool, full: bool, facts: int = 1) -> dict[str, int]:
 
 def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dict[str, int],
                  modes: tuple[str, ...] = (), *, lexical_scale: float = LEXICAL_SCALE,
-                 freeze_encoder: bool = False) -> dict[str, RunConfig]:
+                 freeze_encoder: bool = False, relevance: bool = False) -> dict[str, RunConfig]:
     """The baseline and the latent reader; with `modes`, one latent reader per question-conditioning mode instead
     (named latent-MODE), each with the same settings, the question-aware ones with the lexical attention bias at
-    `lexical_scale` (0: no lexical features at all). `freeze_encoder`: the context encoder is not trained, and its
+    `lexical_scale` (0: no lexical features at all) and, with `relevance`, the learned sentence relevance
+    (`selector_relevance`). `freeze_encoder`: the context encoder is not trained, and its
     states are cached where they are question-free."""
     data = DataConfig(train=str(files["train"]), validation=str(files["validation"]), cache_dir=str(out / "cache"),
                       max_answer_tokens=8)
@@ -94,14 +95,15 @@ def demo_configs(out: Path, files: dict, t5_dir: Path, encoder: str, epochs: dic
         biased = mode != "none" and lexical_scale > 0
         configs[name] = dataclasses.replace(
             latent, latent=dataclasses.replace(latent.latent, question_conditioning=mode, selector_lexical=biased,
-                                               selector_lexical_scale=lexical_scale if biased else 1.0),
+                                               selector_lexical_scale=lexical_scale if biased else 1.0,
+                                               selector_relevance=relevance and mode != "none"),
             train=dataclasses.replace(latent.train, output_dir=str(out / name)))
     return configs
 
 
 def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, encoder: str = "tiny",
              seed: int = 0, facts: int = 1, modes: tuple[str, ...] = CONDITIONING,
-             lexical_scale: float = LEXICAL_SCALE, freeze_encoder: bool = False) -> dict:
+             lexical_scale: float = LEXICAL_SCALE, freeze_encoder: bool = False, relevance: bool = False) -> dict:
     """Build the task and models, train both readers, test them; returns the results (also in OUT/results.json).
     With `facts` > 1: the many-facts task, and a latent reader for each question-conditioning mode of `modes`
     (options as in `demo_configs`)."""
@@ -122,10 +124,11 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     epochs = demo_epochs(quick, full, facts)
     modes = tuple(modes) if facts > 1 else ()
     results = {"chance": 1 / len(ANSWERS), "cut": CUT, "facts": facts, "epochs": epochs, "encoder": encoder,
-               "freeze_encoder": freeze_encoder, "lexical_scale": lexical_scale if modes else None, "readers": {}}
+               "freeze_encoder": freeze_encoder, "lexical_scale": lexical_scale if modes else None,
+               "relevance": relevance if modes else None, "readers": {}}
     in_input = None  # per test id: did the baseline's input hold the whole fact sentence?
     configs = demo_configs(out, files, t5_dir, encoder_name, epochs, modes, lexical_scale=lexical_scale,
-                           freeze_encoder=freeze_encoder)
+                           freeze_encoder=freeze_encoder, relevance=relevance)
     for name, config in configs.items():
         log.info("demo: training the %s reader", name)
         discard(Path(config.train.output_dir))  # the demo's own run folder: each demo trains anew

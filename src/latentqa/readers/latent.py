@@ -23,7 +23,7 @@ from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead
 from .pairs import PairRanker
 from .pooling import masked_mean
 from .scorer import SentenceScorer
-from .selector import LatentSelector, mean_over_scored
+from .selector import LatentSelector, SentenceRelevance, mean_over_scored
 from .state_cache import ContextStateCache
 from .windows import PACKINGS
 
@@ -85,6 +85,11 @@ class LatentConfig:
     sp_lexical: bool = option(False, "give the sentence scorer each sentence's lexical evidence: question words it "
                                      "and its paragraph hold, title matches, links between paragraphs "
                                      "(`data.lexical`; needs sp_scorer 'classifier' and a question-aware mode)")
+    selector_relevance: bool = option(
+        False, "bias the selector's attention over each context token by a learned similarity of the question "
+               "vector and the token's sentence (per head: temperature × cosine through a learned projection), so "
+               "the latents find what the question asks from the encoder's states, without lexical features (needs "
+               "a question-aware mode; states stay cacheable; docs/demo.md)")
     selector_lexical: bool = option(False, "bias the selector's attention over each context token by its "
                                            "sentence's lexical evidence (learned weights per head), so the latents "
                                            "read what names the question (needs a question-aware mode; states stay "
@@ -112,7 +117,7 @@ class LatentConfig:
         if self.sp_paragraph_loss_weight > 0 and self.sp_scorer != "classifier":
             raise ConfigError("sp_paragraph_loss_weight trains the sentence scorer's logits: it needs sp_scorer "
                               "'classifier'")
-        for name in ("selector_lexical", "paragraph_ranker"):
+        for name in ("selector_relevance", "selector_lexical", "paragraph_ranker"):
             if getattr(self, name) and blind:
                 raise ConfigError(f"{name} compares the context with the question: it needs question_conditioning "
                                   "'latents' or 'encoder'")
@@ -150,6 +155,8 @@ class LatentReader(Reader):
         self.project = nn.Linear(width, t5.config.d_model)
         # Flamingo-style: at the default tanh(0) = 0 the latents start silent
         self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+        self.relevance = SentenceRelevance(dim=width, heads=config.selector_heads) \
+            if config.selector_relevance else None
         # per selector head, the weight of each lexical feature in the attention logits; every head starts from
         # the prior, which ranks real sentences well untrained (docs/real.md)
         self.lexical_bias = nn.Parameter(torch.tensor(LEXICAL_PRIOR).repeat(config.selector_heads, 1)) \
@@ -212,6 +219,7 @@ class LatentReader(Reader):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,
+                  *(self.relevance.parameters() if self.relevance is not None else ()),
                   *((self.lexical_bias,) if self.lexical_bias is not None else ()),
                   *(p for head in self.heads for p in head.parameters())]
         return {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
@@ -280,14 +288,19 @@ class LatentReader(Reader):
         states = self.encoder(input_ids=batch["encoder_question_ids"], attention_mask=mask).last_hidden_state
         return states, masked_mean(states, mask)
 
-    def context_bias(self, batch) -> torch.Tensor | None:
-        """Per head and context token, the weighted lexical evidence of the token's sentence, times
-        `selector_lexical_scale`: (B, heads, L), or None without `selector_lexical`."""
-        if self.lexical_bias is None:
-            return None
-        evidence = batch["sentence_lexical"]  # (B, S, F)
-        per_token = evidence.gather(1, batch["sentence_index"][..., None].expand(-1, -1, evidence.shape[-1]))
-        return self.config.selector_lexical_scale * torch.einsum("blf,hf->bhl", per_token, self.lexical_bias)
+    def context_bias(self, batch, context: torch.Tensor, question: torch.Tensor | None) -> torch.Tensor | None:
+        """Per head and context token, what the selector's attention logits get besides the content match: the
+        sentence relevance (`selector_relevance`) plus the weighted lexical evidence of the token's sentence times
+        `selector_lexical_scale` (`selector_lexical`): (B, heads, L), or None with neither."""
+        bias = None
+        if self.relevance is not None:
+            bias = self.relevance(context, batch["context_mask"], batch["sentence_index"], question)
+        if self.lexical_bias is not None:
+            evidence = batch["sentence_lexical"]  # (B, S, F)
+            per_token = evidence.gather(1, batch["sentence_index"][..., None].expand(-1, -1, evidence.shape[-1]))
+            lexical = self.config.selector_lexical_scale * torch.einsum("blf,hf->bhl", per_token, self.lexical_bias)
+            bias = lexical if bias is None else bias + lexical
+        return bias
 
     def read(self, batch, mask_latents: bool = False) -> Reading:
         """[question states ; gated latents], their mask, and what the evidence heads read."""
@@ -298,8 +311,9 @@ class LatentReader(Reader):
             self.question_states(batch)
         selector_question = (asked, batch["encoder_question_mask"]) \
             if self.config.question_conditioning == "latents" else ()
+        bias = self.context_bias(batch, context, question_vector)  # (B, heads, L) or None
         latents, attention = self.selector(context, batch["context_mask"], *selector_question,
-                                           context_bias=self.context_bias(batch))  # (B, N, H), (B, N, L)
+                                           context_bias=bias)  # (B, N, H), (B, N, L)
         gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
         states = torch.cat([question, gated.to(question.dtype)], dim=1)
         latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)

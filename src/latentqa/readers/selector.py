@@ -8,6 +8,12 @@ Question-aware latents (`question_conditioning: latents`): before each context b
 the question's states (a block of the same shape), so what they look for in the context depends on what was asked,
 while the context states stay a function of the context alone (cacheable, reusable across questions).
 
+Sentence relevance (`selector_relevance`): each context block's attention logits get, per head, a learned temperature
+times the cosine between the question vector and the mean state of the token's sentence, both through one learned
+projection (starting as the identity). A pretrained sentence embedder's states already place a question near the
+sentence that answers it; learned latents alone did not find that match in the many-facts demo (docs/demo.md), and
+with it they do. Computed from the context states, which stay question-free and cacheable.
+
 Lexical attention bias (`selector_lexical`): each context block's attention logits get, per head, a learned
 weighting of the token's sentence's lexical evidence (`data.lexical`: which question words the sentence and its
 paragraph hold, title matches, links), so the latents can find the sentences that name what was asked without
@@ -15,9 +21,14 @@ having to learn that match from the states; added after the context states, whic
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
+
+from .pooling import group_mean
 
 
 class CrossAttention(nn.Module):
@@ -93,6 +104,28 @@ class LatentSelector(nn.Module):
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return checkpoint(block, latents, keys, key_mask, key_bias, use_reentrant=False)
         return block(latents, keys, key_mask, key_bias)
+
+
+class SentenceRelevance(nn.Module):
+    # A cosine gap of 0.1 between the asked sentence and the others is then 2 logits; on the demo's training
+    # questions (K = 4), untrained, this alone puts 0.54 of the attention on the asked fact (docs/demo.md).
+    INITIAL_TEMPERATURE = 20.0
+
+    def __init__(self, *, dim: int, heads: int):
+        super().__init__()
+        self.project = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.project.weight)
+        self.log_temperature = nn.Parameter(torch.full((heads,), math.log(self.INITIAL_TEMPERATURE)))
+
+    def forward(self, context: torch.Tensor, context_mask: torch.Tensor, sentence_index: torch.Tensor,
+                question: torch.Tensor) -> torch.Tensor:
+        """context (B, L, H), context_mask and sentence_index (B, L), question vector (B, H) → attention logit
+        bias (B, heads, L): per head, temperature × cos(question, the token's sentence)."""
+        sentences = group_mean(context, sentence_index, context_mask, int(sentence_index.max()) + 1)  # (B, S, H)
+        sentences = F.normalize(self.project(sentences), dim=-1)
+        question = F.normalize(self.project(question), dim=-1)
+        cosine = (sentences @ question[..., None]).squeeze(-1).gather(1, sentence_index)  # (B, L)
+        return self.log_temperature.exp()[None, :, None] * cosine[:, None, :]
 
 
 def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
