@@ -15,9 +15,12 @@ CONFIGS = {
                                 paragraph_ranker=True),
     "bias only": LatentConfig(num_latents=2, selector_heads=4, question_conditioning="latents",
                               selector_lexical=True),
+    "relevance": LatentConfig(num_latents=2, selector_heads=4, question_conditioning="latents",
+                              selector_relevance=True),
 }
 HEADS = {"plain": ["selector attention"], "scorer": ["selector attention", "sentence scorer"],
-         "preset-like": ["selector attention", "sentence scorer", "pair ranker"], "bias only": ["selector attention"]}
+         "preset-like": ["selector attention", "sentence scorer", "pair ranker"], "bias only": ["selector attention"],
+         "relevance": ["selector attention"]}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
