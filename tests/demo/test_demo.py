@@ -25,6 +25,9 @@ def test_demo_runs_end_to_end_in_quick_mode(tmp_path, capsys):
     test = json.loads((tmp_path / "task" / "test.json").read_text())
     chance = sum(1 / sum(len(sentences) for _, sentences in ex["context"]) for ex in test) / len(test)
     assert chance < 0.05 and results["readers"]["latent"]["sp_em"] > 5 * chance
+    assert results["readers"]["baseline"]["attention_on_fact"] is None
+    assert chance < results["readers"]["latent"]["attention_on_fact"] <= 1  # above a uniform pick (0.05 measured)
+    assert "selector attention on the asked fact: latent " in table
     for png in ("em_by_position.png", "attention_latent.png", "training_latent.png", "training_baseline.png"):
         assert (tmp_path / png).stat().st_size > 10_000
     assert "![EM by position](em_by_position.png)" in (tmp_path / "report.md").read_text()
@@ -53,8 +56,8 @@ def test_many_facts_demo_gives_question_aware_readers_the_scaled_bias_and_8_epoc
 
 
 def test_many_facts_demo_with_minilm_frozen_and_no_lexical_features(tmp_path, tiny_models):
-    """`demo --facts K --encoder minilm --freeze-encoder --lexical-scale 0`: no reader reads lexical evidence, so
-    none is built; the encoder is frozen and the question-free readers' states are cacheable."""
+    """`demo --facts K --encoder minilm --freeze-encoder --lexical-scale 0 --relevance`: no reader reads lexical
+    evidence, so none is built; the question-aware ones get the learned relevance; the encoder is frozen and the question-free readers' states are cacheable."""
     from latentqa.data.features import LEXICAL_COLUMNS
     from latentqa.demo.run import demo_configs, demo_epochs
     from latentqa.readers.latent import CONDITIONING
@@ -63,11 +66,12 @@ def test_many_facts_demo_with_minilm_frozen_and_no_lexical_features(tmp_path, ti
 
     files = {"train": SAMPLE_PATH, "validation": SAMPLE_PATH}  # the task's format: real HotpotQA JSON
     configs = demo_configs(tmp_path, files, tiny_models[0], "minilm", demo_epochs(False, False, 4), CONDITIONING,
-                           lexical_scale=0, freeze_encoder=True)
+                           lexical_scale=0, freeze_encoder=True, relevance=True)
     for mode in CONDITIONING:
         config = configs[f"latent-{mode}"]
         reader = build_reader(config)
         assert not reader.features.lexical and reader.lexical_bias is None and config.train.freeze_encoder
+        assert (reader.relevance is not None) == (mode != "none")  # the question-aware readers' conditioning
         _, features = load_split(config.data, reader, "train", None)
         assert not set(LEXICAL_COLUMNS) & set(features.column_names), features.column_names
         reader.freeze_encoder()  # as the trainer does under train.freeze_encoder

@@ -144,6 +144,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
         if predictions.sp is not None:  # did the reader find the fact sentence? (the baseline predicts none)
             found = {ex.id: [tuple(f) for f in predictions.sp[ex.id]] == list(ex.supporting_facts) for ex in examples}
         results["readers"][name] = {**reader_results(examples, positions, in_input, correct, found),
+                                    "attention_on_fact": fact_attention(examples, predictions.sentence_scores),
                                     "train_seconds": train_seconds}
         if name.startswith("latent"):
             far = max(examples, key=lambda ex: positions[ex.id])
@@ -164,6 +165,18 @@ def fact_in_input(examples, features, collator) -> dict[str, bool]:
     rows = IndexedRows(features)
     kept = collator([rows[i] for i in range(len(rows))])["context_kept"].tolist()
     return {ex.id: 0 < support_end(support) <= k for ex, support, k in zip(examples, features["support"], kept)}
+
+
+def fact_attention(examples, sentence_scores: dict[str, list[float]]) -> float | None:
+    """Mean share of the selector's attention on the asked fact sentence (the demo's latent readers score sentences
+    by attention mass); None for a reader without sentence scores."""
+    if not sentence_scores:
+        return None
+    shares = []
+    for ex in examples:
+        scores = sentence_scores[ex.id]
+        shares.append(scores[ex.sentence_keys().index(ex.supporting_facts[0])] / max(sum(scores), 1e-12))
+    return sum(shares) / len(shares)
 
 
 def reader_results(examples, positions: dict, in_input: dict, correct: dict, found: dict | None) -> dict:
@@ -226,6 +239,11 @@ def format_table(results: dict) -> str:
                      f"{results['epochs'][name.split('-')[0]]:>6} {r['train_seconds']:>8.0f}")
     lines.append(f"EM, fact past word piece {results['cut']} (n={first['n_past_cut']}): " + ", ".join(
         f"{name} {cell(r['em_past_cut'], 0).strip()}" for name, r in results["readers"].items()))
+    attending = {name: r["attention_on_fact"] for name, r in results["readers"].items()
+                 if r.get("attention_on_fact") is not None}
+    if attending:
+        lines.append("selector attention on the asked fact: " + ", ".join(
+            f"{name} {share:.3f}" for name, share in attending.items()))
     facts = results.get("facts", 1)
     lines.append(f"chance {results['chance']:.3f}; {results['test_examples']} test questions"
                  f"{f', {facts} facts per context' if facts > 1 else ''}; the baseline reads its "
