@@ -57,7 +57,8 @@ def test_many_facts_demo_gives_question_aware_readers_the_scaled_bias_and_8_epoc
 
 def test_many_facts_demo_with_minilm_frozen_and_no_lexical_features(tmp_path, tiny_models):
     """`demo --facts K --encoder minilm --freeze-encoder --lexical-scale 0 --relevance`: no reader reads lexical
-    evidence, so none is built; the question-aware ones get the learned relevance; the encoder is frozen and the question-free readers' states are cacheable."""
+    evidence, so none is built; the question-aware ones get the learned relevance; the encoder is frozen and the
+    question-free readers' states are cacheable."""
     from latentqa.data.features import LEXICAL_COLUMNS
     from latentqa.demo.run import demo_configs, demo_epochs
     from latentqa.readers.latent import CONDITIONING

@@ -294,7 +294,8 @@ class LatentReader(Reader):
         `selector_lexical_scale` (`selector_lexical`): (B, heads, L), or None with neither."""
         bias = None
         if self.relevance is not None:
-            bias = self.relevance(context, batch["context_mask"], batch["sentence_index"], question)
+            bias = self.relevance(context, batch["context_mask"], batch["sentence_index"],
+                                  batch["sentence_mask"].shape[1], question)
         if self.lexical_bias is not None:
             evidence = batch["sentence_lexical"]  # (B, S, F)
             per_token = evidence.gather(1, batch["sentence_index"][..., None].expand(-1, -1, evidence.shape[-1]))

@@ -118,10 +118,11 @@ class SentenceRelevance(nn.Module):
         self.log_temperature = nn.Parameter(torch.full((heads,), math.log(self.INITIAL_TEMPERATURE)))
 
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor, sentence_index: torch.Tensor,
-                question: torch.Tensor) -> torch.Tensor:
-        """context (B, L, H), context_mask and sentence_index (B, L), question vector (B, H) → attention logit
-        bias (B, heads, L): per head, temperature × cos(question, the token's sentence)."""
-        sentences = group_mean(context, sentence_index, context_mask, int(sentence_index.max()) + 1)  # (B, S, H)
+                num_sentences: int, question: torch.Tensor) -> torch.Tensor:
+        """context (B, L, H), context_mask and sentence_index (B, L), the batch's padded sentence count (a shape,
+        so no device sync), question vector (B, H) → attention logit bias (B, heads, L): per head, temperature ×
+        cos(question, the token's sentence)."""
+        sentences = group_mean(context, sentence_index, context_mask, num_sentences)  # (B, S, H)
         sentences = F.normalize(self.project(sentences), dim=-1)
         question = F.normalize(self.project(question), dim=-1)
         cosine = (sentences @ question[..., None]).squeeze(-1).gather(1, sentence_index)  # (B, L)
