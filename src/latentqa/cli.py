@@ -9,6 +9,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 
 from .config import ConfigError
 from .data.examples import DataError
@@ -90,15 +91,85 @@ def _generation(args):
     return checked(EvalConfig), checked(SpRule, "sp_")
 
 
+def _index_pipeline(args, batch_size: int = 16):
+    """The reader of --model (default: the one the index was built with) over the index of --index."""
+    from .index.store import Header
+    from .serving.pipeline import load_reader
+
+    model = args.model or Header.read(Path(args.index)).reader
+    try:
+        return load_reader(model, args.device, cache_mb=0, batch_size=batch_size, index=args.index, top_k=args.top_k)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def cmd_ask(args) -> None:
+    pipeline = _index_pipeline(args)
+    generation, rule = _generation(args)
+    answer = pipeline.answer(args.question, sp_rule=rule, max_new_tokens=generation.max_new_tokens,
+                             num_beams=generation.num_beams)
+    if args.json:
+        print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        return
+    print(f"answer: {answer.answer}")
+    print("supporting facts: " + "; ".join(f"{title} [{i}]" for title, i in answer.supporting_facts))
+    print("retrieved:")
+    for rank, hit in enumerate(answer.retrieved, start=1):
+        print(f"  {rank:>2}. {hit.score:8.3f}  {hit.title}")
+
+
+def _predict_from_index(args) -> None:
+    """predict --index: the open setting; the data source's questions only, their paragraphs from the index."""
+    from .data.examples import Example
+    from .data.sources import load_examples
+    from .evaluation.predictions import write_predictions
+    from .progress import progress_bar
+
+    examples, _ = load_examples(args.data, limit=args.limit)
+    generation, rule = _generation(args)
+    pipeline = _index_pipeline(args, batch_size=generation.batch_size)
+    rule = pipeline.rule(rule)
+    answers, sp, retrieved = {}, {}, {}
+    for start in progress_bar(range(0, len(examples), generation.batch_size), desc="predict", unit="batch"):
+        chunk = examples[start:start + generation.batch_size]
+        prepared = [pipeline.prepare(Example(id=ex.id, question=ex.question, paragraphs=())) for ex in chunk]
+        for answer in pipeline.run(prepared, generation, rule):
+            answers[answer.id], sp[answer.id] = answer.answer, [list(f) for f in answer.supporting_facts]
+            retrieved[answer.id] = [[hit.title, hit.score] for hit in answer.retrieved]
+    path = write_predictions(args.out, answers, sp if pipeline.reader.predicts_facts else None)
+    side = Path(path).with_suffix(".retrieved.json")
+    side.write_text(json.dumps(retrieved, ensure_ascii=False))
+    print(f"{len(answers)} predictions from the index → {path} (retrieved paragraphs: {side})")
+
+
 def cmd_predict(args) -> None:
     from .evaluation.predictions import write_predictions
     from .evaluation.run import predict_source
+
+    if args.index:
+        return _predict_from_index(args)
 
     _, examples, _, predictions = predict_source(args.model, args.data, *_generation(args), limit=args.limit,
                                                  cache_dir=args.cache_dir, state_cache_dir=args.state_cache_dir)
     path = write_predictions(args.out, predictions.answers, predictions.sp)
     print(f"{len(predictions.answers)} predictions ({'with' if predictions.sp is not None else 'no'} supporting "
           f"facts) → {path}")
+
+
+def cmd_index(args) -> None:
+    from .data.corpus import load_corpus
+    from .index.build import build_index
+    from .readers.loading import load_reader
+    from .serving.pipeline import resolve_reader_folder
+
+    if args.shard_paragraphs < 1:
+        raise UserError(f"--shard-paragraphs must be at least 1, got {args.shard_paragraphs}")
+    folder = resolve_reader_folder(args.model)
+    reader = load_reader(folder, device=args.device)
+    paragraphs, _ = load_corpus(args.data)
+    report = build_index(reader, paragraphs, args.out, reader_name=str(folder.resolve()),
+                         shard_paragraphs=args.shard_paragraphs)
+    print(f"index {args.out}: {report.line()}")
 
 
 def cmd_score(args) -> None:
@@ -291,8 +362,12 @@ def cmd_serve(args) -> None:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     generation, rule = _generation(args)  # checks the flags the way predict does
-    pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
-                           batch_size=args.max_batch_size, window_packing=args.window_packing)
+    try:
+        pipeline = load_reader(args.model, args.device, cache_mb=args.cache_mb, limits=limits,
+                               batch_size=args.max_batch_size, window_packing=args.window_packing, index=args.index,
+                               top_k=args.top_k)
+    except ValueError as err:  # --window-packing or --top-k against --index
+        raise UserError(str(err)) from None
     cache = pipeline.info()["state_cache"]
     logging.getLogger(__name__).info(
         "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,
@@ -386,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = "config fields:\n" + field_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
+    def index_options(p):
+        p.add_argument("--index", default=None, help="index folder (`latentqa index`): retrieve each question's "
+                       "paragraphs from it")
+        p.add_argument("--top-k", type=int, default=10, help="with --index: paragraphs a question reads")
+        p.add_argument("--device", default="cpu", help="with --index: torch device of the reader")
+
     def generation_options(p):
         p.add_argument("--model", required=True, help="reader folder (e.g. runs/NAME/best)")
         p.add_argument("--data", required=True, help=SOURCE_HELP)
@@ -396,9 +477,36 @@ def build_parser() -> argparse.ArgumentParser:
                        "read them from (and add them to) this folder, e.g. the run's train.state_cache_dir")
 
     p = add("predict", cmd_predict, "Answer every question of a data source; writes the official prediction format "
-                                    '{"answer": {id: text}, "sp": {id: [[title, sent_id]]}}.')
+                                    '{"answer": {id: text}, "sp": {id: [[title, sent_id]]}}. With --index, the '
+                                    "open setting: the questions' own paragraphs are ignored, each reads the top "
+                                    "paragraphs the index retrieves (their titles and scores: PRED.retrieved.json).")
     generation_options(p)
     p.add_argument("--out", required=True, help="prediction file to write (JSON)")
+    index_options(p)
+
+    p = add("ask", cmd_ask, "Answer one question from an index (`latentqa index`): retrieve, read the stored states of "
+                            "the top paragraphs, print the answer, its supporting facts and what was retrieved.")
+    p.add_argument("question", help="the question")
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--model", default=None, help="reader folder (default: the reader the index was built with)")
+    p.add_argument("--top-k", type=int, default=10, help="paragraphs the reader reads")
+    p.add_argument("--device", default="cpu", help="torch device of the reader")
+    add_generation_flags(p, batch=False)
+    p.add_argument("--json", action="store_true", help="print the answer as JSON (as `serve` replies)")
+
+    p = add("index", cmd_index, "Encode every distinct paragraph of a corpus once with a latent reader's context "
+                                "encoder and store its states, retrieval vectors (FAISS) and a BM25 index, for "
+                                "`ask`, `predict --index` and `serve --index`. Interrupted or run again over a grown "
+                                "corpus, it encodes only the paragraphs it does not hold. Runs under accelerate "
+                                "launch / torchrun (each process encodes its share of the shards).")
+    p.add_argument("--model", required=True, help="latent reader folder (or Hub id) with 'paragraph' or 'sentence' "
+                   "windows and a question-free context path; any reader with the same frozen encoder reads the index")
+    p.add_argument("--data", required=True, help="corpus: a JSONL file of {title, sentences} or {title, text} per "
+                   "line, or the paragraphs of a data source: " + SOURCE_HELP)
+    p.add_argument("--out", required=True, help="index folder (created, or added to)")
+    p.add_argument("--shard-paragraphs", type=int, default=256, help="paragraphs per shard file: what an "
+                   "interruption can lose")
+    p.add_argument("--device", default="cpu", help="torch device of the encoder (cpu, cuda, ...)")
 
     p = add("score", cmd_score, "Score a prediction file with the official HotpotQA metrics (answer, supporting "
                                 "facts, joint).")
@@ -492,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent reader: read the context in these encoder windows instead of the reader's own "
                         "(paragraph: a repeated paragraph hits the cache whatever its company; answers may differ "
                         "from the reader's own packing)")
+    p.add_argument("--index", default=None, help="index folder (`latentqa index`): a query may leave out its "
+                   "paragraphs, the top ones are retrieved and read from their stored states")
+    p.add_argument("--top-k", type=int, default=10, help="with --index: paragraphs a question without paragraphs "
+                   "reads")
     add_generation_flags(p, batch=False)  # serving batches by --max-batch-size
     p.add_argument("--max-paragraphs", type=int, default=64, help="paragraphs in one query at most")
     p.add_argument("--max-context-tokens", type=int, default=16384,

@@ -41,10 +41,11 @@ PARAGRAPH_SCHEMA = {"oneOf": [
      "properties": {"title": {"type": "string"}, "text": {"type": "string"}}},
     {"type": "array", "minItems": 2, "maxItems": 2, "description": "[title, [sentences]] or [title, text]"},
 ]}
-QUERY_SCHEMA = {"type": "object", "required": ["question", "paragraphs"], "properties": {
+QUERY_SCHEMA = {"type": "object", "required": ["question"], "properties": {
     "id": {"type": ["string", "integer"], "description": "echoed back"},
     "question": {"type": "string"},
-    "paragraphs": {"type": "array", "items": PARAGRAPH_SCHEMA}}}
+    "paragraphs": {"type": "array", "items": PARAGRAPH_SCHEMA,
+                   "description": "required unless the server has an index (serve --index), which retrieves them"}}}
 ANSWER_BODY = {"required": True, "content": {"application/json": {
     "schema": {"oneOf": [QUERY_SCHEMA, {"type": "array", "items": QUERY_SCHEMA}]},
     "example": {"id": "q1", "question": "Which city is the capital of France?",

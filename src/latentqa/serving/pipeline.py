@@ -4,6 +4,10 @@ One code path with `latentqa predict`: queries become the same features (`data.f
 reader's own collator batches them, and `evaluation.predict.generate_batch` / `decode_batch` generate, decode and
 pick supporting facts by the same rule. A latent reader whose context states do not depend on the question reads
 them through a `ContextStateCache` (`cache_mb`), so paragraphs a retriever returns again cost no encoder time.
+
+With an index (`latentqa index`), a query may leave out its paragraphs: the index retrieves them
+(`index.retrieval`) and the reader reads their stored states (`index.store.IndexStates`); only the question goes
+through the encoder. The answer names the retrieved paragraphs and their scores.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from ..config import EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import decode_batch, generate_batch
+from ..index.build import check_reader
+from ..index.retrieval import Hit, RetrievalConfig, Retriever
+from ..index.store import IndexStates, IndexStore
 from ..readers.base import READER_PATTERNS, Reader
 from ..readers.errors import ReaderFolderError
 from ..readers.facts import SpRule
@@ -37,11 +44,14 @@ class Answer:
     answer: str
     supporting_facts: list[tuple[str, int]]  # [] for the baseline reader
     sentence_scores: list[tuple[str, int, float]]  # (title, sent_id, score) of every sentence; [] for the baseline
+    retrieved: list[Hit] | None = None  # the paragraphs the index gave, best first (None: the query brought them)
 
     def to_json(self) -> dict:
         return {"id": self.id, "answer": self.answer,
                 "supporting_facts": [list(fact) for fact in self.supporting_facts],
-                "sentence_scores": [{"title": t, "sent_id": i, "score": s} for t, i, s in self.sentence_scores]}
+                "sentence_scores": [{"title": t, "sent_id": i, "score": s} for t, i, s in self.sentence_scores],
+                **({"retrieved": [{"title": h.title, "score": h.score} for h in self.retrieved]}
+                   if self.retrieved is not None else {})}
 
 
 @dataclass
@@ -50,15 +60,18 @@ class Prepared:
 
     example: Example
     row: dict
+    retrieved: list[Hit] | None = None
 
 
 class ReaderPipeline:
     """`answer(question, paragraphs)` and `answer_batch(queries)` over a loaded reader (see the module docstring),
     used as given: its config, parameters and feature spec are never changed. Not thread-safe: one model call at
-    a time (the server runs them on one worker thread)."""
+    a time (the server runs them on one worker thread). `index`: an index folder to retrieve from and read
+    stored states of, `top_k` paragraphs a question (see the module docstring)."""
 
     def __init__(self, reader: Reader, *, cache_mb: float = 0, limits: Limits = Limits(), batch_size: int = 16,
-                 window_packing: str | None = None):
+                 window_packing: str | None = None, index: str | Path | None = None, top_k: int = 10,
+                 retrieval: RetrievalConfig = RetrievalConfig()):
         if reader.training:
             raise ValueError("the pipeline answers with a reader in eval mode (load_reader gives one)")
         self.reader = reader
@@ -75,7 +88,17 @@ class ReaderPipeline:
         self.cache_refusal = reader.cache_refusal(inference=True) or (None if cache_mb > 0 else
                                                                       "turned off (cache_mb 0)")
         self.state_cache = ContextStateCache(max_mb=cache_mb) if self.cache_refusal is None else None
-        if self.state_cache is not None:
+        self.retriever, self.top_k = None, top_k
+        if index is not None:
+            if window_packing is not None:
+                raise ValueError("an index holds the states of the reader's own windows: no window_packing with it")
+            if not 1 <= top_k <= limits.max_paragraphs:
+                raise ValueError(f"top_k must be between 1 and {limits.max_paragraphs}, got {top_k}")
+            store = IndexStore(index)
+            check_reader(store.header, reader, store.directory)
+            self.retriever = Retriever(store, retrieval)
+            reader.use_state_cache(IndexStates(store, fallback=self.state_cache), inference=True)
+        elif self.state_cache is not None:
             reader.use_state_cache(self.state_cache, inference=True)
 
     # --- from a query to a feature row -----------------------------------------------------------------------
@@ -83,7 +106,15 @@ class ReaderPipeline:
     def prepare(self, query, field: str = "") -> Prepared:
         """Check a query (a dict, or an `Example`) and tokenize it as the reader was trained; a RequestError names
         the field at fault."""
-        example = query if isinstance(query, Example) else parse_query(query, self.limits, field)
+        example = query if isinstance(query, Example) else \
+            parse_query(query, self.limits, field, paragraphs_optional=self.retriever is not None)
+        retrieved = None
+        if not example.paragraphs:
+            if self.retriever is None:
+                raise RequestError(f"{field}paragraphs", "missing (no index to retrieve them from)")
+            retrieved = self.retrieve(example.question)
+            example = dataclasses.replace(example, paragraphs=tuple(self.retriever.store.paragraphs[h.row]
+                                                                    for h in retrieved))
         columns = encode_examples([example], self.reader.features, question_tokenizer=self.question_tokenizer,
                                   context_tokenizer=self.context_tokenizer, progress=False)
         row = {name: values[0] for name, values in columns.items()}
@@ -91,7 +122,24 @@ class ReaderPipeline:
         if tokens > self.limits.max_context_tokens:
             raise RequestError(f"{field}paragraphs", f"the context is {tokens} tokens, over the limit of "
                                                      f"{self.limits.max_context_tokens}")
-        return Prepared(example, row)
+        return Prepared(example, row, retrieved)
+
+    @torch.no_grad()
+    def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
+        """The index's `k` (default `top_k`) best paragraphs for `question`; the question goes through the
+        reader's encoder, [CLS] question [SEP] as the reader reads it, for the dense side."""
+        if self.retriever is None:
+            raise ValueError("no index: load the reader with index=DIR")
+        return self.retriever.search(question, self.question_vector(question), k or self.top_k)
+
+    def question_vector(self, question: str):
+        """The encoder's mean state of [CLS] question [SEP], at unit length, as a NumPy vector."""
+        tok = self.context_tokenizer
+        ids = tok(question.strip(), add_special_tokens=False, truncation=True,
+                  max_length=self.reader.features.max_question_tokens - 1)["input_ids"]
+        ids = torch.tensor([[tok.cls_token_id, *ids, tok.sep_token_id]], device=self.device)
+        states = self.reader.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        return torch.nn.functional.normalize(states[0].float().mean(dim=0), dim=0).cpu().numpy()
 
     # --- the model ---------------------------------------------------------------------------------------------
 
@@ -112,20 +160,23 @@ class ReaderPipeline:
             batch = self.collate([{**p.row, "index": i} for i, p in enumerate(chunk)])
             batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
             examples = [p.example for p in chunk]
-            for example, item in zip(examples, decode_batch(self.reader, examples,
-                                                            generate_batch(self.reader, batch, generation), rule)):
-                keys = example.sentence_keys()
-                answers.append(Answer(example.id, item.answer, [tuple(fact) for fact in item.facts or []],
+            decoded = decode_batch(self.reader, examples, generate_batch(self.reader, batch, generation), rule)
+            for p, item in zip(chunk, decoded):
+                keys = p.example.sentence_keys()
+                answers.append(Answer(p.example.id, item.answer, [tuple(fact) for fact in item.facts or []],
                                       [(title, i, round(score, 6))
-                                       for (title, i), score in zip(keys, item.sentence_scores or [])]))
+                                       for (title, i), score in zip(keys, item.sentence_scores or [])],
+                                      p.retrieved))
         return answers
 
     # --- the Python API ----------------------------------------------------------------------------------------
 
-    def answer(self, question: str, paragraphs, *, id: str | None = None, **options) -> Answer:
+    def answer(self, question: str, paragraphs=None, *, id: str | None = None, **options) -> Answer:
         """Answer one question about `paragraphs`: a list of (title, [sentences]) or (title, text) pairs (or
-        dicts with title and sentences / text). Options: sp_rule (an `SpRule`), max_new_tokens, num_beams."""
-        query = {"question": question, "paragraphs": paragraphs, **({"id": id} if id is not None else {})}
+        dicts with title and sentences / text); None: the index's (`index`). Options: sp_rule (an `SpRule`),
+        max_new_tokens, num_beams."""
+        query = {"question": question, **({"paragraphs": paragraphs} if paragraphs is not None else {}),
+                 **({"id": id} if id is not None else {})}
         return self.answer_batch([query], **options)[0]
 
     def answer_batch(self, queries, *, sp_rule: SpRule = SpRule(), **generation) -> list[Answer]:
@@ -149,6 +200,9 @@ class ReaderPipeline:
             "limits": dataclasses.asdict(self.limits),
             "state_cache": {"enabled": True, **cache.stats()} if cache is not None else
             {"enabled": False, "why": self.cache_refusal},
+            **({"index": {"folder": str(self.retriever.store.directory), "paragraphs": len(self.retriever.store),
+                          "top_k": self.top_k, "retrieval": dataclasses.asdict(self.retriever.config),
+                          **self.reader.state_cache.stats()}} if self.retriever is not None else {}),
         }
 
 
@@ -171,11 +225,13 @@ def resolve_reader_folder(name: str | Path) -> Path:
 
 
 def load_reader(path_or_hub_id: str | Path, device: str | torch.device = "cpu", *, cache_mb: float = 256,
-                limits: Limits = Limits(), batch_size: int = 16, window_packing: str | None = None) -> ReaderPipeline:
+                limits: Limits = Limits(), batch_size: int = 16, window_packing: str | None = None,
+                index: str | Path | None = None, top_k: int = 10) -> ReaderPipeline:
     """A saved reader (a folder written by `latentqa train`, or a Hub id) ready to answer questions on `device`.
     `cache_mb`: memory for cached context states (0: off; readers whose states depend on the question never
     cache). `window_packing`: read the context in other windows than the reader was trained with ('paragraph'
-    makes a repeated paragraph hit the cache in any company; answers then differ from the reader's own)."""
+    makes a repeated paragraph hit the cache in any company; answers then differ from the reader's own).
+    `index`: an index folder (`latentqa index`) to answer questions without paragraphs from, `top_k` a question."""
     reader = load_reader_folder(resolve_reader_folder(path_or_hub_id), device=device)
     return ReaderPipeline(reader, cache_mb=cache_mb, limits=limits, batch_size=batch_size,
-                          window_packing=window_packing)
+                          window_packing=window_packing, index=index, top_k=top_k)

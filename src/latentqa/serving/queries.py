@@ -6,15 +6,10 @@ an error. A paragraph is `{"title": ..., "sentences": [...]}`, `{"title": ..., "
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from ..data.corpus import split_sentences
 from ..data.examples import Example, Paragraph
-
-# A sentence ends at . ! or ? (a closing quote or bracket may follow) before whitespace and an upper-case letter,
-# a digit or an opening quote or bracket. Abbreviations such as "Dr. Smith" are split too: callers who have
-# sentences already (HotpotQA's own paragraphs) should pass them as a list.
-SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 
 QUERY_FIELDS = ("id", "question", "paragraphs")
 
@@ -43,11 +38,6 @@ class Limits:
         for name, value in vars(self).items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-
-
-def split_sentences(text: str) -> list[str]:
-    """A paragraph's text as sentences, by `SENTENCE_BREAK`; blank pieces dropped."""
-    return [s for s in (piece.strip() for piece in SENTENCE_BREAK.split(text)) if s]
 
 
 def _text(value: str, field: str) -> str:
@@ -97,9 +87,10 @@ def parse_paragraph(value, field: str) -> Paragraph:
     return Paragraph(title, tuple(sentences))
 
 
-def parse_query(value, limits: Limits = Limits(), field: str = "") -> Example:
+def parse_query(value, limits: Limits = Limits(), field: str = "", paragraphs_optional: bool = False) -> Example:
     """A query object (a dict with question, paragraphs and an optional id) as an unlabelled `Example`. The id is
-    the caller's (None when not given); `field` prefixes the names in errors (`[3].` for the 4th of a list)."""
+    the caller's (None when not given); `field` prefixes the names in errors (`[3].` for the 4th of a list).
+    `paragraphs_optional` (an index retrieves them): a query without paragraphs is an Example with none."""
     if not isinstance(value, dict):
         raise RequestError(field.rstrip(".") or "body", f"a query is an object with question and paragraphs, "
                                                         f"got {_kind(value)}")
@@ -123,6 +114,8 @@ def parse_query(value, limits: Limits = Limits(), field: str = "") -> Example:
         raise RequestError(field + "question", f"{len(question)} characters, over the limit of "
                                                f"{limits.max_question_chars}")
     paragraphs = value.get("paragraphs")
+    if paragraphs is None and paragraphs_optional:
+        return Example(id=None if query_id is None else str(query_id), question=question, paragraphs=())
     if paragraphs is None:
         raise RequestError(field + "paragraphs", "missing")
     if not isinstance(paragraphs, (list, tuple)):

@@ -1,0 +1,180 @@
+"""A corpus encoded once, on disk: per paragraph its text, the context states a latent reader reads, and
+retrieval vectors; beside them a vector index, a lexical index and the title links (`retrieval.py`).
+
+    DIR/index.json              what built it (`Header`): the encoder's fingerprint, window packing and size
+    DIR/shards/NNNNNN.safetensors  one build step's paragraphs, written whole under a temporary name and renamed:
+        states (T, H) fp16      every window's encoder states ([CLS] ... [SEP]) back to back
+        offsets (W + 1,)        where each window's states start in `states`
+        keys (W, 16) uint8      each window's content hash (`state_cache.window_key`)
+        window_paragraph (W,)   each window's paragraph, as its place in the shard
+        vectors (W, H) fp16     each window's mean state at unit length: all-MiniLM-style sentence embeddings
+        metadata "paragraphs"   the shard's paragraphs as JSON [[title, [sentences]], ...]
+    DIR/vectors.faiss, DIR/bm25/, DIR/links.safetensors   built from all shards at the end (`retrieval.py`)
+
+Windows are keyed by content, as in the state cache: the reader's collator builds the windows of retrieved
+paragraphs as it always does, and `IndexStates` hands it their stored states instead of running the encoder.
+Shard files open memory-mapped; a window's states are read only when asked for.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import torch
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
+
+from ..data.examples import DataError, Paragraph
+from ..readers.state_cache import ContextStateCache, window_key
+
+HEADER_FILE = "index.json"
+SHARDS = "shards"
+FORMAT_VERSION = 1
+
+
+class IndexFolderError(DataError):
+    """An index folder that cannot be used as asked; the message names the folder."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an index was built with; a reader must match it to read the index's states."""
+
+    encoder_fingerprint: str  # `state_cache.encoder_fingerprint` of the reader's context encoder
+    window_packing: str  # 'paragraph' or 'sentence': windows never span paragraphs
+    window_tokens: int  # encoder positions per window
+    hidden_size: int
+    reader: str  # the reader folder it was built with (for `ask` without --model)
+    version: int = FORMAT_VERSION
+
+    @classmethod
+    def read(cls, directory: Path) -> "Header":
+        path = directory / HEADER_FILE
+        if not path.is_file():
+            raise IndexFolderError(f"{directory}: not an index (no {HEADER_FILE}; build one with `latentqa index`)")
+        try:
+            fields = json.loads(path.read_text())
+            header = cls(**{name: fields[name] for name in cls.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError) as err:
+            raise IndexFolderError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        if header.version != FORMAT_VERSION:
+            raise IndexFolderError(f"{path}: index format {header.version}, this latentqa reads {FORMAT_VERSION}")
+        return header
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The complete shards, in build order (temporary files of an interrupted write are not listed)."""
+    return sorted((directory / SHARDS).glob("[0-9]*.safetensors"))
+
+
+def paragraphs_in(path: Path) -> list[Paragraph]:
+    with safetensors.safe_open(str(path), "pt") as shard:
+        return [Paragraph(title, tuple(sentences)) for title, sentences in json.loads(shard.metadata()["paragraphs"])]
+
+
+class IndexStore:
+    """An index folder opened for reading: paragraphs by row (build order), their windows, states and vectors."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.header = Header.read(self.directory)
+        self.paragraphs: list[Paragraph] = []
+        self._shards, window_shard, window_local, paragraph_windows, keys = [], [], [], [0], []
+        for number, path in enumerate(shard_paths(self.directory)):
+            try:
+                shard = safetensors.safe_open(str(path), "pt")
+                paragraphs = [Paragraph(t, tuple(s)) for t, s in json.loads(shard.metadata()["paragraphs"])]
+                owner = shard.get_tensor("window_paragraph").numpy()
+                shard_keys = shard.get_tensor("keys").numpy()
+                offsets = shard.get_tensor("offsets").numpy()
+            except (safetensors.SafetensorError, OSError, KeyError, ValueError) as err:
+                raise IndexFolderError(f"{path}: unreadable shard ({err}); delete it and run `latentqa index` again to "
+                                  "re-encode its paragraphs") from None
+            self._shards.append((shard, offsets))
+            self.paragraphs += paragraphs
+            window_shard.append(np.full(len(owner), number))
+            window_local.append(np.arange(len(owner)))
+            paragraph_windows += (paragraph_windows[-1] + np.cumsum(np.bincount(owner, minlength=len(paragraphs)))
+                                  ).tolist()
+            keys.append(shard_keys)
+        if not self._shards:
+            raise IndexFolderError(f"{self.directory}: the index holds no paragraphs yet (its build has not finished a "
+                              "shard)")
+        self.window_shard, self.window_local = np.concatenate(window_shard), np.concatenate(window_local)
+        self.paragraph_windows = np.asarray(paragraph_windows)  # (P + 1,) paragraph p owns windows [p[i], p[i + 1])
+        flat_keys = np.ascontiguousarray(np.concatenate(keys)).view("S16").ravel()  # (W,) 16-byte strings
+        self._key_order = np.argsort(flat_keys, kind="stable")
+        self._sorted_keys = flat_keys[self._key_order]
+        self.rows = {p.title: row for row, p in enumerate(self.paragraphs)}
+
+    def __len__(self) -> int:
+        return len(self.paragraphs)
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.window_shard)
+
+    def window_number(self, key: str) -> int | None:
+        """The window stored under content hash `key` (hex, `window_key`), or None."""
+        wanted = np.frombuffer(bytes.fromhex(key), dtype="S16")[0]
+        at = int(np.searchsorted(self._sorted_keys, wanted))
+        return int(self._key_order[at]) if at < len(self._sorted_keys) and self._sorted_keys[at] == wanted else None
+
+    def window_states(self, window: int) -> torch.Tensor:
+        """One window's stored states, (Lw, H) fp16."""
+        shard, offsets = self._shards[self.window_shard[window]]
+        local = self.window_local[window]
+        return shard.get_slice("states")[int(offsets[local]):int(offsets[local + 1])]
+
+    def paragraph_states(self, row: int) -> list[torch.Tensor]:
+        """The stored states of each window of paragraph `row`, in reading order."""
+        return [self.window_states(w) for w in range(self.paragraph_windows[row], self.paragraph_windows[row + 1])]
+
+    def vectors(self) -> np.ndarray:
+        """Every window's retrieval vector, (W, H) float32, in window order."""
+        return np.concatenate([shard.get_tensor("vectors").float().numpy() for shard, _ in self._shards])
+
+    def window_paragraphs(self) -> np.ndarray:
+        """Each window's paragraph row, (W,)."""
+        return np.repeat(np.arange(len(self.paragraphs)), np.diff(self.paragraph_windows))
+
+
+class IndexStates:
+    """What a latent reader reads its context states through (`LatentReader.use_state_cache`): windows the index
+    holds come from disk; any other (a paragraph a query brought) goes to `fallback` (a `ContextStateCache`) or
+    the encoder. `hits` and `misses` count windows."""
+
+    def __init__(self, store: IndexStore, fallback: ContextStateCache | None = None):
+        self.store, self.fallback = store, fallback
+        self.hits = self.misses = 0
+
+    def stats(self) -> dict:
+        return {"index_hits": self.hits, "index_misses": self.misses,
+                **({"fallback": self.fallback.stats()} if self.fallback is not None else {})}
+
+    @torch.no_grad()
+    def encode(self, encoder, window_ids: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+        """(W, Lw) → (W, Lw, H) float32, as `ContextStateCache.encode`."""
+        lengths = window_mask.sum(dim=1).tolist()
+        host_ids = window_ids.cpu()
+        found = [self.store.window_number(window_key(ids[:n])) for ids, n in zip(host_ids, lengths)]
+        missing = [i for i, number in enumerate(found) if number is None]
+        self.hits += len(found) - len(missing)
+        self.misses += len(missing)
+        states = [None if number is None else self.store.window_states(number) for number in found]
+        if missing:
+            rows = torch.tensor(missing, device=window_ids.device)
+            ids, mask = window_ids[rows], window_mask[rows]
+            computed = self.fallback.encode(encoder, ids, mask) if self.fallback is not None else \
+                encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            for row, i in enumerate(missing):
+                states[i] = computed[row, :lengths[i]].cpu()
+        padded = pad_sequence([s.float() for s in states], batch_first=True)  # (W, max length, H)
+        padded = F.pad(padded, (0, 0, 0, window_ids.shape[1] - padded.shape[1]))
+        return padded.to(window_ids.device)

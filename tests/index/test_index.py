@@ -1,0 +1,207 @@
+"""The index (`latentqa index`) on the shipped sample with a tiny reader: built in interrupted parts it equals one
+built at once, a grown corpus adds only its new paragraphs, the stored states are the encoder's, an answer from the
+index equals the answer given the same paragraphs, readers whose states are not the index's are refused."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import latentqa
+from latentqa.cli import main
+from latentqa.data.corpus import load_corpus
+from latentqa.index import build as build_module
+from latentqa.index.build import build_index, paragraph_windows
+from latentqa.index.retrieval import both_gold_recall
+from latentqa.index.store import IndexFolderError, IndexStore
+from latentqa.readers.latent import LatentConfig, LatentReader
+from latentqa.serving.pipeline import ReaderPipeline
+from latentqa.serving.queries import RequestError
+
+
+def tiny_reader(tiny_models, seed=0, **config):
+    torch.manual_seed(seed)
+    t5_dir, encoder_dir = tiny_models
+    settings = {"num_latents": 8, "selector_heads": 4, "question_conditioning": "latents",
+                "window_packing": "sentence", **config}
+    return LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(**settings)).eval()
+
+
+@pytest.fixture(scope="module")
+def corpus(sample_path):
+    return load_corpus(str(sample_path))[0][:120]
+
+
+@pytest.fixture(scope="module")
+def reader_dir(tiny_models, tmp_path_factory):
+    return tiny_reader(tiny_models).save_pretrained(tmp_path_factory.mktemp("reader") / "reader")
+
+
+@pytest.fixture(scope="module")
+def built(reader_dir, corpus, tmp_path_factory):
+    """An index of the corpus built at once, 40 paragraphs a shard."""
+    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+    out = tmp_path_factory.mktemp("index") / "index"
+    report = build_index(reader, corpus, out, reader_name=str(reader_dir), shard_paragraphs=40, progress=False)
+    return out, report
+
+
+def stored(directory):
+    store = IndexStore(directory)
+    return store, {p.title: [s.clone() for s in store.paragraph_states(row)] for row, p in enumerate(store.paragraphs)}
+
+
+def test_interrupted_build_resumes_to_the_same_index(built, reader_dir, corpus, tmp_path, monkeypatch):
+    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+    real, calls = build_module.encode_shard, []
+
+    def dies_on_the_third(*args):
+        calls.append(len(args[1]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(build_module, "encode_shard", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    assert len(IndexStore(tmp_path / "index")) == 80  # two shards kept, the third never written
+    calls.clear()
+    monkeypatch.setattr(build_module, "encode_shard", lambda *args: (calls.append(len(args[1])), real(*args))[1])
+    report = build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    assert calls == [40] and report.added == 40 and report.paragraphs == 120  # only what was missing
+
+    (store_a, states_a), (store_b, states_b) = stored(built[0]), stored(tmp_path / "index")
+    assert [p for p in store_a.paragraphs] == [p for p in store_b.paragraphs] == corpus
+    assert all(len(states_a[t]) == len(states_b[t]) and all(torch.equal(x, y) for x, y in zip(states_a[t], states_b[t]))
+               for t in states_a)
+    assert np.array_equal(store_a.vectors(), store_b.vectors())
+
+
+def test_a_grown_corpus_adds_only_its_new_paragraphs(reader_dir, corpus, tmp_path, monkeypatch):
+    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+    build_index(reader, corpus[:50], tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    real, encoded = build_module.encode_shard, []
+    monkeypatch.setattr(build_module, "encode_shard",
+                        lambda *args: (encoded.extend(p.title for p in args[1]), real(*args))[1])
+    report = build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    assert encoded == [p.title for p in corpus[50:]] and report.added == 70
+    store = IndexStore(tmp_path / "index")
+    assert len(store) == 120 and len({p.title for p in store.paragraphs}) == 120
+    assert build_index(reader, corpus, tmp_path / "index", reader_name="r", progress=False).added == 0
+
+
+def test_stored_states_are_the_encoders_states_of_that_paragraph(built, reader_dir, corpus):
+    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+    store = IndexStore(built[0])
+    for row in (0, 57, 119):
+        windows = paragraph_windows(reader, [store.paragraphs[row]])
+        states = store.paragraph_states(row)
+        assert len(states) == len(windows) == len(store.paragraphs[row].sentences)  # one window a sentence
+        for (ids, _), saved in zip(windows, states):
+            with torch.no_grad():
+                live = reader.encoder(input_ids=torch.tensor([ids])).last_hidden_state[0]
+            assert saved.dtype == torch.float16 and saved.shape == live.shape
+            torch.testing.assert_close(saved.float(), live, atol=2e-3, rtol=2e-3)  # fp16 storage
+
+
+def test_an_answer_from_the_index_equals_the_answer_given_its_paragraphs(built, reader_dir, sample_examples):
+    indexed = latentqa.load_reader(reader_dir, cache_mb=0, index=built[0], top_k=6)
+    given = latentqa.load_reader(reader_dir, cache_mb=64)  # fp16 states, as the index stores them
+    for example in sample_examples[:4]:
+        answer = indexed.answer(example.question, max_new_tokens=6)
+        assert len(answer.retrieved) == 6
+        scores = [hit.score for hit in answer.retrieved]
+        assert len(set(hit.title for hit in answer.retrieved)) == 6
+        paragraphs = [(hit.title, list(indexed.retriever.store.paragraphs[hit.row].sentences))
+                      for hit in answer.retrieved]
+        explicit = given.answer(example.question, paragraphs, max_new_tokens=6)
+        assert (answer.answer, answer.supporting_facts) == (explicit.answer, explicit.supporting_facts)
+        assert [(t, i) for t, i, _ in answer.sentence_scores] == [(t, i) for t, i, _ in explicit.sentence_scores]
+        np.testing.assert_allclose([s for *_, s in answer.sentence_scores],
+                                   [s for *_, s in explicit.sentence_scores], atol=1e-5)
+        assert scores and all(np.isfinite(scores))
+    stats = indexed.reader.state_cache.stats()
+    assert stats["index_hits"] > 0 and stats["index_misses"] == 0  # no paragraph went through the encoder
+    # a query that brings its paragraphs works as before; without an index it must bring them
+    brought = indexed.answer(sample_examples[0].question, [(p.title, list(p.sentences))
+                                                           for p in sample_examples[0].paragraphs], max_new_tokens=4)
+    assert brought.retrieved is None
+    with pytest.raises(RequestError, match="paragraphs: missing"):
+        given.answer(sample_examples[0].question)
+
+
+def test_readers_whose_states_are_not_the_index_s_are_refused(built, tiny_models):
+    cases = {"another encoder": tiny_reader(tiny_models, seed=1),
+             "greedy": tiny_reader(tiny_models, window_packing="greedy"),
+             "encoder mode": tiny_reader(tiny_models, question_conditioning="encoder")}
+    messages = {}
+    for name, reader in cases.items():
+        with pytest.raises(IndexFolderError) as err:
+            ReaderPipeline(reader, index=built[0])
+        messages[name] = str(err.value)
+        assert "\n" not in messages[name] and str(built[0]) in messages[name]
+    assert "encoder_fingerprint" in messages["another encoder"]
+    assert "greedy" in messages["greedy"] and "'encoder'" in messages["encoder mode"]
+    with pytest.raises(IndexFolderError, match="greedy"):
+        build_index(cases["greedy"], [], built[0].parent / "other", reader_name="r", progress=False)
+
+
+def test_two_hop_reaches_a_paragraph_the_question_does_not_name(built, reader_dir, sample_examples):
+    indexed = latentqa.load_reader(reader_dir, cache_mb=0, index=built[0])
+    retriever, store = indexed.retriever, indexed.retriever.store
+    titles = {p.title for p in store.paragraphs}
+    examples = [ex for ex in sample_examples if {t for t, _ in ex.supporting_facts} <= titles]
+    assert len(examples) >= 8
+    gold = [{t for t, _ in ex.supporting_facts} for ex in examples]
+    ranked = {}
+    for method in ("bm25", "dense", "fused", "two-hop"):
+        retriever.config = type(retriever.config)(method=method)
+        ranked[method] = [[h.title for h in indexed.retrieve(ex.question, 10)] for ex in examples]
+        assert all(len(r) == len(set(r)) == 10 for r in ranked[method])
+    recall = {m: both_gold_recall(r, gold) for m, r in ranked.items()}
+    assert recall["two-hop"][10] > recall["bm25"][10] and recall["two-hop"][10] > 0.5, recall
+    # a link is a title the text names: each gold pair of a bridge question is linked one way or the other
+    row = store.rows
+    linked = [row[b] in retriever.links(row[a]) or row[a] in retriever.links(row[b])
+              for ex, g in zip(examples, gold) if ex.type == "bridge" and len(g) == 2 for a, b in [sorted(g)]]
+    assert sum(linked) >= 0.6 * len(linked) > 0
+
+
+def test_corpus_files_load_with_counts_or_stop_on_the_line(tmp_path):
+    lines = [{"title": "A", "sentences": ["One.", "Two."]}, {"title": "B", "text": "Three. Four five."},
+             {"title": "A", "sentences": ["Another text."]}, {"title": "C", "sentences": ["", "  "]},
+             {"title": "B", "text": "Three. Four five."}]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    paragraphs, report = load_corpus(str(path))
+    assert [(p.title, p.sentences) for p in paragraphs] == [("A", ("One.", "Two.")), ("B", ("Three.", "Four five."))]
+    assert {kind.split(" ")[0]: titles for kind, titles in report.left_out.items()} == {"empty": ["C"], "a": ["A"]}
+    path.write_bytes(path.read_bytes() + b'{"title": "D", "text": "caf\xe9"}\n')
+    with pytest.raises(Exception, match=r"corpus.jsonl, line 7: not UTF-8"):
+        load_corpus(str(path))
+    path.write_text(json.dumps(lines[0]) + "\n" + json.dumps(lines[1])[:20])
+    with pytest.raises(Exception, match=r"corpus.jsonl, line 2: not valid JSON.*truncated"):
+        load_corpus(str(path))
+    assert main(["index", "--model", "nowhere", "--data", str(path), "--out", str(tmp_path / "i")]) == 2
+
+
+def test_cli_index_ask_and_predict_from_the_index(reader_dir, sample_path, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    paragraphs = load_corpus(str(sample_path))[0][:60]
+    corpus.write_text("".join(json.dumps({"title": p.title, "sentences": list(p.sentences)}) + "\n"
+                              for p in paragraphs))
+    assert main(["index", "--model", str(reader_dir), "--data", str(corpus), "--out", str(tmp_path / "i"),
+                 "--shard-paragraphs", "25"]) == 0
+    assert "60 paragraphs (60 added)" in capsys.readouterr().out
+    assert main(["ask", "--index", str(tmp_path / "i"), "--json", "--top-k", "3", "--max-new-tokens", "4",
+                 "Which team does the player play for?"]) == 0  # the reader recorded in the index
+    reply = json.loads(capsys.readouterr().out)
+    assert len(reply["retrieved"]) == 3 and {"answer", "supporting_facts"} <= set(reply)
+    out = tmp_path / "pred.json"
+    assert main(["predict", "--model", str(reader_dir), "--index", str(tmp_path / "i"), "--data", str(sample_path),
+                 "--limit", "5", "--top-k", "4", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    predictions, retrieved = json.loads(out.read_text()), json.loads(out.with_suffix(".retrieved.json").read_text())
+    assert len(predictions["answer"]) == len(predictions["sp"]) == len(retrieved) == 5
+    titles = {p.title for p in paragraphs}
+    assert all(len(hits) == 4 and {t for t, _ in hits} <= titles for hits in retrieved.values())
+    assert all({t for t, _ in predictions["sp"][i]} <= {t for t, _ in retrieved[i]} for i in retrieved)
