@@ -205,3 +205,46 @@ def test_cli_index_ask_and_predict_from_the_index(reader_dir, sample_path, tmp_p
     titles = {p.title for p in paragraphs}
     assert all(len(hits) == 4 and {t for t, _ in hits} <= titles for hits in retrieved.values())
     assert all({t for t, _ in predictions["sp"][i]} <= {t for t, _ in retrieved[i]} for i in retrieved)
+
+
+def test_serve_with_an_index_answers_a_question_only_query_over_http(built, reader_dir, sample_examples):
+    from latentqa.serving.app import create_app
+
+    from ..serving.conftest import ServerThread
+
+    pipeline = latentqa.load_reader(reader_dir, cache_mb=16, index=built[0], top_k=5)
+    expected = pipeline.answer(sample_examples[0].question, id="q", max_new_tokens=4)
+    with ServerThread(create_app(pipeline, generation=pipeline.generation(max_new_tokens=4))) as server:
+        status, reply = server.request("POST", "/v1/answer", {"id": "q", "question": sample_examples[0].question})
+        assert status == 200, reply
+        assert [(h["title"], h["score"]) for h in reply["retrieved"]] == \
+            [(h.title, h.score) for h in expected.retrieved]
+        assert (reply["answer"], [tuple(f) for f in reply["supporting_facts"]]) == \
+            (expected.answer, expected.supporting_facts)
+        status, reply = server.request("POST", "/v1/answer", {"question": ""})
+        assert status == 422 and reply["error"]["field"] == "question"
+        status, info = server.request("GET", "/v1/info")
+        assert status == 200 and info["index"]["paragraphs"] == 120 and info["index"]["index_hits"] > 0
+
+
+@pytest.mark.slow
+def test_two_processes_build_the_index_one_process_builds(built, reader_dir, corpus, tmp_path):
+    """torchrun --nproc_per_node 2 on CPU: each process encodes every other shard; the index equals the one built
+    by one process (states to the CPU kernels' rounding: the processes run one thread each)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"title": p.title, "sentences": list(p.sentences)}) + "\n" for p in corpus))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             "29541", "-m", "latentqa.cli", "index", "--model", str(reader_dir), "--data", str(path),
+                             "--out", str(tmp_path / "index"), "--shard-paragraphs", "40"],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (one, one_states), (two, two_states) = stored(built[0]), stored(tmp_path / "index")
+    assert one.paragraphs == two.paragraphs and np.array_equal(one._sorted_keys, two._sorted_keys)
+    for title, states in one_states.items():
+        for a, b in zip(states, two_states[title], strict=True):
+            torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=2e-3)
+    assert len(list((tmp_path / "index" / "shards").iterdir())) == 3
