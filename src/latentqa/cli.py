@@ -390,6 +390,20 @@ def cmd_bench_serve(args) -> None:
     print(f"json: {out / 'bench-serve.json'}\nplot: {plot_serve_results(results, out / 'bench-serve.png')}")
 
 
+def cmd_bench_index(args) -> None:
+    from .benchmark.index import format_index_results, run_index_bench
+
+    for flag in ("questions", "timed_questions", "top_k", "repeats", "build_paragraphs"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    results = run_index_bench(args.index, args.data, model=args.model, questions=args.questions,
+                              timed_questions=args.timed_questions, top_k=args.top_k, repeats=args.repeats,
+                              build_paragraphs=args.build_paragraphs, max_new_tokens=args.max_new_tokens,
+                              out_dir=args.out_dir)
+    print(format_index_results(results))
+    print(f"json: {Path(args.out_dir) / 'bench-index.json'}")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -629,6 +643,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the server's --window-packing (default: the reader's own)")
     p.add_argument("--quick", action="store_true", help="tiny shapes instead of real size: a smoke test")
     p.add_argument("--out-dir", default="runs/bench-serve", help="where bench-serve.json and bench-serve.png go")
+
+    p = add("bench-index", cmd_bench_index, "Measure an index in one run: both-gold recall of BM25, dense, fused and "
+                                            "two-hop retrieval; time per question answered from the index beside "
+                                            "the same reader encoding the same paragraphs live (batch 1 and 8); "
+                                            "build throughput and the encoder's share of it; bytes a paragraph.")
+    p.add_argument("--index", required=True, help="index folder (`latentqa index`)")
+    p.add_argument("--data", required=True, help="labelled questions (their paragraphs ignored): " + SOURCE_HELP)
+    p.add_argument("--model", default=None, help="reader folder (default: the reader the index was built with)")
+    p.add_argument("--questions", type=int, default=200, help="questions for the recall figures (the first N)")
+    p.add_argument("--timed-questions", type=int, default=8, help="questions timed (batch 1 times the first)")
+    p.add_argument("--top-k", type=int, default=10, help="paragraphs a question reads")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds, interleaved")
+    p.add_argument("--build-paragraphs", type=int, default=256, help="paragraphs indexed again to time the build")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="answer length")
+    p.add_argument("--out-dir", default="runs/bench-index", help="where bench-index.json goes")
 
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")

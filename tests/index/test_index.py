@@ -248,3 +248,16 @@ def test_two_processes_build_the_index_one_process_builds(built, reader_dir, cor
         for a, b in zip(states, two_states[title], strict=True):
             torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=2e-3)
     assert len(list((tmp_path / "index" / "shards").iterdir())) == 3
+
+
+def test_bench_index_prints_its_figures(built, sample_path, tmp_path, capsys):
+    assert main(["bench-index", "--index", str(built[0]), "--data", str(sample_path), "--questions", "10",
+                 "--repeats", "1", "--build-paragraphs", "20", "--max-new-tokens", "2",
+                 "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "bench-index.json").read_text())
+    assert set(results["recall_both_gold"]) == {"bm25", "dense", "fused", "two-hop"}
+    assert results["build"]["paragraphs"] == 20 and 0 < results["build"]["encoder_share"] <= 1
+    for batch in ("batch_1", "batch_8"):
+        assert results["timing"][batch]["index_over_live"]["median"] > 0
+    assert "batch 8: from the index" in out and "two-hop" in out

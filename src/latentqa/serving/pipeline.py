@@ -124,7 +124,6 @@ class ReaderPipeline:
                                                      f"{self.limits.max_context_tokens}")
         return Prepared(example, row, retrieved)
 
-    @torch.no_grad()
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         """The index's `k` (default `top_k`) best paragraphs for `question`; the question goes through the
         reader's encoder, [CLS] question [SEP] as the reader reads it, for the dense side."""
@@ -132,6 +131,7 @@ class ReaderPipeline:
             raise ValueError("no index: load the reader with index=DIR")
         return self.retriever.search(question, self.question_vector(question), k or self.top_k)
 
+    @torch.no_grad()
     def question_vector(self, question: str):
         """The encoder's mean state of [CLS] question [SEP], at unit length, as a NumPy vector."""
         tok = self.context_tokenizer
