@@ -260,4 +260,5 @@ def test_bench_index_prints_its_figures(built, sample_path, tmp_path, capsys):
     assert results["build"]["paragraphs"] == 20 and 0 < results["build"]["encoder_share"] <= 1
     for batch in ("batch_1", "batch_8"):
         assert results["timing"][batch]["index_over_live"]["median"] > 0
+    assert set(results["compressed_vectors"]["recall_both_gold"]) == {"dense", "two-hop"}
     assert "batch 8: from the index" in out and "two-hop" in out
