@@ -674,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("accelerate", "httpx", "datasets", "matplotlib"):  # their INFO lines drown the progress bars
+    # their INFO lines drown the progress bars
+    for noisy in ("accelerate", "httpx", "datasets", "matplotlib", "faiss", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)

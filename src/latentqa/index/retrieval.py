@@ -42,7 +42,7 @@ class RetrievalConfig:
     method: str = "two-hop"
     first_hop: int = 10  # A: first-hop paragraphs whose pairs are scored
     second_hop: int = 5  # B: hits of the question plus a first-hop title
-    dense_weight: float = 1.0
+    dense_weight: float = 2.0
     link_bonus: float = 1.0
     dense_depth: int = 200  # windows the vector index returns per query
 
