@@ -14,6 +14,7 @@ cache says so once and goes on in memory.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -35,11 +36,12 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
     """A hash of the encoder's config (activation, norm eps, ...) and every parameter and buffer (names, shapes,
-    dtypes, bytes)."""
+    dtypes, bytes). Not of where it was loaded from: one encoder saved in two reader folders is one encoder."""
     digest = hashlib.sha256()
     config = getattr(encoder, "config", None)
     if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode())
+        settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
