@@ -306,13 +306,13 @@ def cmd_demo(args) -> None:
     from .demo.run import format_table, run_demo
     from .readers.latent import CONDITIONING
 
-    unknown = sorted(set(args.modes or ()) - set(CONDITIONING))
+    unknown = sorted(set(args.modes) - set(CONDITIONING))
     if unknown:
         raise UserError(f"--modes: {', '.join(unknown)} not among {', '.join(CONDITIONING)}")
     if args.lexical_scale < 0:
         raise UserError(f"--lexical-scale must be at least 0, got {args.lexical_scale:g}")
     results = run_demo(args.out_dir, quick=args.quick, full=args.full, encoder=args.encoder, seed=args.seed,
-                       facts=args.facts, modes=tuple(args.modes or CONDITIONING), lexical_scale=args.lexical_scale,
+                       facts=args.facts, modes=tuple(args.modes), lexical_scale=args.lexical_scale,
                        freeze_encoder=args.freeze_encoder, relevance=args.relevance)
     print(format_table(results))
     print(f"report: {args.out_dir}/report.md")
@@ -550,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "latent.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
                    "every fact, a question-aware one (with the lexical attention bias, latent.selector_lexical, at "
                    "latent.selector_lexical_scale=10) only the asked one; the latent readers train 8 epochs")
-    p.add_argument("--modes", nargs="+", default=None, metavar="MODE", help="with --facts above 1: the latent "
-                   "readers to train, by latent.question_conditioning (none latents encoder: all three when not given)")
+    p.add_argument("--modes", nargs="+", default=["none", "latents", "encoder"], metavar="MODE",
+                   help="with --facts above 1: the latent readers to train, by latent.question_conditioning")
     p.add_argument("--lexical-scale", type=float, default=10.0, help="with --facts above 1: the question-aware "
                    "readers' lexical attention bias scale (latent.selector_lexical_scale; 0: no lexical features)")
     p.add_argument("--freeze-encoder", action="store_true", help="keep the context encoder frozen, its states cached "
