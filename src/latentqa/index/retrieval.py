@@ -203,11 +203,11 @@ class Retriever:
             candidates[a] |= set(np.argsort(-hop, kind="stable")[:c.second_hop + 1].tolist())
             candidates[a].discard(a)
         score = fused(set(heads).union(*candidates.values()))
+        names = {row: set(self.links(row).tolist()) for row in score}
         pairs = {}
         for a in heads:
-            linked = set(self.links(a).tolist())
             for b in candidates[a]:
-                bonus = c.link_bonus if b in linked or a in set(self.links(b).tolist()) else 0.0
+                bonus = c.link_bonus if b in names[a] or a in names[b] else 0.0
                 key = (min(a, b), max(a, b))
                 pairs[key] = max(pairs.get(key, -np.inf), score[a] + score[b] + bonus)
         ranked, seen = [], set()
