@@ -79,7 +79,9 @@ def test_interrupted_build_resumes_to_the_same_index(built, reader_dir, corpus, 
 
 def test_a_grown_corpus_adds_only_its_new_paragraphs(reader_dir, corpus, tmp_path, monkeypatch):
     reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
-    build_index(reader, corpus[:50], tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    first = build_index(reader, corpus[:50] + corpus[:10], tmp_path / "index", reader_name="r", shard_paragraphs=40,
+                        progress=False)
+    assert first.added == first.paragraphs == 50  # a title given twice is one paragraph
     real, encoded = build_module.encode_shard, []
     monkeypatch.setattr(build_module, "encode_shard",
                         lambda *args: (encoded.extend(p.title for p in args[1]), real(*args))[1])

@@ -152,8 +152,12 @@ def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, r
     check_reader(Header.read(directory), reader, directory)
 
     done = shard_paths(directory)
-    held = {p.title for path in done for p in paragraphs_in(path)}
-    todo = [p for p in paragraphs if p.title not in held]
+    taken = {p.title for path in done for p in paragraphs_in(path)}
+    todo = []
+    for paragraph in paragraphs:  # a title is one paragraph: the first given, or the one the index holds
+        if paragraph.title not in taken:
+            taken.add(paragraph.title)
+            todo.append(paragraph)
     first = int(done[-1].stem) + 1 if done else 0
     chunks = [todo[i:i + shard_paragraphs] for i in range(0, len(todo), shard_paragraphs)]
     mine = list(range(state.process_index, len(chunks), state.num_processes))
