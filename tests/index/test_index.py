@@ -133,8 +133,11 @@ def test_an_answer_from_the_index_equals_the_answer_given_its_paragraphs(built, 
 
 
 def test_readers_whose_states_are_not_the_index_s_are_refused(built, tiny_models):
-    cases = {"another encoder": tiny_reader(tiny_models, seed=1),
-             "greedy": tiny_reader(tiny_models, window_packing="greedy"),
+    assert ReaderPipeline(tiny_reader(tiny_models, seed=1), index=built[0]).retriever is not None  # same encoder
+    other = tiny_reader(tiny_models)
+    with torch.no_grad():
+        other.encoder.embeddings.word_embeddings.weight[5, 0] += 0.01  # one weight: another encoder
+    cases = {"another encoder": other, "greedy": tiny_reader(tiny_models, window_packing="greedy"),
              "encoder mode": tiny_reader(tiny_models, question_conditioning="encoder")}
     messages = {}
     for name, reader in cases.items():
