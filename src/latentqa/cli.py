@@ -120,6 +120,7 @@ def cmd_ask(args) -> None:
 
 def _predict_from_index(args) -> None:
     """predict --index: the open setting; the data source's questions only, their paragraphs from the index."""
+    from .atomic import write_file
     from .data.examples import Example
     from .data.sources import load_examples
     from .evaluation.predictions import write_predictions
@@ -138,7 +139,8 @@ def _predict_from_index(args) -> None:
             retrieved[answer.id] = [[hit.title, hit.score] for hit in answer.retrieved]
     path = write_predictions(args.out, answers, sp if pipeline.reader.predicts_facts else None)
     side = Path(path).with_suffix(".retrieved.json")
-    side.write_text(json.dumps(retrieved, ensure_ascii=False))
+    text = json.dumps(retrieved, ensure_ascii=False)
+    write_file(side, lambda tmp: tmp.write_text(text))  # whole or not at all, as the prediction file
     print(f"{len(answers)} predictions from the index → {path} (retrieved paragraphs: {side})")
 
 
