@@ -68,3 +68,11 @@ def test_bad_yaml_names_the_file(tmp_path):
     path.write_text("train: [1, 2")
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
+
+
+def test_a_bare_no_in_a_text_field_means_no(tmp_path):
+    """YAML 1.1 reads `no` as false; `train.mixed_precision=no` (as docs/migration.md writes it) must mean 'no'."""
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path).train.mixed_precision == "no"

@@ -73,6 +73,8 @@ def _coerce(spec: dataclasses.Field, value, name: str):
             if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError
             return float(value)
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no` / `off` as false: `mixed_precision: no` means "no"
+            return "yes" if value else "no"
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int written as .inf or 1e400
         raise ConfigError(f"{name} must be {annotation}, got {value!r}") from None

@@ -206,11 +206,21 @@ def test_gradient_checkpointing_and_bf16(tiny_latent, sample_examples):
     out.loss.backward()
 
 
-def test_save_load_round_trip_is_exact(tiny_latent, sample_examples, tmp_path):
+@pytest.mark.parametrize("gathered", [False, True], ids=["own-weights", "gathered-state-dict"])
+def test_save_load_round_trip_is_exact(tiny_latent, sample_examples, tmp_path, gathered):
+    """`gathered`: the weights come as a state dict (what the trainer gathers under FSDP or DeepSpeed), its tensors
+    views of one flat buffer as DeepSpeed's are: saved all the same, tied embeddings once."""
     reader = tiny_latent.eval()
     reader.gate.data.fill_(0.3)
     batch, _ = collate(reader, sample_examples[:2])
-    reader.save_pretrained(tmp_path / "latent")
+    state_dict = None
+    if gathered:
+        flat = torch.cat([t.detach().reshape(-1) for t in reader.state_dict().values()])
+        state_dict, offset = {}, 0
+        for name, tensor in reader.state_dict().items():
+            state_dict[name] = flat[offset:offset + tensor.numel()].view(tensor.shape)
+            offset += tensor.numel()
+    reader.save_pretrained(tmp_path / "latent", state_dict=state_dict)
     loaded = load_reader(tmp_path / "latent")
     assert type(loaded) is type(reader) and loaded.config == reader.config
     for (name, a), (_, b) in zip(reader.state_dict().items(), loaded.state_dict().items()):
@@ -220,6 +230,21 @@ def test_save_load_round_trip_is_exact(tiny_latent, sample_examples, tmp_path):
         assert torch.equal(reader(batch).loss, loaded(batch).loss)
     assert torch.equal(reader.generate(batch, max_new_tokens=5).sequences, loaded.generate(batch, max_new_tokens=5).sequences)
     assert loaded.encoder_tokenizer.get_vocab() == reader.encoder_tokenizer.get_vocab()
+
+
+def test_a_folder_written_with_a_scalar_gate_loads(tiny_latent, tmp_path):
+    """The gate is (1,) since FSDP and DeepSpeed refused a 0-dim parameter; earlier folders hold it as a scalar."""
+    import safetensors.torch
+
+    reader = tiny_latent.eval()
+    reader.gate.data.fill_(0.3)
+    folder = reader.save_pretrained(tmp_path / "latent")
+    weights = next(folder.glob("*.safetensors"))
+    tensors = safetensors.torch.load_file(str(weights))
+    assert tensors["gate"].shape == (1,)
+    tensors["gate"] = tensors["gate"].reshape(())
+    safetensors.torch.save_file(tensors, str(weights))
+    assert load_reader(folder).gate.tolist() == reader.gate.tolist()
 
 
 def test_gate_init_sets_the_initial_gate(tiny_models):

@@ -98,20 +98,22 @@ class Reader(nn.Module):
         return f"the {self.kind} reader has no context encoder"
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        if enabled:
-            self.t5.activation_checkpointing_enable()
-        else:
-            self.t5.activation_checkpointing_disable()
+        set_activation_checkpointing(self.t5, enabled)
 
     # --- folders ---------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """The reader as a folder. `state_dict`: the weights gathered from a sharded copy of this reader
+        (`accelerator.get_state_dict` under FSDP or DeepSpeed), written instead of this module's own."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"kind": self.kind, "config": asdict(self.config), "features": self.features.to_dict(),
                 **({"sp_rule": self.sp_rule.to_dict()} if self.sp_rule else {})}
         (out / READER_FILE).write_text(json.dumps(meta, indent=2))
-        safetensors.torch.save_model(self, str(out / WEIGHTS_FILE))
+        if state_dict is None:
+            safetensors.torch.save_model(self, str(out / WEIGHTS_FILE))
+        else:
+            safetensors.torch.save_file(self._own_tensors(state_dict), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
         self.t5.config.save_pretrained(out / "t5")
         self.t5.generation_config.save_pretrained(out / "t5")
         self.t5_tokenizer.save_pretrained(out / "t5")
@@ -120,3 +122,24 @@ class Reader(nn.Module):
 
     def _save_parts(self, out: Path) -> None:
         """Anything beyond T5 (the latent reader's encoder)."""
+
+    def _own_tensors(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Standalone CPU copies (DeepSpeed's tensors are views of one flat buffer, which safetensors refuses),
+        a tied parameter once, under the name this module lists it by, as `save_model` writes it."""
+        names = {name for name, _ in self.named_parameters()} | {name for name, _ in self.named_buffers()}
+        return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()
+                if name in names}
+
+
+def set_activation_checkpointing(model, enabled: bool) -> None:
+    """Recompute a pretrained model's layer activations in backward instead of keeping them. transformers 5.x
+    renamed the switch (`gradient_checkpointing_*`, still in 5.17, warns in later 5.x): either way non-reentrant."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enabled:
+            model.activation_checkpointing_enable()
+        else:
+            model.activation_checkpointing_disable()
+    elif enabled:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()

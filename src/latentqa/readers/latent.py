@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..config import ConfigError, TokenLimits, at_least, option
-from .base import Generation, Reader, ReaderOutput, answer_losses
+from .base import Generation, Reader, ReaderOutput, answer_losses, set_activation_checkpointing
 from .collate import LatentCollator
 from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead
 from .pairs import PairRanker
@@ -153,8 +153,9 @@ class LatentReader(Reader):
                                        heads=config.selector_heads,
                                        question_aware=config.question_conditioning == "latents")
         self.project = nn.Linear(width, t5.config.d_model)
-        # Flamingo-style: at the default tanh(0) = 0 the latents start silent
-        self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+        # Flamingo-style: at the default tanh(0) = 0 the latents start silent. Shape (1,), not a scalar: FSDP and
+        # DeepSpeed refuse 0-dim parameters
+        self.gate = nn.Parameter(torch.full((1,), float(config.gate_init)))
         self.relevance = SentenceRelevance(dim=width, heads=config.selector_heads) \
             if config.selector_relevance else None
         # per selector head, the weight of each lexical feature in the attention logits; every head starts from
@@ -226,11 +227,14 @@ class LatentReader(Reader):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         super().set_gradient_checkpointing(enabled)
-        if enabled:
-            self.encoder.activation_checkpointing_enable()
-        else:
-            self.encoder.activation_checkpointing_disable()
+        set_activation_checkpointing(self.encoder, enabled)
         self.selector.gradient_checkpointing = enabled
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        gate = state_dict.get(prefix + "gate")
+        if gate is not None and gate.dim() == 0:  # folders and checkpoints written while the gate was a scalar
+            state_dict[prefix + "gate"] = gate.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _save_parts(self, out: Path) -> None:
         self.encoder.config.save_pretrained(out / "encoder")

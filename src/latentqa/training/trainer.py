@@ -315,10 +315,11 @@ def evaluate(run: Run) -> dict:
     value = metrics.get(cfg.best_metric, math.nan)
     if state.improves(value, higher_is_better=cfg.best_metric != "loss"):
         state.best_value, state.best_step = value, state.step
+        weights = accelerator.get_state_dict(run.model)  # every process takes part: FSDP gathers the shards
         if accelerator.is_main_process:
             tmp = run.out / "best.tmp"
             with saving(run, "the best reader", tmp):
-                accelerator.unwrap_model(run.model).save_pretrained(tmp)
+                accelerator.unwrap_model(run.model).save_pretrained(tmp, state_dict=weights)
                 replace_folder(tmp, run.out / "best")
         metrics["best"] = True
     record(run, metrics)
