@@ -13,14 +13,17 @@ renames it into place; rename is atomic on POSIX.
   folder calls it first.
 - `discard`: removes a folder by renaming it aside first, so a kill mid-removal never leaves a partial folder
   under a real name.
+- `folder_lock`: one writer at a time for a folder (an index being built), held while the `with` block runs.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|trash)-(?P<pid>\d+)-[0-9a-f]+$")
@@ -66,10 +69,20 @@ def write_file(path: Path, write: Callable[[Path], None]) -> None:
     tmp = temp_path(path)
     try:
         write(tmp)
+        _fsync(tmp)  # the content on disk before the name points at it: a power cut leaves old or new, not empty
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -124,3 +137,29 @@ def discard(path: Path) -> None:
     aside = temp_path(path, "trash")
     os.replace(path, aside)
     _remove(aside)
+
+
+class FolderLocked(RuntimeError):
+    """Another process holds the folder's lock; the message names the folder and that process."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder/.lock` exclusively (an advisory `flock`: released by the kernel when the holder dies, so a
+    killed writer never leaves the folder locked). Refuses at once, naming the holder, if another process has it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderLocked(f"{folder}: {what} by {holder} is under way; wait for it to end") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)

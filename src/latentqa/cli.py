@@ -104,10 +104,15 @@ def _index_pipeline(args, batch_size: int = 16):
 
 
 def cmd_ask(args) -> None:
+    from .serving.queries import RequestError
+
     pipeline = _index_pipeline(args)
     generation, rule = _generation(args)
-    answer = pipeline.answer(args.question, sp_rule=rule, max_new_tokens=generation.max_new_tokens,
-                             num_beams=generation.num_beams)
+    try:
+        answer = pipeline.answer(args.question, sp_rule=rule, max_new_tokens=generation.max_new_tokens,
+                                 num_beams=generation.num_beams)
+    except RequestError as err:  # an empty or over-long question ("[0].question" in the batch it goes through)
+        raise UserError(f"{err.field.rsplit('.', 1)[-1]}: {err.message}") from None
     if args.json:
         print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
         return
@@ -125,6 +130,7 @@ def _predict_from_index(args) -> None:
     from .data.sources import load_examples
     from .evaluation.predictions import write_predictions
     from .progress import progress_bar
+    from .serving.queries import RequestError
 
     examples, _ = load_examples(args.data, limit=args.limit)
     generation, rule = _generation(args)
@@ -133,7 +139,11 @@ def _predict_from_index(args) -> None:
     answers, sp, retrieved = {}, {}, {}
     for start in progress_bar(range(0, len(examples), generation.batch_size), desc="predict", unit="batch"):
         chunk = examples[start:start + generation.batch_size]
-        prepared = [pipeline.prepare(Example(id=ex.id, question=ex.question, paragraphs=())) for ex in chunk]
+        try:
+            prepared = [pipeline.prepare(Example(id=ex.id, question=ex.question, paragraphs=()), field=f"{ex.id}: ")
+                        for ex in chunk]
+        except RequestError as err:
+            raise UserError(f"{args.data}: example {err}") from None
         for answer in pipeline.run(prepared, generation, rule):
             answers[answer.id], sp[answer.id] = answer.answer, [list(f) for f in answer.supporting_facts]
             retrieved[answer.id] = [[hit.title, hit.score] for hit in answer.retrieved]
@@ -170,7 +180,7 @@ def cmd_index(args) -> None:
     reader = load_reader(folder, device=args.device)
     paragraphs, _ = load_corpus(args.data)
     report = build_index(reader, paragraphs, args.out, reader_name=str(folder.resolve()),
-                         shard_paragraphs=args.shard_paragraphs)
+                         shard_paragraphs=args.shard_paragraphs, prune=args.prune)
     print(f"index {args.out}: {report.line()}")
 
 
@@ -519,7 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "windows and a question-free context path; any reader with the same frozen encoder reads the index")
     p.add_argument("--data", required=True, help="corpus: a JSONL file of {title, sentences} or {title, text} per "
                    "line, or the paragraphs of a data source: " + SOURCE_HELP)
-    p.add_argument("--out", required=True, help="index folder (created, or added to)")
+    p.add_argument("--out", required=True, help="index folder (created, or brought up to date: new paragraphs added, "
+                   "a title whose text changed encoded again, damaged files rebuilt)")
+    p.add_argument("--prune", action="store_true", help="also remove the paragraphs whose titles the corpus does not "
+                   "hold (without it, a corpus of new paragraphs only grows the index)")
     p.add_argument("--shard-paragraphs", type=int, default=256, help="paragraphs per shard file: what an "
                    "interruption can lose")
     p.add_argument("--device", default="cpu", help="torch device of the encoder (cpu, cuda, ...)")

@@ -85,7 +85,12 @@ def _jsonl_paragraphs(path: Path) -> list[Paragraph]:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: not valid JSON ({err.msg}, column {err.colno}); a truncated file?") from None
-            paragraphs.append(_paragraph(record, where))
+            paragraph = _paragraph(record, where)
+            try:  # JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 file can hold
+                "".join((paragraph.title, *paragraph.sentences)).encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(f"{where}: not valid Unicode text ({err.reason} at character {err.start})") from None
+            paragraphs.append(paragraph)
     return paragraphs
 
 

@@ -1,16 +1,21 @@
 """`latentqa index`: encode every paragraph of a corpus once with a reader's frozen context encoder, store it
 (`store.py`), then build retrieval over all of it (`retrieval.py`).
 
-The paragraphs are cut into shards of `shard_paragraphs`; each shard is encoded and written whole (temporary name,
-then rename), so an interrupted build keeps every finished shard and a rerun encodes only the paragraphs no shard
-holds, as does a run over a grown corpus. Shards are numbered in the order of the paragraphs still to encode, so a
-build resumed at any point writes the same shards as one run at once.
+One build at a time holds the folder's lock. It first checks every shard the manifest lists against its size and
+hash: a damaged or missing one leaves the manifest, and its paragraphs are encoded again. A paragraph is known by
+its title; one whose text changed in the corpus is encoded again, and with `prune` one the corpus no longer holds
+is removed. A shard holding such a paragraph leaves the index at the end of the build, its other paragraphs
+encoded into new shards first. The paragraphs still to encode are cut into shards of `shard_paragraphs`, each
+written whole (temporary name, then rename) and entered in the manifest, so an interrupted build keeps every
+finished shard and a rerun encodes only what is left, into the same shards one run at once writes. Retrieval is
+rebuilt at the end whenever the manifest changed or a retrieval file is damaged.
 
-Under `accelerate launch` / `torchrun` each process encodes every N-th shard; the main process builds retrieval
-once all are written.
+Under `accelerate launch` / `torchrun` each process encodes every N-th shard; the main process holds the lock,
+enters the shards in the manifest and builds retrieval once all are written.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,13 +29,14 @@ import torch
 from accelerate import PartialState
 from torch.nn import functional as F
 
-from ..atomic import remove_dead_temps, write_file
-from ..data.examples import Example, Paragraph
+from ..atomic import FolderLocked, folder_lock, remove_dead_temps, write_file
+from ..data.examples import DataError, Example, Paragraph
 from ..data.features import encode_examples
 from ..progress import progress_bar
 from ..readers.state_cache import encoder_fingerprint, window_key
-from .retrieval import build_retrieval, retrieval_current
-from .store import HEADER_FILE, SHARDS, Header, IndexFolderError, IndexStore, paragraphs_in, shard_paths
+from .manifest import SHARDS, IndexFolderError, Manifest, ShardEntry
+from .retrieval import RETRIEVAL_DIR, build_retrieval, retrieval_current
+from .store import HEADER_FILE, Header, IndexStore, paragraphs_in, shard_text
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +83,17 @@ class BuildReport:
     paragraphs: int  # in the index now
     added: int  # encoded by this run (all processes)
     windows: int
+    removed: int  # paragraphs taken out: changed (then encoded again) or, with prune, gone from the corpus
+    repaired: list[str]  # shard files found damaged or missing, whose paragraphs were encoded again
     encode_seconds: float  # this process's encoder time
     seconds: float
     bytes: int  # the index folder on disk
 
     def line(self) -> str:
-        return (f"{self.paragraphs} paragraphs ({self.added} added), {self.windows} windows, "
+        removed = f", {self.removed} removed or replaced" if self.removed else ""
+        repaired = f", {len(self.repaired)} damaged shard(s) rebuilt" if self.repaired else ""
+        return (f"{self.paragraphs} paragraphs ({self.added} added{removed}{repaired}), "
+                f"{self.windows} windows, "
                 f"{self.bytes / 2**20:.1f} MB ({self.bytes / max(self.paragraphs, 1) / 1024:.1f} KB a paragraph), "
                 f"{self.seconds:.1f} s ({self.encode_seconds:.1f} s in the encoder)")
 
@@ -131,55 +142,162 @@ def encode_shard(reader, paragraphs: list[Paragraph], pad_id: int) -> tuple[dict
                                            dtype=np.uint8).reshape(len(windows), 16).copy()),
         "window_paragraph": torch.tensor([p for _, p in windows]),
         "vectors": vectors.to(torch.float16),
+        "text": shard_text(paragraphs),
     }, seconds
 
 
+@dataclass
+class Plan:
+    """What a build does, the same in every process: the shards kept, the shards to drop once their paragraphs
+    are encoded again, and the paragraphs to encode (new, changed, or left over from a dropped shard)."""
+
+    kept: list[ShardEntry]
+    dropped: list[ShardEntry]
+    todo: list[Paragraph]
+    removed: int
+
+
+def plan_build(directory: Path, manifest: Manifest, paragraphs: list[Paragraph], prune: bool) -> Plan:
+    """A title's paragraph is the one in its latest shard; the corpus (first of a title given twice) decides
+    what changed. Deterministic, so a build resumed after a kill plans the rest of the same build."""
+    given: dict[str, Paragraph] = {}
+    for paragraph in paragraphs:
+        given.setdefault(paragraph.title, paragraph)
+    stored = [(entry, paragraphs_in(directory / SHARDS / entry.name)) for entry in manifest.shards]
+    latest = {p.title: number for number, (_, held) in enumerate(stored) for p in held}
+    current: dict[str, Paragraph] = {}
+    kept, dropped, leftover, removed = [], [], [], 0
+    for number, (entry, held) in enumerate(stored):
+        stale = [p for p in held if latest[p.title] != number or (p.title in given and given[p.title] != p)
+                 or (prune and p.title not in given)]
+        if not stale:
+            kept.append(entry)
+            current.update((p.title, p) for p in held)
+            continue
+        dropped.append(entry)
+        removed += sum(latest[p.title] == number for p in stale)
+        leftover += [p for p in held if p not in stale]
+    todo, queued = [], set()
+    for paragraph in [*given.values(), *leftover]:
+        if paragraph.title not in current and paragraph.title not in queued:
+            queued.add(paragraph.title)
+            todo.append(paragraph)
+    return Plan(kept, dropped, todo, removed)
+
+
+def check_shards(directory: Path, manifest: Manifest) -> tuple[Manifest, list[str]]:
+    """The manifest without its damaged or missing shards (each file's size and hash checked), and their names."""
+    kept, damaged = [], []
+    for entry in manifest.shards:
+        problem = entry.problem(directory, full=True)
+        if problem:
+            log.warning("%s: %s; its paragraphs are encoded again", directory / SHARDS / entry.name, problem)
+            damaged.append(entry.name)
+        else:
+            kept.append(entry)
+    return Manifest(kept), damaged
+
+
+def read_manifest_or_start_over(directory: Path) -> Manifest:
+    try:
+        return Manifest.read(directory)
+    except IndexFolderError as err:
+        log.warning("%s: every shard is encoded again", err)
+        return Manifest()
+
+
+def remove_unlisted(directory: Path, manifest: Manifest) -> None:
+    """Shard files no manifest lists (a build killed between writing a shard and entering it, a stray copy)."""
+    listed = {e.name for e in manifest.shards}
+    for path in (directory / SHARDS).iterdir():
+        if path.name not in listed and not path.name.startswith("."):
+            path.unlink()
+
+
 def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, reader_name: str,
-                shard_paragraphs: int = SHARD_PARAGRAPHS, progress: bool = True) -> BuildReport:
-    """Add every paragraph not yet in the index at `directory` (created if absent); see the module docstring."""
-    began = time.perf_counter()
-    directory, state = Path(directory), PartialState()
+                shard_paragraphs: int = SHARD_PARAGRAPHS, prune: bool = False, progress: bool = True) -> BuildReport:
+    """Bring the index at `directory` (created if absent) to hold `paragraphs`; see the module docstring."""
+    # cpu=True on a CPU reader: under torchrun without it every process would take itself for the only one
+    directory = Path(directory)
+    state = PartialState(cpu=next(reader.encoder.parameters()).device.type == "cpu")
     if shard_paragraphs < 1:
         raise ValueError(f"shard_paragraphs must be at least 1, got {shard_paragraphs}")
+    for paragraph in paragraphs:  # before any work: text a shard cannot hold would stop every build at its shard
+        try:
+            json_text([paragraph.title, list(paragraph.sentences)]).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DataError(f"paragraph {paragraph.title!r:.80}: not valid Unicode text ({err.reason})") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = folder_lock(directory, "an index build") if state.is_main_process else contextlib.nullcontext()
+    try:
+        with lock:
+            return _build(reader, paragraphs, directory, state, reader_name=reader_name,
+                          shard_paragraphs=shard_paragraphs, prune=prune, progress=progress)
+    except FolderLocked as err:
+        raise IndexFolderError(str(err)) from None
+
+
+def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_paragraphs, prune, progress):
+    began = time.perf_counter()
     reader.eval()
     wanted = reader_header(reader, reader_name)
+    damaged: list[str] = []
     if state.is_main_process:
-        (directory / SHARDS).mkdir(parents=True, exist_ok=True)
-        remove_dead_temps(directory / SHARDS)
+        (directory / SHARDS).mkdir(exist_ok=True)
+        for folder in (directory, directory / SHARDS, directory / RETRIEVAL_DIR):
+            remove_dead_temps(folder)
         if not (directory / HEADER_FILE).exists():
             write_file(directory / HEADER_FILE, lambda tmp: tmp.write_text(json_text(wanted.to_dict())))
+        check_reader(Header.read(directory), reader, directory)
+        manifest, damaged = check_shards(directory, read_manifest_or_start_over(directory))
+        remove_unlisted(directory, manifest)
+        manifest.write(directory)
     state.wait_for_everyone()
     check_reader(Header.read(directory), reader, directory)
 
-    done = shard_paths(directory)
-    taken = {p.title for path in done for p in paragraphs_in(path)}
-    todo = []
-    for paragraph in paragraphs:  # a title is one paragraph: the first given, or the one the index holds
-        if paragraph.title not in taken:
-            taken.add(paragraph.title)
-            todo.append(paragraph)
-    first = int(done[-1].stem) + 1 if done else 0
-    chunks = [todo[i:i + shard_paragraphs] for i in range(0, len(todo), shard_paragraphs)]
+    manifest = Manifest.read(directory)
+    plan = plan_build(directory, manifest, paragraphs, prune)
+    first = manifest.next_number(directory)
+    chunks = [plan.todo[i:i + shard_paragraphs] for i in range(0, len(plan.todo), shard_paragraphs)]
     mine = list(range(state.process_index, len(chunks), state.num_processes))
     pad_id = reader.encoder_tokenizer.pad_token_id
     encode_seconds = 0.0
+    written: list[ShardEntry] = []
     bar = progress_bar(total=sum(len(chunks[i]) for i in mine), desc="index", unit="paragraph",
                        disable=not (progress and state.is_local_main_process))
     for i in mine:
         tensors, seconds = encode_shard(reader, chunks[i], pad_id)
         encode_seconds += seconds
-        text = json_text([[p.title, list(p.sentences)] for p in chunks[i]])
-        write_file(directory / SHARDS / f"{first + i:06d}.safetensors",
-                   lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata={"paragraphs": text}))
+        path = directory / SHARDS / f"{first + i:06d}.safetensors"
+        write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
+        if state.num_processes == 1:  # entered at once: a kill from here on keeps this shard
+            written.append(ShardEntry.of(path, len(chunks[i]), len(tensors["window_paragraph"])))
+            Manifest(manifest.shards + written).write(directory)
         bar.update(len(chunks[i]))
     bar.close()
     state.wait_for_everyone()
-    store = IndexStore(directory)
-    if state.is_main_process and not retrieval_current(store):
-        build_retrieval(store)
+    if state.is_main_process:
+        if state.num_processes > 1:  # every process's shards, entered in number order
+            for i, chunk in enumerate(chunks):
+                path = directory / SHARDS / f"{first + i:06d}.safetensors"
+                written.append(ShardEntry.of(path, len(chunk), _windows(path)))
+        final = Manifest([e for e in manifest.shards if e not in plan.dropped] + written)
+        final.write(directory)
+        for entry in plan.dropped:  # after the manifest stops naming them; a server that mapped them keeps its copy
+            (directory / SHARDS / entry.name).unlink(missing_ok=True)
+        store = IndexStore(directory, final)
+        if not retrieval_current(store):
+            build_retrieval(store)
     state.wait_for_everyone()
+    store = IndexStore(directory)
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-    return BuildReport(len(store), len(todo), store.num_windows, encode_seconds, time.perf_counter() - began, size)
+    return BuildReport(len(store), len(plan.todo), store.num_windows, plan.removed, damaged, encode_seconds,
+                       time.perf_counter() - began, size)
+
+
+def _windows(path: Path) -> int:
+    with safetensors.safe_open(str(path), "pt") as shard:
+        return shard.get_slice("window_paragraph").get_shape()[0]
 
 
 def json_text(value) -> str:

@@ -7,30 +7,38 @@ paragraphs; a pair scores s(a) + s(b) + link_bonus when one names the other, whe
 question + dense_weight × cosine. The ranked list takes the pairs' paragraphs in order, then the first hop's.
 The constants were chosen on training questions (docs/index.md).
 
-Files it adds to an index folder, rebuilt from all shards at the end of every build:
-    vectors.faiss        every window's vector, exact inner product (faiss IndexFlatIP)
-    bm25/                bm25s over "{title}. {sentences}" with English stopwords and the Snowball stemmer
-    links.safetensors    per paragraph, the rows of the paragraphs whose titles its text names (CSR)
-    retrieval.json       written last: the paragraphs and windows they cover
+Files it adds to an index folder, rebuilt from all shards at the end of a build that changed them:
+    retrieval/DIGEST/bm25/               bm25s over "{title}. {sentences}", English stopwords, Snowball stemmer
+    retrieval/DIGEST/links.safetensors   per paragraph, the rows of the paragraphs whose titles its text names (CSR)
+    retrieval.json       written last: the manifest digest they were built from, their folder, each file's size
+                         and hash. A reader opens only files that match it, so a build finishing beside a server
+                         never hands it a half-written or mismatched file; a new build writes a new folder.
+The vectors need no file of their own: the shards hold them, and the exact inner-product index (faiss IndexFlatIP)
+is built from them in memory when retrieval opens (never read from a file, whose index type faiss would trust).
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
 
-from ..atomic import write_file
+from ..atomic import remove_dead_temps, temp_path, write_text
 from ..data.examples import Paragraph
-from .store import IndexFolderError, IndexStore
+from .manifest import IndexFolderError, file_sha256
+from .store import REBUILD, IndexStore
 
 log = logging.getLogger(__name__)
 
-VECTORS_FILE, BM25_DIR, LINKS_FILE = "vectors.faiss", "bm25", "links.safetensors"
-BUILT_FILE = "retrieval.json"  # written last: which shards the files above were built from
+BM25_DIR, LINKS_FILE = "bm25", "links.safetensors"
+RETRIEVAL_DIR = "retrieval"
+BUILT_FILE = "retrieval.json"  # written last: which manifest the files were built from, and the files
+MAX_QUERY_TERMS = 256  # distinct terms of a query scored at most: bounds the work a question can ask for
 METHODS = ("bm25", "dense", "fused", "two-hop")
 MAX_TITLE_WORDS = 10
 WORD = re.compile(r"\w+")
@@ -92,34 +100,63 @@ def title_links(paragraphs: list[Paragraph]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_retrieval(store: IndexStore) -> None:
-    """Write the vector index, the lexical index and the links of every paragraph in `store`."""
+    """Write the lexical index and the links of every paragraph in `store` into a new folder, then
+    `retrieval.json`, then remove the folders of earlier builds. The caller holds the index folder's lock."""
     import bm25s
-    import faiss
 
-    directory = store.directory
-    vectors = store.vectors()
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    flat.add(vectors)
-    write_file(directory / VECTORS_FILE, lambda tmp: faiss.write_index(flat, str(tmp)))
+    directory, digest = store.directory, store.manifest.digest()
+    root = directory / RETRIEVAL_DIR
+    root.mkdir(exist_ok=True)
+    remove_dead_temps(root)
+    folder = root / digest[:16]
+    tmp = temp_path(folder)
+    tmp.mkdir()
     lexical = bm25s.BM25()
     lexical.index(bm25s.tokenize([_document(p) for p in store.paragraphs], stopwords="en", stemmer=_stemmer(),
                                  show_progress=False), show_progress=False)
-    lexical.save(str(directory / BM25_DIR))
+    lexical.save(str(tmp / BM25_DIR))
     indptr, indices = title_links(store.paragraphs)
-    write_file(directory / LINKS_FILE,
-               lambda tmp: safetensors.numpy.save_file({"indptr": indptr, "indices": indices}, str(tmp)))
-    write_file(directory / BUILT_FILE, lambda tmp: tmp.write_text(json.dumps(_coverage(store))))
+    safetensors.numpy.save_file({"indptr": indptr, "indices": indices}, str(tmp / LINKS_FILE))
+    files = {str(f.relative_to(tmp)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+             for f in sorted(tmp.rglob("*")) if f.is_file()}
+    shutil.rmtree(folder, ignore_errors=True)  # a folder of this digest left by a killed build: not trusted
+    tmp.rename(folder)
+    write_text(directory / BUILT_FILE, json.dumps({"manifest": digest, "folder": f"{RETRIEVAL_DIR}/{folder.name}",
+                                                    "files": files}, indent=1))
+    for old in root.iterdir():
+        if old != folder and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def _coverage(store: IndexStore) -> dict:
-    return {"paragraphs": len(store), "windows": store.num_windows}
+def retrieval_files(store: IndexStore, *, check_hashes: bool = True) -> Path:
+    """The folder of retrieval files built for exactly `store`'s shards, checked against `retrieval.json`; one line
+    naming the file and what to run where anything differs."""
+    path = store.directory / BUILT_FILE
+    try:
+        built = json.loads(path.read_text())
+        digest, folder, files = built["manifest"], store.directory / built["folder"], built["files"]
+    except FileNotFoundError:
+        raise IndexFolderError(f"{store.directory}: no retrieval files (a build was interrupted before its end); "
+                               f"{REBUILD}") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise IndexFolderError(f"{path}: unreadable ({type(err).__name__}); {REBUILD}") from None
+    if digest != store.manifest.digest():
+        raise IndexFolderError(f"{path}: built for other shards than the manifest lists (a build was interrupted "
+                               f"before its end); {REBUILD}")
+    for name, expected in files.items():
+        file = folder / name
+        if not file.is_file() or file.stat().st_size != expected["bytes"] or (
+                check_hashes and file_sha256(file) != expected["sha256"]):
+            raise IndexFolderError(f"{file}: missing or damaged (it differs from {BUILT_FILE}); {REBUILD}")
+    return folder
 
 
 def retrieval_current(store: IndexStore) -> bool:
-    """Whether the retrieval files cover every shard of `store`."""
+    """Whether the retrieval files cover exactly `store`'s shards and are whole."""
     try:
-        return json.loads((store.directory / BUILT_FILE).read_text()) == _coverage(store)
-    except (OSError, ValueError):
+        retrieval_files(store)
+        return True
+    except IndexFolderError:
         return False
 
 
@@ -130,29 +167,42 @@ class Retriever:
         import bm25s
         import faiss
 
-        directory = store.directory
-        if not retrieval_current(store):
-            raise IndexFolderError(f"{directory}: its retrieval files do not cover all {len(store)} paragraphs (a "
-                                   "build was interrupted before the end): run `latentqa index` again")
+        folder = retrieval_files(store)
         self.store, self.config = store, config
-        self.vector_index = faiss.read_index(str(directory / VECTORS_FILE))
         self.vectors = store.vectors()
+        self.vector_index = faiss.IndexFlatIP(self.vectors.shape[1])
+        self.vector_index.add(self.vectors)
         self.window_paragraph = store.window_paragraphs()
-        self.lexical = bm25s.BM25.load(str(directory / BM25_DIR))
-        links = safetensors.numpy.load_file(str(directory / LINKS_FILE))
-        self.link_indptr, self.link_indices = links["indptr"], links["indices"]
+        try:  # the files match retrieval.json's hashes; what remains is a file that was wrong when written
+            self.lexical = bm25s.BM25.load(str(folder / BM25_DIR))
+            links = safetensors.numpy.load_file(str(folder / LINKS_FILE))
+            self.link_indptr, self.link_indices = links["indptr"], links["indices"]
+        except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
+            raise IndexFolderError(f"{folder}: unreadable retrieval files ({type(err).__name__}); {REBUILD}") from None
+        if len(self.link_indptr) != len(store) + 1 or self.lexical.scores["num_docs"] != len(store):
+            raise IndexFolderError(f"{folder}: retrieval files for another number of paragraphs; {REBUILD}")
         self.stemmer = _stemmer()
 
     def links(self, row: int) -> np.ndarray:
         return self.link_indices[self.link_indptr[row]:self.link_indptr[row + 1]]
 
     def lexical_scores(self, query: str) -> np.ndarray:
-        """BM25 of `query` against every paragraph, (P,)."""
+        """BM25 of `query` against every paragraph, (P,); zeros for a query with no indexed term ("?", "Is it?").
+        BM25 is a sum over the query's terms, so each distinct term is scored once and weighted by its count: a
+        question of 400 repeated words costs what one word costs. Past `MAX_QUERY_TERMS` distinct terms the rest
+        are left out."""
         import bm25s
 
         tokens = bm25s.tokenize([query], stopwords="en", stemmer=self.stemmer, show_progress=False,
                                 return_ids=False)[0]
-        return np.asarray(self.lexical.get_scores(tokens), dtype=np.float64)
+        ids = np.asarray(self.lexical.get_tokens_ids(tokens), dtype=np.int64)
+        terms, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        keep = np.argsort(first, kind="stable")[:MAX_QUERY_TERMS]  # the query's first distinct terms
+        terms, counts = terms[keep], counts[keep]
+        scores = np.zeros(len(self.store), dtype=np.float64)
+        for count in np.unique(counts):
+            scores += count * self.lexical.get_scores_from_ids(terms[counts == count].tolist())
+        return scores
 
     def dense_scores(self, vector: np.ndarray, rows: np.ndarray | None = None) -> dict[int, float]:
         """Each paragraph's best window cosine with the question vector: over the vector index's top windows, or
@@ -192,14 +242,14 @@ class Retriever:
         ranked_first = sorted(first.items(), key=lambda kv: -kv[1])
         if c.method == "fused":
             return self._hits(ranked_first[:k])
-        return self._hits(self._pairs(question, ranked_first, fused)[:k])
+        return self._hits(self._pairs(lexical, ranked_first, fused)[:k])
 
-    def _pairs(self, question: str, ranked_first: list[tuple[int, float]], fused) -> list[tuple[int, float]]:
+    def _pairs(self, lexical: np.ndarray, ranked_first: list[tuple[int, float]], fused) -> list[tuple[int, float]]:
         c = self.config
         heads = [row for row, _ in ranked_first[:c.first_hop]]
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}
-        for a in heads:
-            hop = self.lexical_scores(f"{question} {self.store.paragraphs[a].title}")
+        for a in heads:  # BM25 adds over terms: the question and a's title, the question scored once
+            hop = lexical + self.lexical_scores(self.store.paragraphs[a].title)
             candidates[a] |= set(np.argsort(-hop, kind="stable")[:c.second_hop + 1].tolist())
             candidates[a].discard(a)
         score = fused(set(heads).union(*candidates.values()))

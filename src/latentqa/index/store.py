@@ -2,14 +2,16 @@
 retrieval vectors; beside them a vector index, a lexical index and the title links (`retrieval.py`).
 
     DIR/index.json              what built it (`Header`): the encoder's fingerprint, window packing and size
+    DIR/manifest.json           the shards that are the index, in row order, with sizes and hashes (`manifest.py`)
     DIR/shards/NNNNNN.safetensors  one build step's paragraphs, written whole under a temporary name and renamed:
         states (T, H) fp16      every window's encoder states ([CLS] ... [SEP]) back to back
         offsets (W + 1,)        where each window's states start in `states`
         keys (W, 16) uint8      each window's content hash (`state_cache.window_key`)
         window_paragraph (W,)   each window's paragraph, as its place in the shard
         vectors (W, H) fp16     each window's mean state at unit length: all-MiniLM-style sentence embeddings
-        metadata "paragraphs"   the shard's paragraphs as JSON [[title, [sentences]], ...]
-    DIR/vectors.faiss, DIR/bm25/, DIR/links.safetensors   built from all shards at the end (`retrieval.py`)
+        text (bytes,) uint8     the shard's paragraphs as UTF-8 JSON [[title, [sentences]], ...] (a tensor, not
+                                header metadata, whose size safetensors caps at 100 MB)
+    DIR/retrieval.json, DIR/retrieval/   built from all shards at the end of a build (`retrieval.py`)
 
 Windows are keyed by content, as in the state cache: the reader's collator builds the windows of retrieved
 paragraphs as it always does, and `IndexStates` hands it their stored states instead of running the encoder.
@@ -27,16 +29,13 @@ import torch
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from ..data.examples import DataError, Paragraph
+from ..data.examples import Paragraph
 from ..readers.state_cache import ContextStateCache, window_key
+from .manifest import SHARDS, IndexFolderError, Manifest
 
 HEADER_FILE = "index.json"
-SHARDS = "shards"
-FORMAT_VERSION = 1
-
-
-class IndexFolderError(DataError):
-    """An index folder that cannot be used as asked; the message names the folder."""
+FORMAT_VERSION = 2  # 2: a manifest, the text as a tensor; 1 (glob-listed shards, text in the header) is rebuilt
+REBUILD = "run `latentqa index` on this folder again to rebuild it"
 
 
 @dataclass(frozen=True)
@@ -61,42 +60,62 @@ class Header:
         except (ValueError, KeyError, TypeError) as err:
             raise IndexFolderError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
         if header.version != FORMAT_VERSION:
-            raise IndexFolderError(f"{path}: index format {header.version}, this latentqa reads {FORMAT_VERSION}")
+            raise IndexFolderError(f"{path}: index format {header.version}, this latentqa reads {FORMAT_VERSION}: "
+                                   "build a new index with `latentqa index --out NEW_FOLDER`")
         return header
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def shard_paths(directory: Path) -> list[Path]:
-    """The complete shards, in build order (temporary files of an interrupted write are not listed)."""
-    return sorted((directory / SHARDS).glob("[0-9]*.safetensors"))
+def shard_text(paragraphs: list[Paragraph]) -> torch.Tensor:
+    """The `text` tensor of a shard: its paragraphs as UTF-8 JSON bytes."""
+    data = json.dumps([[p.title, list(p.sentences)] for p in paragraphs], ensure_ascii=False).encode("utf-8")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = None):
+    """A shard opened memory-mapped after checking that its tensors agree with each other (and with the counts the
+    manifest gives): (handle, its paragraphs, window_paragraph, keys, offsets). One line naming the file if not."""
+    try:
+        shard = safetensors.safe_open(str(path), "pt")
+        text = bytes(shard.get_tensor("text").numpy())
+        found = [Paragraph(title, tuple(sentences)) for title, sentences in json.loads(text.decode("utf-8"))]
+        owner = shard.get_tensor("window_paragraph").numpy()
+        keys = shard.get_tensor("keys").numpy()
+        offsets = shard.get_tensor("offsets").numpy()
+        rows, width = shard.get_slice("states").get_shape()
+        consistent = (keys.shape == (len(owner), 16) and offsets.shape == (len(owner) + 1,) and offsets[0] == 0
+                      and offsets[-1] == rows and bool(np.all(np.diff(offsets) > 0))
+                      and bool(np.all((owner >= 0) & (owner < len(found)))) and bool(np.all(np.diff(owner) >= 0))
+                      and shard.get_slice("vectors").get_shape() == [len(owner), width])
+        if not consistent or (paragraphs, windows) not in ((None, None), (len(found), len(owner))):
+            raise ValueError("its tensors do not agree with each other or with the manifest")
+    except (safetensors.SafetensorError, OSError, KeyError, ValueError, TypeError) as err:
+        raise IndexFolderError(f"{path}: damaged shard ({str(err).splitlines()[0]}); {REBUILD}") from None
+    return shard, found, owner, keys, offsets
 
 
 def paragraphs_in(path: Path) -> list[Paragraph]:
-    with safetensors.safe_open(str(path), "pt") as shard:
-        return [Paragraph(title, tuple(sentences)) for title, sentences in json.loads(shard.metadata()["paragraphs"])]
+    return open_shard(path)[1]
 
 
 class IndexStore:
     """An index folder opened for reading: paragraphs by row (build order), their windows, states and vectors."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, manifest: Manifest | None = None):
         self.directory = Path(directory)
         self.header = Header.read(self.directory)
+        self.manifest = manifest if manifest is not None else Manifest.read(self.directory)
         self.paragraphs: list[Paragraph] = []
         self._shards, window_shard, window_local, paragraph_windows, keys = [], [], [], [0], []
-        for number, path in enumerate(shard_paths(self.directory)):
-            try:
-                shard = safetensors.safe_open(str(path), "pt")
-                paragraphs = [Paragraph(t, tuple(s)) for t, s in json.loads(shard.metadata()["paragraphs"])]
-                owner = shard.get_tensor("window_paragraph").numpy()
-                shard_keys = shard.get_tensor("keys").numpy()
-                offsets = shard.get_tensor("offsets").numpy()
-            except (safetensors.SafetensorError, OSError, KeyError, ValueError) as err:
-                raise IndexFolderError(f"{path}: unreadable shard ({err}); delete it and run `latentqa index` again to "
-                                  "re-encode its paragraphs") from None
-            self._shards.append((shard, offsets))
+        for number, entry in enumerate(self.manifest.shards):
+            path = self.directory / SHARDS / entry.name
+            problem = entry.problem(self.directory, full=False)
+            if problem:
+                raise IndexFolderError(f"{path}: {problem}; {REBUILD}")
+            shard, paragraphs, owner, shard_keys, offsets = open_shard(path, entry.paragraphs, entry.windows)
+            self._shards.append((shard, offsets, path))
             self.paragraphs += paragraphs
             window_shard.append(np.full(len(owner), number))
             window_local.append(np.arange(len(owner)))
@@ -128,7 +147,7 @@ class IndexStore:
 
     def window_states(self, window: int) -> torch.Tensor:
         """One window's stored states, (Lw, H) fp16."""
-        shard, offsets = self._shards[self.window_shard[window]]
+        shard, offsets, _ = self._shards[self.window_shard[window]]
         local = self.window_local[window]
         return shard.get_slice("states")[int(offsets[local]):int(offsets[local + 1])]
 
@@ -138,7 +157,10 @@ class IndexStore:
 
     def vectors(self) -> np.ndarray:
         """Every window's retrieval vector, (W, H) float32, in window order."""
-        return np.concatenate([shard.get_tensor("vectors").float().numpy() for shard, _ in self._shards])
+        return np.concatenate([shard.get_tensor("vectors").float().numpy() for shard, _, _ in self._shards])
+
+    def shard_of(self, window: int) -> Path:
+        return self._shards[self.window_shard[window]][2]
 
     def window_paragraphs(self) -> np.ndarray:
         """Each window's paragraph row, (W,)."""
@@ -168,6 +190,10 @@ class IndexStates:
         self.hits += len(found) - len(missing)
         self.misses += len(missing)
         states = [None if number is None else self.store.window_states(number) for number in found]
+        for number, state, n in zip(found, states, lengths):
+            if state is not None and len(state) != n:  # a hash collision or a damaged shard: never pad or crop
+                raise IndexFolderError(f"{self.store.shard_of(number)}: window {number} holds {len(state)} states for "
+                                       f"a window of {n} tokens; {REBUILD}")
         if missing:
             rows = torch.tensor(missing, device=window_ids.device)
             ids, mask = window_ids[rows], window_mask[rows]
