@@ -63,15 +63,19 @@ def remove_dead_temps(folder: Path) -> int:
     return removed
 
 
-def write_file(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` writes the content to a temporary path, which then replaces `path`."""
+def write_file(path: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
+    """`write(tmp)` writes the content to a temporary path, which then replaces `path`. `durable`: fsync the file
+    before the rename and the folder after, so a power cut leaves the old content or the new, never an empty file
+    (a cache whose entries are checked on read may skip it: a lost entry is recomputed)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         write(tmp)
-        _fsync(tmp)  # the content on disk before the name points at it: a power cut leaves old or new, not empty
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        if durable:
+            _fsync(path.parent)
     except BaseException:
         _remove(tmp)
         raise

@@ -148,7 +148,8 @@ class ContextStateCache:
             path = self._path(key)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                write_file(path, lambda tmp: safetensors.torch.save_file({"states": states}, str(tmp)))
+                # not fsynced: an entry a power cut empties is unreadable, found so on read and recomputed
+                write_file(path, lambda tmp: safetensors.torch.save_file({"states": states}, str(tmp)), durable=False)
             except OSError as err:  # a full disk, a read-only folder: keep going in memory
                 self.writes_to_disk = False
                 log.warning("state cache: cannot write to %s (%s): from now on states are kept in memory only",
