@@ -33,7 +33,7 @@ from ..atomic import FolderLocked, folder_lock, remove_dead_temps, write_file
 from ..data.examples import DataError, Example, Paragraph
 from ..data.features import encode_examples
 from ..progress import progress_bar
-from ..readers.state_cache import encoder_fingerprint, window_key
+from ..readers.state_cache import encode_windows, encoder_fingerprint, window_key
 from .manifest import SHARDS, IndexFolderError, Manifest, ShardEntry
 from .retrieval import RETRIEVAL_DIR, build_retrieval, retrieval_current
 from .store import HEADER_FILE, Header, IndexStore, paragraphs_in, shard_text
@@ -41,7 +41,6 @@ from .store import HEADER_FILE, Header, IndexStore, paragraphs_in, shard_text
 log = logging.getLogger(__name__)
 
 SHARD_PARAGRAPHS = 256
-ENCODE_WINDOWS = 64  # windows per encoder call, shortest first so little is padding
 
 
 def index_refusal(reader) -> str | None:
@@ -115,24 +114,12 @@ def paragraph_windows(reader, paragraphs: list[Paragraph]) -> list[tuple[list[in
 
 
 @torch.no_grad()
-def encode_shard(reader, paragraphs: list[Paragraph], pad_id: int) -> tuple[dict[str, torch.Tensor], float]:
+def encode_shard(reader, paragraphs: list[Paragraph]) -> tuple[dict[str, torch.Tensor], float]:
     """One shard's tensors (the layout in `store.py`) and the seconds spent in the encoder."""
     windows = paragraph_windows(reader, paragraphs)
-    device = next(reader.encoder.parameters()).device
-    states: list[torch.Tensor | None] = [None] * len(windows)
-    seconds = 0.0
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i][0]))
-    for start in range(0, len(order), ENCODE_WINDOWS):
-        chunk = order[start:start + ENCODE_WINDOWS]
-        width = len(windows[chunk[-1]][0])
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, :len(windows[i][0])] = torch.tensor(windows[i][0])
-        began = time.perf_counter()
-        out = reader.encoder(input_ids=ids.to(device), attention_mask=(ids != pad_id).to(device)).last_hidden_state
-        seconds += time.perf_counter() - began
-        for row, i in enumerate(chunk):
-            states[i] = out[row, :len(windows[i][0])].cpu()
+    began = time.perf_counter()
+    states = [s.cpu() for s in encode_windows(reader.encoder, [torch.tensor(ids) for ids, _ in windows])]
+    seconds = time.perf_counter() - began
     vectors = torch.stack([F.normalize(s.mean(dim=0), dim=0) for s in states])
     lengths = torch.tensor([len(ids) for ids, _ in windows])
     return {
@@ -260,13 +247,12 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
     first = manifest.next_number(directory)
     chunks = [plan.todo[i:i + shard_paragraphs] for i in range(0, len(plan.todo), shard_paragraphs)]
     mine = list(range(state.process_index, len(chunks), state.num_processes))
-    pad_id = reader.encoder_tokenizer.pad_token_id
     encode_seconds = 0.0
     written: list[ShardEntry] = []
     bar = progress_bar(total=sum(len(chunks[i]) for i in mine), desc="index", unit="paragraph",
                        disable=not (progress and state.is_local_main_process))
     for i in mine:
-        tensors, seconds = encode_shard(reader, chunks[i], pad_id)
+        tensors, seconds = encode_shard(reader, chunks[i])
         encode_seconds += seconds
         path = directory / SHARDS / f"{first + i:06d}.safetensors"
         write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))

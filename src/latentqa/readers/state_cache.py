@@ -49,6 +49,27 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     return digest.hexdigest()[:20]
 
 
+@torch.no_grad()
+def encode_windows(encoder: nn.Module, windows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The encoder's last hidden states of each window (1-D ids, no padding): [(L_i, H)] on the encoder's device.
+    Shortest first, in chunks of `ENCODE_CHUNK` each padded to its own longest, so many one-sentence windows waste
+    little on padding. The one place windows are encoded for storing: the state cache and the index."""
+    device = next(encoder.parameters()).device
+    states: list[torch.Tensor | None] = [None] * len(windows)
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+    for start in range(0, len(order), ENCODE_CHUNK):
+        chunk = order[start:start + ENCODE_CHUNK]
+        ids = torch.zeros(len(chunk), len(windows[chunk[-1]]), dtype=torch.long, device=device)  # (M, longest)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(chunk):
+            ids[row, :len(windows[i])] = windows[i]
+            mask[row, :len(windows[i])] = 1
+        computed = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (M, longest, H)
+        for row, i in enumerate(chunk):
+            states[i] = computed[row, :len(windows[i])]
+    return states
+
+
 def window_key(ids: torch.Tensor) -> str:
     """A window's ids (1-D, no padding) as a content hash."""
     return hashlib.sha256(ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:32]
@@ -101,17 +122,10 @@ class ContextStateCache:
         missing = [i for i, states in found.items() if states is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        # shortest first, in chunks each padded to its own longest: many short windows (one sentence each) waste
-        # little on padding
-        missing.sort(key=lambda i: lengths[i])
-        for start in range(0, len(missing), ENCODE_CHUNK):
-            chunk = missing[start:start + ENCODE_CHUNK]
-            rows, width = torch.tensor(chunk, device=window_ids.device), lengths[chunk[-1]]
-            computed = encoder(input_ids=window_ids[rows, :width],
-                               attention_mask=window_mask[rows, :width]).last_hidden_state  # (M, width, H)
-            for row, i in enumerate(chunk):
-                found[i] = computed[row, :lengths[i]].to(self.dtype)
-                self._put(keys[i], found[i])
+        computed = encode_windows(encoder, [window_ids[i, :lengths[i]] for i in missing])
+        for i, states in zip(missing, computed):
+            found[i] = states.to(self.dtype)
+            self._put(keys[i], found[i])
         states = pad_sequence([found[first[key]].cpu() for key in keys], batch_first=True)  # (W, max length, H)
         states = F.pad(states, (0, 0, 0, window_ids.shape[1] - states.shape[1]))  # (W, Lw, H); padding is 0
         return states.to(window_ids.device, torch.float32)  # one transfer
