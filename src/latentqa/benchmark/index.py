@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import TOP_K
 from ..data.sources import load_examples
 from ..index.build import build_index
 from ..index.retrieval import METHODS, both_gold_recall
@@ -28,7 +29,7 @@ from .timing import interleaved, machine, spread
 
 
 def run_index_bench(index: str | Path, data: str, *, model: str | None = None, questions: int = 200,
-                    timed_questions: int = 8, top_k: int = 10, repeats: int = 5, build_paragraphs: int = 256,
+                    timed_questions: int = 8, top_k: int = TOP_K, repeats: int = 5, build_paragraphs: int = 256,
                     max_new_tokens: int = 16, out_dir: str | Path = "runs/bench-index") -> dict:
     from ..serving.pipeline import load_reader
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from ..config import EvalConfig
+from ..config import CACHE_DIR, EvalConfig
 from ..data.examples import Example
 from ..data.features import load_features
 from ..data.sources import load_examples
@@ -17,7 +17,7 @@ from .predict import Predictions, predict
 
 
 def predict_source(model_dir: str, source: str, config: EvalConfig, rule: SpRule = SpRule(), *,
-                   limit: int | None = None, cache_dir: str | None = ".cache/latentqa",
+                   limit: int | None = None, cache_dir: str | None = CACHE_DIR,
                    state_cache_dir: str | None = None) -> tuple[Reader, list[Example], object, Predictions]:
     """Load the reader and the data, encode it as the reader was trained (its saved feature spec), answer every
     example; returns (reader, examples, features, predictions). `state_cache_dir`: read (and keep) the context

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import EvalConfig
+from ..config import CACHE_MB, TOP_K, EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import decode_batch, generate_batch
@@ -70,7 +70,7 @@ class ReaderPipeline:
     stored states of, `top_k` paragraphs a question (see the module docstring)."""
 
     def __init__(self, reader: Reader, *, cache_mb: float = 0, limits: Limits = Limits(), batch_size: int = 16,
-                 window_packing: str | None = None, index: str | Path | None = None, top_k: int = 10,
+                 window_packing: str | None = None, index: str | Path | None = None, top_k: int = TOP_K,
                  retrieval: RetrievalConfig = RetrievalConfig()):
         if reader.training:
             raise ValueError("the pipeline answers with a reader in eval mode (load_reader gives one)")
@@ -224,9 +224,9 @@ def resolve_reader_folder(name: str | Path) -> Path:
                                 f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
 
 
-def load_reader(path_or_hub_id: str | Path, device: str | torch.device = "cpu", *, cache_mb: float = 256,
+def load_reader(path_or_hub_id: str | Path, device: str | torch.device = "cpu", *, cache_mb: float = CACHE_MB,
                 limits: Limits = Limits(), batch_size: int = 16, window_packing: str | None = None,
-                index: str | Path | None = None, top_k: int = 10) -> ReaderPipeline:
+                index: str | Path | None = None, top_k: int = TOP_K) -> ReaderPipeline:
     """A saved reader (a folder written by `latentqa train`, or a Hub id) ready to answer questions on `device`.
     `cache_mb`: memory for cached context states (0: off; readers whose states depend on the question never
     cache). `window_packing`: read the context in other windows than the reader was trained with ('paragraph'
