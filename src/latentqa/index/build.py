@@ -162,7 +162,11 @@ def plan_build(directory: Path, manifest: Manifest, paragraphs: list[Paragraph],
             current.update((p.title, p) for p in held)
             continue
         dropped.append(entry)
-        removed += sum(latest[p.title] == number for p in stale)
+        changed = [p.title for p in stale if latest[p.title] == number]
+        if changed:
+            log.info("%s: %d paragraph(s) replaced by another text or pruned (%s); the shard is rewritten", entry.name,
+                     len(changed), ", ".join(map(repr, changed[:3])) + (", ..." if len(changed) > 3 else ""))
+        removed += len(changed)
         leftover += [p for p in held if p not in stale]
     todo, queued = [], set()
     for paragraph in [*given.values(), *leftover]:
