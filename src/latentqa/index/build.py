@@ -43,31 +43,20 @@ log = logging.getLogger(__name__)
 SHARD_PARAGRAPHS = 256
 
 
-def index_refusal(reader) -> str | None:
-    """Why this reader's context states cannot be stored per paragraph (None: they can)."""
-    if reader.kind != "latent":
-        return f"the {reader.kind} reader has no context encoder"
-    if reader.config.question_conditioning == "encoder":
-        return "question_conditioning 'encoder' makes every context state depend on the question"
-    if reader.config.window_packing == "greedy":
-        return ("window_packing 'greedy' packs several paragraphs into one encoder window (a reader with 'paragraph' "
-                "or 'sentence' windows can be indexed)")
-    return None
-
-
 def reader_header(reader, reader_name: str) -> Header:
     """What an index of this reader's states records, and what reading it later must match."""
-    refusal = index_refusal(reader)
+    refusal = reader.index_refusal()
     if refusal:
         raise IndexFolderError(f"this reader cannot be indexed: {refusal}")
-    return Header(encoder_fingerprint=encoder_fingerprint(reader.encoder), window_packing=reader.config.window_packing,
-                  window_tokens=reader.collator().window_tokens, hidden_size=reader.encoder.config.hidden_size,
+    collate = reader.collator()
+    return Header(encoder_fingerprint=encoder_fingerprint(reader.encoder), window_packing=collate.packing,
+                  window_tokens=collate.window_tokens, hidden_size=reader.encoder.config.hidden_size,
                   reader=reader_name)
 
 
 def check_reader(header: Header, reader, directory: Path) -> None:
     """Refuse, in one line, a reader whose context states differ from those the index holds."""
-    refusal = index_refusal(reader)
+    refusal = reader.index_refusal()
     if refusal:
         raise IndexFolderError(f"{directory}: this reader cannot read an index: {refusal}")
     mine = reader_header(reader, header.reader)

@@ -61,6 +61,7 @@ class Reader(nn.Module):
     `features` says how examples must be encoded for it; `sp_rule` is the supporting-fact rule chosen in training."""
 
     kind: str
+    parts = ("t5",)  # the pretrained models it is built from (`build` takes their Hub ids or folders in this order)
     predicts_facts = False  # does `generate` score sentences?
 
     def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, config, limits: TokenLimits = TokenLimits()):
@@ -95,6 +96,10 @@ class Reader(nn.Module):
 
     def cache_refusal(self, inference: bool = False) -> str | None:
         """Why context states cannot be cached (None: they can); see `LatentReader`."""
+        return f"the {self.kind} reader has no context encoder"
+
+    def index_refusal(self) -> str | None:
+        """Why this reader's context states cannot be stored per paragraph in an index (None: they can)."""
         return f"the {self.kind} reader has no context encoder"
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:

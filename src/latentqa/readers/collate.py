@@ -66,6 +66,7 @@ class BaselineCollator:
     eos_id: int
     context_prefix: list[int]  # T5 ids of "context:"
     max_input_tokens: int | None = 512
+    packing = None  # no encoder windows (the latent collator names its packing)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         inputs, context_kept = [], []

@@ -139,6 +139,7 @@ class Reading:
 
 class LatentReader(Reader):
     kind = "latent"
+    parts = ("t5", "encoder")
     predicts_facts = True
 
     def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, encoder: nn.Module, encoder_tokenizer,
@@ -264,6 +265,15 @@ class LatentReader(Reader):
             return "the context encoder is in training mode (dropout): freeze it (train.freeze_encoder=true)"
         if not inference and any(p.requires_grad for p in self.encoder.parameters()):
             return "the context encoder is being trained (freeze it: train.freeze_encoder=true)"
+        return None
+
+    def index_refusal(self) -> str | None:
+        """Stored per paragraph, states must not depend on the question nor on the paragraphs beside it."""
+        if self.config.question_conditioning == "encoder":
+            return "question_conditioning 'encoder' makes every context state depend on the question"
+        if self.config.window_packing == "greedy":
+            return ("window_packing 'greedy' packs several paragraphs into one encoder window (a reader with "
+                    "'paragraph' or 'sentence' windows can be indexed)")
         return None
 
     def use_state_cache(self, cache: ContextStateCache | None, inference: bool = False) -> None:

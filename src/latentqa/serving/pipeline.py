@@ -195,7 +195,7 @@ class ReaderPipeline:
             "parameters": sum(p.numel() for p in reader.parameters()),
             "device": str(self.device),
             "sp_rule": self.rule().to_dict() if reader.predicts_facts else None,
-            "window_packing": getattr(self.collate, "packing", None),  # the windows it reads (latent reader)
+            "window_packing": self.collate.packing,  # the encoder windows it reads (None: no encoder)
             "batch_size": self.batch_size,
             "limits": dataclasses.asdict(self.limits),
             "state_cache": {"enabled": True, **cache.stats()} if cache is not None else

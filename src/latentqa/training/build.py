@@ -10,9 +10,7 @@ from ..config import ConfigError, DataConfig, TokenLimits
 from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
-from ..readers.baseline import BaselineReader
-from ..readers.latent import LatentReader
-from ..readers.loading import load_reader
+from ..readers.loading import READERS, load_reader
 from ..resources import SAMPLE_PATH
 from .config import SECTIONS, ModelConfig, RunConfig
 
@@ -56,13 +54,10 @@ def build_reader(config: RunConfig) -> Reader:
     """The reader of `config.model` with the settings of its section, fed with `config.data`'s token limits."""
     if config.model.init_from:
         return reader_from_folder(config)
-    model, limits = config.model, token_limits(config.data)
-    t5 = resolve_model(model.t5, config.data.cache_dir, "t5")
+    model, kind = config.model, READERS[config.model.kind][0]
+    parts = [resolve_model(getattr(model, part), config.data.cache_dir, part) for part in kind.parts]
     try:
-        if model.kind == "baseline":
-            return BaselineReader.build(t5, config.baseline, limits)
-        return LatentReader.build(t5, resolve_model(model.encoder, config.data.cache_dir, "encoder"), config.latent,
-                                  limits)
+        return kind.build(*parts, config.reader, token_limits(config.data))
     except OSError as err:  # transformers: not on the Hub / not cached offline / no such folder
         raise ConfigError(f"model: cannot load {model.t5!r} / {model.encoder!r}: {str(err).splitlines()[0]}. "
                           "Offline, point model.t5 / model.encoder at local folders, or use 'tiny' / 'minilm'.") from None
@@ -100,8 +95,7 @@ def reader_from_folder(config: RunConfig) -> Reader:
     defaults, saved = SECTIONS[model.kind](), dataclasses.asdict(reader.config)
     ignored = [f"{model.kind}.{name}" for name, value in dataclasses.asdict(config.reader).items()
                if value != getattr(defaults, name) and value != saved[name]]
-    ignored += [f"model.{name}" for name in ("t5", *(["encoder"] if model.kind == "latent" else []))
-                if getattr(model, name) != getattr(ModelConfig(), name)]
+    ignored += [f"model.{name}" for name in type(reader).parts if getattr(model, name) != getattr(ModelConfig(), name)]
     if ignored:
         raise ConfigError(f"model.init_from {model.init_from}: the reader is built from the folder's own settings, "
                           f"so {sorted(ignored)} would be ignored; remove them or leave out init_from")

@@ -14,8 +14,7 @@ from ..config import ConfigError, DataConfig, EvalConfig, TrainConfig, build_sec
 from ..readers.baseline import BaselineConfig
 from ..readers.facts import SpRule
 from ..readers.latent import LatentConfig
-
-KINDS = ("latent", "baseline")
+from ..readers.loading import READERS
 
 
 @dataclass
@@ -32,8 +31,8 @@ class ModelConfig:
                                          "encoder above")
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ConfigError(f"kind must be 'latent' or 'baseline', got {self.kind!r}")
+        if self.kind not in READERS:
+            raise ConfigError(f"kind must be one of {', '.join(map(repr, READERS))}, got {self.kind!r}")
 
 
 @dataclass
@@ -50,7 +49,7 @@ class RunConfig:
     @property
     def reader(self) -> LatentConfig | BaselineConfig:
         """The settings of the reader `model.kind` names."""
-        return self.latent if self.model.kind == "latent" else self.baseline
+        return getattr(self, self.model.kind)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,7 +98,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
 
 def _refuse_moved(values: dict, where: str) -> None:
     """Presets written when every reader setting sat under `model` get one line saying where each went."""
-    for section in ("latent", "baseline"):
+    for section in READERS:
         moved = sorted(set(values) & {f.name for f in dataclasses.fields(SECTIONS[section])})
         if moved:
             raise ConfigError(f"{where}: {', '.join(f'model.{m}' for m in moved)}: the {section} reader's settings "

@@ -34,6 +34,7 @@ from ..evaluation.sp_rule import choose_sp_rule, rule_sp_f1
 from ..progress import progress_bar
 from ..readers.collate import IndexedRows
 from ..readers.facts import SpRule, select_facts
+from ..readers.loading import READERS
 from ..readers.state_cache import ContextStateCache
 from .build import build_reader, load_split
 from .config import RunConfig
@@ -123,14 +124,14 @@ def train(config: RunConfig, resume: str | None = None) -> Path:
 
 def check_config(config: RunConfig) -> None:
     """Combinations that cannot train or cannot pick a best reader, refused before anything loads."""
-    cfg = config.train
-    if config.model.kind == "baseline" and (cfg.freeze_t5_steps or cfg.freeze_t5_epochs):
-        raise ConfigError("train.freeze_t5_*: the baseline reader is all T5; freezing it would train nothing")
-    if config.model.kind == "baseline" and cfg.freeze_encoder:
-        raise ConfigError("train.freeze_encoder: the baseline reader has no context encoder")
-    if config.model.kind == "baseline" and cfg.best_metric in SP_METRICS:
-        raise ConfigError(f"train.best_metric={cfg.best_metric}: the baseline reader predicts no supporting facts; "
-                          "use loss, em or f1")
+    cfg, kind = config.train, READERS[config.model.kind][0]
+    if kind.parts == ("t5",) and (cfg.freeze_t5_steps or cfg.freeze_t5_epochs):
+        raise ConfigError(f"train.freeze_t5_*: the {kind.kind} reader is all T5; freezing it would train nothing")
+    if "encoder" not in kind.parts and cfg.freeze_encoder:
+        raise ConfigError(f"train.freeze_encoder: the {kind.kind} reader has no context encoder")
+    if not kind.predicts_facts and cfg.best_metric in SP_METRICS:
+        raise ConfigError(f"train.best_metric={cfg.best_metric}: the {kind.kind} reader predicts no supporting "
+                          "facts; use loss, em or f1")
 
 
 def setup(config: RunConfig, resume: str | None) -> Run:
