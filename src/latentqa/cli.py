@@ -126,32 +126,21 @@ def cmd_ask(args) -> None:
 
 def _predict_from_index(args) -> None:
     """predict --index: the open setting; the data source's questions only, their paragraphs from the index."""
-    from .atomic import write_file
-    from .data.examples import Example
+    from .atomic import write_text
     from .data.sources import load_examples
     from .evaluation.predictions import write_predictions
-    from .progress import progress_bar
-    from .serving.queries import RequestError
 
     examples, _ = load_examples(args.data, limit=args.limit)
     generation, rule = _generation(args)
     pipeline = _index_pipeline(args, batch_size=generation.batch_size)
-    rule = pipeline.rule(rule)
-    answers, sp, retrieved = {}, {}, {}
-    for start in progress_bar(range(0, len(examples), generation.batch_size), desc="predict", unit="batch"):
-        chunk = examples[start:start + generation.batch_size]
-        try:
-            prepared = [pipeline.prepare(Example(id=ex.id, question=ex.question, paragraphs=()), field=f"{ex.id}: ")
-                        for ex in chunk]
-        except RequestError as err:
-            raise UserError(f"{args.data}: example {err}") from None
-        for answer in pipeline.run(prepared, generation, rule):
-            answers[answer.id], sp[answer.id] = answer.answer, [list(f) for f in answer.supporting_facts]
-            retrieved[answer.id] = [[hit.title, hit.score] for hit in answer.retrieved]
-    path = write_predictions(args.out, answers, sp if pipeline.reader.predicts_facts else None)
+    answers = pipeline.answer_from_index(examples, generation, pipeline.rule(rule))
+    path = write_predictions(args.out, {a.id: a.answer for a in answers},
+                             {a.id: [list(f) for f in a.supporting_facts] for a in answers}
+                             if pipeline.reader.predicts_facts else None)
     side = Path(path).with_suffix(".retrieved.json")
-    text = json.dumps(retrieved, ensure_ascii=False)
-    write_file(side, lambda tmp: tmp.write_text(text))  # whole or not at all, as the prediction file
+    # whole or not at all, as the prediction file
+    write_text(side, json.dumps({a.id: [[h.title, h.score] for h in a.retrieved] for a in answers},
+                                ensure_ascii=False))
     print(f"{len(answers)} predictions from the index → {path} (retrieved paragraphs: {side})")
 
 
@@ -238,80 +227,27 @@ def cmd_cosine_sp(args) -> None:
 def cmd_eval(args) -> None:
     from pathlib import Path
 
-    from .evaluation import report
-    from .evaluation.metrics import score
-    from .evaluation.predictions import write_predictions
-    from .evaluation.retrieval import paragraph_recall
-    from .evaluation.run import predict_source
+    from .evaluation.evidence import format_evidence
+    from .evaluation.run import evaluate_source
 
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    reader, examples, features, predictions = predict_source(
-        args.model, args.data, *_generation(args), limit=args.limit, cache_dir=args.cache_dir,
-        state_cache_dir=args.state_cache_dir)
-    write_predictions(out / "predictions.json", predictions.answers, predictions.sp)
-    labelled = [ex for ex in examples if ex.answer is not None]
-    if len(labelled) < len(examples):
-        raise UserError(f"{args.data}: {len(examples) - len(labelled)} unlabelled example(s); predictions written to "
-                        f"{out / 'predictions.json'}, but a report needs labelled data")
-    metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
-    if predictions.sentence_scores:
-        metrics["paragraph_recall"] = paragraph_recall(examples, predictions.paragraph_ranking)
-    if args.evidence and reader.predicts_facts:
-        from torch.utils.data import DataLoader
-
-        from .evaluation.evidence import evidence_table, format_evidence
-        from .readers.collate import IndexedRows
-
-        loader = DataLoader(IndexedRows(features), batch_size=args.batch_size, collate_fn=reader.collator())
-        metrics["evidence"] = evidence_table(reader, loader, examples)
+    metrics, path = evaluate_source(args.model, args.data, Path(args.out_dir), *_generation(args), limit=args.limit,
+                                    cache_dir=args.cache_dir, state_cache_dir=args.state_cache_dir,
+                                    evidence=args.evidence)
+    if "evidence" in metrics:
         print(format_evidence(metrics["evidence"]))
-    groups = report.breakdown(examples, features, predictions.answers)
-    plots = [report.plot_breakdown(groups, out / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
-    if predictions.sentence_scores:
-        plots.append(report.plot_sentence_attention(examples, predictions.sentence_scores, out / "attention.png"))
-    curves = report.plot_training_curves(Path(args.model).resolve().parent / "metrics.jsonl", out / "training.png")
-    plots += [curves] if curves else []
-    (out / "metrics.json").write_text(json.dumps({**metrics, "groups": groups}, indent=2))
-    path = report.write_report(out, model_dir=args.model, source=args.data, metrics=metrics, groups=groups,
-                               plots=plots)
     print(f"EM {metrics['em']:.3f}  F1 {metrics['f1']:.3f}" +
           (f"  sp EM {metrics['sp_em']:.3f}  sp F1 {metrics['sp_f1']:.3f}  gold-paragraph recall@2 "
            f"{metrics['paragraph_recall']:.3f}  joint F1 {metrics['joint_f1']:.3f}" if metrics["sp_f1"] is not None else "")
           + f"\nreport: {path}")
 
 
-COMPARED = ["em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count"]
-
-
 def cmd_compare(args) -> None:
     from pathlib import Path
 
-    from .evaluation.report import compare_plot
+    from .evaluation.report import compare_plot, format_comparison, read_evaluations
 
-    names, rows = [], []
-    for folder in args.eval_dirs:
-        path = Path(folder) / "metrics.json"
-        if not path.exists():
-            raise UserError(f"{folder}: no metrics.json (run `latentqa eval --out-dir {folder}` first)")
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise UserError(f"{path}: cannot read it ({err})") from None
-        if not isinstance(metrics, dict):
-            raise UserError(f"{path}: expected an object of metrics (em, f1, ...), got {type(metrics).__name__}")
-        wrong = [k for k in COMPARED if not isinstance(metrics.get(k), (int, float, type(None)))]
-        if wrong:
-            raise UserError(f"{path}: {', '.join(wrong)} must be numbers, got {[metrics[k] for k in wrong]}")
-        names.append(Path(folder).name)
-        rows.append(metrics)
-    keys = COMPARED
-    width = max(12, *map(len, names))
-    print(f"{'':<{width}} " + " ".join(f"{k:>8}" for k in keys))
-    for name, m in zip(names, rows):
-        cells = [f"{m[k]:>8.3f}" if isinstance(m.get(k), float) else f"{m.get(k) if m.get(k) is not None else '-':>8}"
-                 for k in keys]
-        print(f"{name:<{width}} " + " ".join(cells))
+    names, rows = read_evaluations(args.eval_dirs)
+    print(format_comparison(names, rows))
     print(f"plot: {compare_plot(names, rows, Path(args.out))}")
 
 

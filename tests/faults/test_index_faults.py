@@ -259,3 +259,15 @@ def test_empty_and_over_long_questions_are_refused_in_one_line(reader_dir, refer
         for question, status in (("?", 200), ("the the the " * 100, 200), ("", 422), ("x" * 5000, 422)):
             got, reply = server.request("POST", "/v1/answer", {"question": question})
             assert got == status, reply
+
+
+def test_predict_from_the_index_answers_every_example_of_a_data_file(reader_dir, reference, sample_path, tmp_path):
+    """A data file's questions are read as in training (cut to the reader's question length): an empty or
+    over-long one is predicted like any other, never a crash that writes nothing."""
+    data = json.loads(sample_path.read_text())[:3]
+    data[1]["question"], data[2]["question"] = "", "x " * 3000
+    path = tmp_path / "three.json"
+    path.write_text(json.dumps(data))
+    assert main(["predict", "--model", str(reader_dir), "--index", str(reference[0]), "--data", str(path),
+                 "--max-new-tokens", "2", "--out", str(tmp_path / "pred.json")]) == 0
+    assert set(json.loads((tmp_path / "pred.json").read_text())["answer"]) == {ex["_id"] for ex in data}

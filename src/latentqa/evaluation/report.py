@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..data.examples import DataError  # noqa: E402
 from ..data.stats import support_end  # noqa: E402
 from .metrics import score_examples  # noqa: E402
 
@@ -130,3 +131,39 @@ def compare_plot(names: list[str], metrics: list[dict], path: Path, keys=("em", 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+COMPARED = ("em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count")
+
+
+def read_evaluations(folders: list[str]) -> tuple[list[str], list[dict]]:
+    """Each `latentqa eval` folder's name and metrics.json; one DataError naming the file where one is missing or
+    not metrics."""
+    names, rows = [], []
+    for folder in folders:
+        path = Path(folder) / "metrics.json"
+        if not path.exists():
+            raise DataError(f"{folder}: no metrics.json (run `latentqa eval --out-dir {folder}` first)")
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise DataError(f"{path}: cannot read it ({err})") from None
+        if not isinstance(metrics, dict):
+            raise DataError(f"{path}: expected an object of metrics (em, f1, ...), got {type(metrics).__name__}")
+        wrong = [k for k in COMPARED if not isinstance(metrics.get(k), (int, float, type(None)))]
+        if wrong:
+            raise DataError(f"{path}: {', '.join(wrong)} must be numbers, got {[metrics[k] for k in wrong]}")
+        names.append(Path(folder).name)
+        rows.append(metrics)
+    return names, rows
+
+
+def format_comparison(names: list[str], rows: list[dict]) -> str:
+    """One line per evaluation, one column per metric of `COMPARED` ('-' where it has none)."""
+    width = max(12, *map(len, names))
+    lines = [f"{'':<{width}} " + " ".join(f"{k:>8}" for k in COMPARED)]
+    for name, m in zip(names, rows):
+        cells = [f"{m[k]:>8.3f}" if isinstance(m.get(k), float) else f"{m.get(k) if m.get(k) is not None else '-':>8}"
+                 for k in COMPARED]
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)

@@ -1,11 +1,14 @@
-"""Predict a data source with a saved reader: what `latentqa predict` and `latentqa eval` share."""
+"""Predict a data source with a saved reader (`latentqa predict`), and evaluate it into a report (`latentqa eval`)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..config import CACHE_DIR, EvalConfig
-from ..data.examples import Example
+from ..data.examples import DataError, Example
 from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
@@ -13,7 +16,11 @@ from ..readers.collate import IndexedRows
 from ..readers.facts import SpRule
 from ..readers.loading import load_reader
 from ..readers.state_cache import ContextStateCache
+from .evidence import evidence_table
+from .metrics import score
 from .predict import Predictions, predict
+from .predictions import write_predictions
+from .retrieval import paragraph_recall
 
 
 def predict_source(model_dir: str, source: str, config: EvalConfig, rule: SpRule = SpRule(), *,
@@ -32,3 +39,36 @@ def predict_source(model_dir: str, source: str, config: EvalConfig, rule: SpRule
     loader = accelerator.prepare(DataLoader(IndexedRows(features), batch_size=config.batch_size,
                                             collate_fn=reader.collator()))
     return reader, examples, features, predict(reader, loader, examples, accelerator, config, rule)
+
+
+def evaluate_source(model_dir: str, source: str, out_dir: Path, config: EvalConfig, rule: SpRule = SpRule(), *,
+                    limit: int | None = None, cache_dir: str | None = CACHE_DIR, state_cache_dir: str | None = None,
+                    evidence: bool = False) -> tuple[dict, Path]:
+    """`latentqa eval`: predictions, the official metrics, answer scores by group, plots and report.md in
+    `out_dir`; returns (metrics, the report's path). `evidence`: also the selector's attention per sentence."""
+    from . import report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reader, examples, features, predictions = predict_source(model_dir, source, config, rule, limit=limit,
+                                                             cache_dir=cache_dir, state_cache_dir=state_cache_dir)
+    write_predictions(out_dir / "predictions.json", predictions.answers, predictions.sp)
+    unlabelled = sum(ex.answer is None for ex in examples)
+    if unlabelled:
+        raise DataError(f"{source}: {unlabelled} unlabelled example(s); predictions written to "
+                        f"{out_dir / 'predictions.json'}, but a report needs labelled data")
+    metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
+    if predictions.sentence_scores:
+        metrics["paragraph_recall"] = paragraph_recall(examples, predictions.paragraph_ranking)
+    if evidence and reader.predicts_facts:
+        loader = DataLoader(IndexedRows(features), batch_size=config.batch_size, collate_fn=reader.collator())
+        metrics["evidence"] = evidence_table(reader, loader, examples)
+    groups = report.breakdown(examples, features, predictions.answers)
+    plots = [report.plot_breakdown(groups, out_dir / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
+    if predictions.sentence_scores:
+        plots.append(report.plot_sentence_attention(examples, predictions.sentence_scores, out_dir / "attention.png"))
+    curves = report.plot_training_curves(Path(model_dir).resolve().parent / "metrics.jsonl", out_dir / "training.png")
+    plots += [curves] if curves else []
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "groups": groups}, indent=2))
+    path = report.write_report(out_dir, model_dir=model_dir, source=source, metrics=metrics, groups=groups,
+                               plots=plots)
+    return metrics, path

@@ -27,6 +27,7 @@ from ..evaluation.predict import decode_batch, generate_batch
 from ..index.build import check_reader
 from ..index.retrieval import Hit, RetrievalConfig, Retriever
 from ..index.store import IndexStates, IndexStore
+from ..progress import progress_bar
 from ..readers.base import READER_PATTERNS, Reader
 from ..readers.errors import ReaderFolderError
 from ..readers.facts import SpRule
@@ -184,6 +185,18 @@ class ReaderPipeline:
         `answer`. A bad query raises RequestError naming it (`[3].paragraphs`) before anything runs."""
         prepared = [self.prepare(q, f"[{i}].") for i, q in enumerate(queries)]
         return self.run(prepared, self.generation(**generation), self.rule(sp_rule))
+
+    def answer_from_index(self, examples: list[Example], generation: EvalConfig, rule: SpRule,
+                          progress: bool = True) -> list[Answer]:
+        """The open setting (`predict --index`): each example's question alone, its paragraphs retrieved from the
+        index, `batch_size` at a time; questions are read as in training (cut to the reader's question length)."""
+        answers = []
+        for start in progress_bar(range(0, len(examples), self.batch_size), desc="predict", unit="batch",
+                                  disable=not progress):
+            chunk = examples[start:start + self.batch_size]
+            prepared = [self.prepare(Example(id=ex.id, question=ex.question, paragraphs=())) for ex in chunk]
+            answers += self.run(prepared, generation, rule)
+        return answers
 
     def info(self) -> dict:
         """What is loaded: the reader's kind, settings and feature spec, its size and device, and the state cache."""
