@@ -199,28 +199,18 @@ def cmd_cosine_sp(args) -> None:
     from transformers import AutoModel
 
     from .data.sources import load_examples
-    from .evaluation.metrics import score
     from .evaluation.predictions import write_predictions
-    from .evaluation.retrieval import cosine_scores, lexical_scores, paragraph_recall
-    from .evaluation.sp_rule import PARAGRAPHS
-    from .readers.facts import SpRule, select_facts
+    from .evaluation.retrieval import untrained_sp
     from .training.build import resolve_model
 
     examples, _ = load_examples(args.data, limit=args.limit)
     tokenizer = resolve_tokenizer(args.encoder, args.cache_dir)
     encoder = AutoModel.from_pretrained(resolve_model(args.encoder, args.cache_dir, "encoder"))
-    by_scores = {"cosine": cosine_scores(examples, encoder, tokenizer), "lexical": lexical_scores(examples, tokenizer)}
-    rules = {"top2": SpRule(top_k=2), "first-and-best": SpRule(paragraphs=PARAGRAPHS, first=True),
-             "paragraphs": SpRule(paragraphs=PARAGRAPHS)}
-    answers = {ex.id: "" for ex in examples}
-    for kind, scores in by_scores.items():
-        for name, rule in rules.items():
-            sp = {ex.id: select_facts(ex, scores[ex.id], rule) for ex in examples}
-            metrics = score(examples, answers, sp)
-            print(f"{kind:<8} {name:<15} sp_em {metrics['sp_em']:.3f}  sp_f1 {metrics['sp_f1']:.3f}  "
-                  f"gold-paragraph recall@2 {paragraph_recall(examples, scores):.3f}")
-            if (kind, name) == (args.scores, args.rule):
-                write_predictions(args.out, answers, sp)
+    for row in untrained_sp(examples, encoder, tokenizer):
+        print(f"{row['scores']:<8} {row['rule']:<15} sp_em {row['metrics']['sp_em']:.3f}  "
+              f"sp_f1 {row['metrics']['sp_f1']:.3f}  gold-paragraph recall@2 {row['recall']:.3f}")
+        if (row["scores"], row["rule"]) == (args.scores, args.rule):
+            write_predictions(args.out, {ex.id: "" for ex in examples}, row["sp"])
     print(f"{args.scores} {args.rule} supporting facts (answers empty) → {args.out}")
 
 

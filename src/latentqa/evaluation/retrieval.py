@@ -11,10 +11,12 @@ import torch
 
 from ..data.examples import Example
 from ..data.features import FeatureSpec, encode_examples, format_sentence
-from ..readers.facts import best_sentence_per_paragraph
+from ..readers.facts import SpRule, best_sentence_per_paragraph, select_facts
 from ..readers.pooling import masked_mean
 from ..readers.heads import lexical_score
 from ..progress import progress_bar
+from .metrics import score
+from .sp_rule import PARAGRAPHS
 
 
 def paragraph_recall(examples: list[Example], scores: dict[str, list[float]], top: int = 2) -> float:
@@ -60,3 +62,22 @@ def cosine_scores(examples: list[Example], encoder, tokenizer, batch_size: int =
         vectors = embed([ex.question.strip(), *sentences])
         scores[ex.id] = (vectors[1:] @ vectors[0]).tolist()
     return scores
+
+
+UNTRAINED_RULES = {"top2": SpRule(top_k=2), "first-and-best": SpRule(paragraphs=PARAGRAPHS, first=True),
+                   "paragraphs": SpRule(paragraphs=PARAGRAPHS)}
+
+
+def untrained_sp(examples: list[Example], encoder, tokenizer) -> list[dict]:
+    """The floors no training reaches under: supporting facts from MiniLM-style cosines and from the lexical
+    evidence, under each rule of `UNTRAINED_RULES`. One row each: scores, rule, metrics, the facts per example."""
+    answers = {ex.id: "" for ex in examples}
+    rows = []
+    for kind, scores in (("cosine", cosine_scores(examples, encoder, tokenizer)),
+                         ("lexical", lexical_scores(examples, tokenizer))):
+        recall = paragraph_recall(examples, scores)
+        for name, rule in UNTRAINED_RULES.items():
+            sp = {ex.id: select_facts(ex, scores[ex.id], rule) for ex in examples}
+            rows.append({"scores": kind, "rule": name, "metrics": score(examples, answers, sp), "recall": recall,
+                         "sp": sp})
+    return rows
