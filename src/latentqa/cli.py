@@ -279,13 +279,10 @@ def cmd_bench(args) -> None:
 def _limits(args):
     from .serving.queries import Limits
 
-    if not 0 < args.max_body_mb < math.inf:
-        raise UserError(f"--max-body-mb must be a finite number above 0, got {args.max_body_mb:g}")
     try:
-        return Limits(max_paragraphs=args.max_paragraphs, max_context_tokens=args.max_context_tokens,
-                      max_queries=args.max_queries, max_body_bytes=int(args.max_body_mb * 2**20))
+        return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
     except ValueError as err:
-        raise UserError(str(err)) from None
+        raise UserError(f"--{str(err).replace('_', '-')}") from None
 
 
 def cmd_serve(args) -> None:
@@ -561,11 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=TOP_K, help="with --index: paragraphs a question without paragraphs "
                    "reads")
     add_generation_flags(p, batch=False)  # serving batches by --max-batch-size
-    p.add_argument("--max-paragraphs", type=int, default=64, help="paragraphs in one query at most")
-    p.add_argument("--max-context-tokens", type=int, default=16384,
-                   help="context-encoder tokens in one query at most (a HotpotQA context has at most about 3,500)")
-    p.add_argument("--max-queries", type=int, default=64, help="queries in one request at most")
-    p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body")
+    from .serving.queries import Limits
+
+    add_fields(p, Limits)
 
     p = add("bench-serve", cmd_bench_serve, "Load-test `latentqa serve` on loopback: throughput and p50/p95 latency "
                                             "at several concurrencies with the cache off, then with a cold and a "

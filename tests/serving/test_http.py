@@ -27,7 +27,7 @@ def expected(served_reader_dir, sample_examples):
 def server(served_reader_dir):
     pipeline = latentqa.load_reader(served_reader_dir, cache_mb=64,
                                     limits=Limits(max_paragraphs=12, max_context_tokens=5000, max_queries=20,
-                                                  max_body_bytes=200_000))
+                                                  max_body_mb=200_000 / 2**20))
     with ServerThread(create_app(pipeline, max_batch_size=8, max_wait_ms=100, generation=pipeline.generation(max_new_tokens=8))) as running:
         yield running
 

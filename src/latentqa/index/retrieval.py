@@ -29,6 +29,7 @@ import numpy as np
 import safetensors.numpy
 
 from ..atomic import remove_dead_temps, temp_path, write_text
+from ..config import option
 from ..data.examples import Paragraph
 from .manifest import IndexFolderError, file_sha256
 from .store import REBUILD, IndexStore
@@ -47,12 +48,14 @@ DISAMBIGUATION = re.compile(r"\s*\([^)]*\)\s*$")  # "Alder (band)" is named "Ald
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    method: str = "two-hop"
-    first_hop: int = 10  # A: first-hop paragraphs whose pairs are scored
-    second_hop: int = 5  # B: hits of the question plus a first-hop title
-    dense_weight: float = 2.0
-    link_bonus: float = 1.0
-    dense_depth: int = 200  # windows the vector index returns per query
+    """How an index ranks paragraphs for a question; the defaults were chosen on training questions (docs/index.md)."""
+
+    method: str = option("two-hop", f"one of {METHODS}")
+    first_hop: int = option(10, "first-hop paragraphs whose pairs are scored")
+    second_hop: int = option(5, "BM25 hits of the question plus a first-hop paragraph's title, as its partners")
+    dense_weight: float = option(2.0, "weight of the dense cosine beside BM25 over the question's best BM25")
+    link_bonus: float = option(1.0, "added to a pair where one paragraph names the other's title")
+    dense_depth: int = option(200, "windows the vector index returns per query")
 
     def __post_init__(self):
         if self.method not in METHODS:

@@ -6,8 +6,10 @@ an error. A paragraph is `{"title": ..., "sentences": [...]}`, `{"title": ..., "
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from ..config import option
 from ..data.corpus import split_sentences
 from ..data.examples import Example, Paragraph
 
@@ -24,20 +26,26 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on one query and one HTTP body. A HotpotQA distractor context (10 paragraphs, about 40 sentences,
-    at most about 3,500 word pieces) fits easily."""
+    """Bounds on one query and one HTTP body (`latentqa serve` has a flag per field). A HotpotQA distractor context
+    (10 paragraphs, about 40 sentences, at most about 3,500 word pieces) fits easily."""
 
-    max_paragraphs: int = 64
-    max_sentences: int = 1024  # in all paragraphs together
-    max_question_chars: int = 2000
-    max_context_tokens: int = 16384  # context-tokenizer tokens, checked after tokenization
-    max_queries: int = 64  # in one HTTP request
-    max_body_bytes: int = 4 * 2**20
+    max_paragraphs: int = option(64, "paragraphs in one query at most")
+    max_sentences: int = option(1024, "sentences in one query at most, all paragraphs together")
+    max_question_chars: int = option(2000, "characters of a question at most")
+    max_context_tokens: int = option(16384, "context-encoder tokens in one query at most, counted after tokenizing "
+                                            "(a HotpotQA context has at most about 3,500)")
+    max_queries: int = option(64, "queries in one request at most")
+    max_body_mb: float = option(4.0, "largest request body, in MB")
 
     def __post_init__(self):
         for name, value in vars(self).items():
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+            if not 0 < value < math.inf or (name != "max_body_mb" and value < 1):
+                raise ValueError(f"{name} must be {'a finite number above 0' if name == 'max_body_mb' else 'at least 1'}"
+                                 f", got {value:g}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
 
 
 def _text(value: str, field: str) -> str:
