@@ -38,18 +38,21 @@ def test_every_field_has_exactly_one_definition():
     assert {f.name for f in dataclasses.fields(RunConfig)} == set(SECTIONS)
 
 
-def test_options_outside_the_run_config_have_help_and_serve_flags_come_from_them():
-    """The server's limits and the index's retrieval settings are option dataclasses too: a help text per field,
-    and `serve` has exactly one flag per limit, with the field's default."""
+def test_options_outside_the_run_config_have_help_and_the_flags_come_from_them():
+    """The server's limits and batching and the index's retrieval settings are option dataclasses too: a help
+    text per field, and `serve` / `bench-serve` have a flag per field, with the field's default."""
     from latentqa.cli import build_parser
     from latentqa.index.retrieval import RetrievalConfig
+    from latentqa.serving.batching import Batching
     from latentqa.serving.queries import Limits
 
-    for cls in (Limits, RetrievalConfig):
+    for cls in (Limits, Batching, RetrievalConfig):
         assert all(spec.metadata.get("help") for spec in dataclasses.fields(cls)), cls.__name__
-    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
-    flags = {a.dest: a.default for a in serve._actions}
-    assert {f.name: f.default for f in dataclasses.fields(Limits)}.items() <= flags.items()
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command, classes in (("serve", (Limits, Batching)), ("bench-serve", (Batching,))):
+        flags = {a.dest: a.default for a in commands[command]._actions}
+        for cls in classes:
+            assert {f.name: f.default for f in dataclasses.fields(cls)}.items() <= flags.items(), (command, cls)
 
 
 @pytest.mark.parametrize("overrides, message", [

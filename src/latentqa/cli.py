@@ -5,7 +5,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -276,25 +275,22 @@ def cmd_bench(args) -> None:
 # --- serving ------------------------------------------------------------------------------------------------
 
 
-def _limits(args):
-    from .serving.queries import Limits
-
+def _from_flags(args, cls):
+    """An option dataclass from its flags (`add_fields`); its own check failing names the flag."""
     try:
-        return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
-    except ValueError as err:
-        raise UserError(f"--{str(err).replace('_', '-')}") from None
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    except ValueError as err:  # "max_wait_ms must be ..." → "--max-wait-ms must be ..."
+        name, _, rest = str(err).partition(" ")
+        raise UserError(f"--{name.replace('_', '-')} {rest}") from None
 
 
 def cmd_serve(args) -> None:
     from .serving.app import serve
+    from .serving.batching import Batching
     from .serving.pipeline import load_reader
+    from .serving.queries import Limits
 
-    limits = _limits(args)
-    for flag, value in (("--max-batch-size", args.max_batch_size), ("--max-pending", args.max_pending)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
-    if not 0 <= args.max_wait_ms < math.inf:
-        raise UserError(f"--max-wait-ms must be a finite number of at least 0, got {args.max_wait_ms:g}")
+    limits, batching = _from_flags(args, Limits), _from_flags(args, Batching)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     generation, rule = _generation(args)  # checks the flags the way predict does
@@ -308,19 +304,20 @@ def cmd_serve(args) -> None:
     logging.getLogger(__name__).info(
         "serving a %s reader on %s; state cache %s", pipeline.reader.kind, pipeline.device,
         f"{args.cache_mb:g} MB" if cache["enabled"] else f"off ({cache['why']})")
-    serve(pipeline, host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-          max_pending=args.max_pending, generation=generation, rule=rule, log_level="debug" if args.verbose else "info")
+    serve(pipeline, host=args.host, port=args.port, batching=batching, generation=generation, rule=rule,
+          log_level="debug" if args.verbose else "info")
 
 
 def cmd_bench_serve(args) -> None:
     from pathlib import Path
 
     from .benchmark.serving import format_serve_results, plot_serve_results, run_serve_bench
+    from .serving.batching import Batching
 
     out = Path(args.out_dir)
     results = run_serve_bench(model=args.model, out_dir=out, concurrency=args.concurrency, requests=args.requests,
-                              max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                              max_new_tokens=args.max_new_tokens, cache_mb=args.cache_mb,
+                              batching=_from_flags(args, Batching), max_new_tokens=args.max_new_tokens,
+                              cache_mb=args.cache_mb,
                               time_limit_s=args.time_limit, quick=args.quick, window_packing=args.window_packing)
     print(format_serve_results(results))
     print(f"json: {out / 'bench-serve.json'}\nplot: {plot_serve_results(results, out / 'bench-serve.png')}")
@@ -542,11 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--device", default="cpu", help="torch device of the reader (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--max-batch-size", type=int, default=8, help="queries answered in one model call at most")
-    p.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="how long the oldest waiting query waits for others to join its batch")
-    p.add_argument("--max-pending", type=int, default=256, help="queries waiting for the model at most; a request "
-                   "that would go past it is answered 503 with Retry-After")
+    from .serving.batching import Batching
+
+    add_fields(p, Batching)
     p.add_argument("--cache-mb", type=float, default=CACHE_MB, help="memory for cached context-encoder states per window "
                    "(latent reader whose context states do not depend on the question; 0: off)")
     p.add_argument("--window-packing", choices=PACKINGS, default=None,
@@ -570,8 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client threads, one phase each")
     p.add_argument("--requests", type=int, default=32, help="requests per cache-off phase (at least the "
                    "concurrency); the cache phases send each of the 53 sample questions once")
-    p.add_argument("--max-batch-size", type=int, default=8, help="the server's --max-batch-size")
-    p.add_argument("--max-wait-ms", type=float, default=10.0, help="the server's --max-wait-ms")
+    add_fields(p, Batching)  # the server's
     p.add_argument("--max-new-tokens", type=int, default=16, help="answer length (random weights never stop early)")
     p.add_argument("--cache-mb", type=float, default=1024, help="the server's --cache-mb in the cache phases")
     p.add_argument("--time-limit", type=float, default=1200, help="seconds for the whole load; requests not sent "

@@ -11,6 +11,7 @@ import pytest
 
 import latentqa
 from latentqa.serving.app import create_app
+from latentqa.serving.batching import Batching
 from tests.serving.conftest import ServerThread, as_query
 
 GOOD = {"id": "good", "question": "Who wrote it?", "paragraphs": [["A", ["Ann wrote it."]]]}
@@ -66,7 +67,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_never_mixes_answers(pipel
         return run(prepared, config, rule)
 
     queries = [as_query(ex) for ex in sample_examples[:3]] * 4
-    with ServerThread(create_app(pipeline, max_batch_size=1, max_wait_ms=0, max_pending=2,
+    with ServerThread(create_app(pipeline, batching=Batching(max_batch_size=1, max_wait_ms=0, max_pending=2),
                                  generation=pipeline.generation(max_new_tokens=4))) as running:
         pipeline.run = slow
         try:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from latentqa.serving.batching import DynamicBatcher
+from latentqa.serving.batching import Batching, DynamicBatcher
 
 
 class Recorder:
@@ -32,7 +32,7 @@ def test_a_full_batch_goes_at_once_and_each_caller_gets_its_own_result():
     model = Recorder()
 
     async def main():
-        batcher = DynamicBatcher(model, max_batch_size=4, max_wait_ms=10_000)  # only a full batch can start it
+        batcher = DynamicBatcher(model, Batching(max_batch_size=4, max_wait_ms=10_000))  # only a full batch can start it
         batcher.start()
         started = time.perf_counter()
         results = await asyncio.gather(*(batcher.submit(i) for i in range(8)))
@@ -52,7 +52,7 @@ def test_a_partial_batch_goes_after_the_wait():
     model = Recorder()
 
     async def main():
-        batcher = DynamicBatcher(model, max_batch_size=8, max_wait_ms=50)
+        batcher = DynamicBatcher(model, Batching(max_batch_size=8, max_wait_ms=50))
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.01)
@@ -73,7 +73,7 @@ def test_a_failing_query_gets_its_own_error_and_its_batch_mates_their_answers():
     model = Recorder()
 
     async def main():
-        batcher = DynamicBatcher(model, max_batch_size=3, max_wait_ms=1000)
+        batcher = DynamicBatcher(model, Batching(max_batch_size=3, max_wait_ms=1000))
         batcher.start()
         results = await asyncio.gather(*(batcher.submit(x) for x in (1, "bad", 3)), return_exceptions=True)
         await batcher.close()
@@ -89,7 +89,7 @@ def test_close_answers_what_is_pending_and_then_refuses():
     model = Recorder(delay=0.05)
 
     async def main():
-        batcher = DynamicBatcher(model, max_batch_size=2, max_wait_ms=5_000)
+        batcher = DynamicBatcher(model, Batching(max_batch_size=2, max_wait_ms=5_000))
         batcher.start()
         waiting = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]
         await asyncio.sleep(0)
@@ -104,4 +104,4 @@ def test_close_answers_what_is_pending_and_then_refuses():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
-        DynamicBatcher(Recorder(), max_batch_size=0)
+        DynamicBatcher(Recorder(), Batching(max_batch_size=0))

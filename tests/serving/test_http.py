@@ -10,6 +10,7 @@ import pytest
 
 import latentqa
 from latentqa.serving.app import create_app
+from latentqa.serving.batching import Batching
 from latentqa.serving.client import LocalServer
 from latentqa.serving.queries import Limits
 
@@ -28,7 +29,7 @@ def server(served_reader_dir):
     pipeline = latentqa.load_reader(served_reader_dir, cache_mb=64,
                                     limits=Limits(max_paragraphs=12, max_context_tokens=5000, max_queries=20,
                                                   max_body_mb=200_000 / 2**20))
-    with ServerThread(create_app(pipeline, max_batch_size=8, max_wait_ms=100, generation=pipeline.generation(max_new_tokens=8))) as running:
+    with ServerThread(create_app(pipeline, batching=Batching(max_batch_size=8, max_wait_ms=100), generation=pipeline.generation(max_new_tokens=8))) as running:
         yield running
 
 
@@ -129,7 +130,7 @@ def test_a_query_that_fails_in_the_model_fails_alone(served_reader_dir, sample_e
     pipeline.run = run_unless_asked_to_fail
     queries = [as_query(ex) for ex in sample_examples[:3]]
     queries.insert(1, {"question": "fail inside", "paragraphs": GOOD["paragraphs"]})
-    with ServerThread(create_app(pipeline, max_batch_size=4, max_wait_ms=2000, generation=pipeline.generation(max_new_tokens=8))) as running:
+    with ServerThread(create_app(pipeline, batching=Batching(max_batch_size=4, max_wait_ms=2000), generation=pipeline.generation(max_new_tokens=8))) as running:
         with ThreadPoolExecutor(max_workers=4) as pool:
             replies = list(pool.map(lambda q: running.request("POST", "/v1/answer", q), queries))
         counters = running.request("GET", "/v1/info")[1]["counters"]

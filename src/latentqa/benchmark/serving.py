@@ -28,6 +28,7 @@ from ..data.examples import Example
 from ..data.sources import load_examples
 from ..progress import progress_bar
 from ..resources import SAMPLE_PATH
+from ..serving.batching import Batching
 from ..serving.client import LocalServer, http_json
 
 
@@ -110,7 +111,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def run_serve_bench(*, model: str | None, out_dir: Path, concurrency=(1, 8, 32), requests: int = 32,
-                    max_batch_size: int = 8, max_wait_ms: float = 10, max_new_tokens: int = 16,
+                    batching: Batching = Batching(), max_new_tokens: int = 16,
                     cache_mb: float = 1024, time_limit_s: float = 1200, quick: bool = False,
                     window_packing: str | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def run_serve_bench(*, model: str | None, out_dir: Path, concurrency=(1, 8, 32),
     deadline = time.monotonic() + time_limit_s
     with tempfile.TemporaryDirectory() as tmp:
         reader_dir = model or bench_reader(Path(tmp), quick)
-        serve_options = ["--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms),
+        serve_options = [*(f"--{name.replace('_', '-')}={value}" for name, value in dataclasses.asdict(batching).items()),
                          "--max-new-tokens", str(max_new_tokens),
                          *(["--window-packing", window_packing] if window_packing else [])]
         phases, answers_off, answers_on = {}, {}, {}
@@ -145,8 +146,7 @@ def run_serve_bench(*, model: str | None, out_dir: Path, concurrency=(1, 8, 32),
             cache = server.request("GET", "/v1/info")[1]["state_cache"]
     results = {"reader": {k: info[k] for k in ("kind", "parameters", "device")}, "quick": quick,
                "window_packing": info["window_packing"],
-               "serve_options": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
-                                 "max_new_tokens": max_new_tokens, "cache_mb": cache_mb},
+               "serve_options": {**dataclasses.asdict(batching), "max_new_tokens": max_new_tokens, "cache_mb": cache_mb},
                "phases": phases, "cache": cache, "ratios": ratios(phases, concurrency, warm_c),
                # the cache keeps states in float16: a near-tie in a random model's greedy answer can flip
                "answers_differing_with_cache": sum(answers_on[i] != a for i, a in answers_off.items() if i in answers_on)}

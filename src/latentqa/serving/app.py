@@ -14,6 +14,7 @@ SIGTERM / SIGINT after the requests in flight are answered (the batcher drains b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from starlette.exceptions import HTTPException
 
 from ..config import EvalConfig
 from ..readers.facts import SpRule
-from .batching import DynamicBatcher, Overloaded, Timed
+from .batching import Batching, DynamicBatcher, Overloaded, Timed
 from .pipeline import ReaderPipeline
 from .queries import RequestError
 
@@ -91,15 +92,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms: float = 10,
-               max_pending: int = 256, generation: EvalConfig | None = None, rule: SpRule = SpRule()) -> FastAPI:
-    """The app over `pipeline`; the generation settings (`pipeline.generation()` unless given) and the
-    supporting-fact rule (the reader's saved one unless `rule` says something) are the server's. `max_pending`
-    bounds the queries waiting for the model."""
+def create_app(pipeline: ReaderPipeline, *, batching: Batching = Batching(), generation: EvalConfig | None = None,
+               rule: SpRule = SpRule()) -> FastAPI:
+    """The app over `pipeline`, batching concurrent queries as `batching` says; the generation settings
+    (`pipeline.generation()` unless given) and the supporting-fact rule (the reader's saved one unless `rule` says
+    something) are the server's."""
     config = generation or pipeline.generation()
     rule = pipeline.rule(rule)
-    batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config, rule), max_batch_size=max_batch_size,
-                             max_wait_ms=max_wait_ms, max_pending=max_pending)
+    batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config, rule), batching)
     limits = pipeline.limits
     started = time.time()
 
@@ -141,8 +141,7 @@ def create_app(pipeline: ReaderPipeline, *, max_batch_size: int = 8, max_wait_ms
     async def info():
         return {**pipeline.info(), "uptime_s": round(time.time() - started, 1),
                 "generation": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams},
-                "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
-                             "max_pending": max_pending, "pending": len(batcher.pending)},
+                "batching": {**dataclasses.asdict(batching), "pending": len(batcher.pending)},
                 "counters": batcher.counters.as_dict()}
 
     @app.post("/v1/answer", openapi_extra={"requestBody": ANSWER_BODY},

@@ -11,12 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..config import option
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the server batches concurrent queries (`latentqa serve` has a flag per field)."""
+
+    max_batch_size: int = option(8, "queries answered in one model call at most")
+    max_wait_ms: float = option(10.0, "how long the oldest waiting query waits for others to join its batch")
+    max_pending: int = option(256, "queries waiting for the model at most; a request that would go past it is "
+                                   "answered 503 with Retry-After")
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.max_wait_ms < math.inf:
+            raise ValueError(f"max_wait_ms must be a finite number of at least 0, got {self.max_wait_ms:g}")
 
 
 class Overloaded(RuntimeError):
@@ -52,13 +72,10 @@ class Timed:
 
 
 class DynamicBatcher:
-    def __init__(self, run_batch: Callable[[list], list], *, max_batch_size: int = 8, max_wait_ms: float = 10,
-                 max_pending: int = 256):
-        if max_batch_size < 1 or max_wait_ms < 0 or max_pending < 1:
-            raise ValueError(f"max_batch_size and max_pending must be >= 1 and max_wait_ms >= 0, got "
-                             f"{max_batch_size}, {max_pending}, {max_wait_ms}")
+    def __init__(self, run_batch: Callable[[list], list], batching: Batching = Batching()):
         self.run_batch = run_batch
-        self.max_batch_size, self.max_wait_s, self.max_pending = max_batch_size, max_wait_ms / 1000, max_pending
+        self.max_batch_size, self.max_pending = batching.max_batch_size, batching.max_pending
+        self.max_wait_s = batching.max_wait_ms / 1000
         self.pending: list[Pending] = []
         self.counters = Counters()
         self._arrived = asyncio.Event()  # something is pending (or closing)
