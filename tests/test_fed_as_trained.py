@@ -7,7 +7,7 @@ import pytest
 import latentqa
 from latentqa.cli import main
 from latentqa.data.sources import load_examples
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.resources import SAMPLE_PATH
 from latentqa.serving.app import create_app
 from latentqa.training.config import load_config
@@ -74,7 +74,7 @@ def test_a_folder_from_before_the_saved_limits_loads_with_the_old_ones(short_fed
     meta["sp_rule"] = {f"sp_{name}": value for name, value in meta["sp_rule"].items()}  # as they were then named
     (folder / "reader.json").write_text(json.dumps(meta))
     with caplog.at_level("INFO"):
-        reader = load_reader(folder)
+        reader = load_reader_folder(folder)
     assert (reader.features.max_question_tokens, reader.features.max_answer_tokens) == (64, 32)
     assert "predates saved token limits" in caplog.text
     assert reader.sp_rule.to_dict() == {k.removeprefix("sp_"): v for k, v in meta["sp_rule"].items()}

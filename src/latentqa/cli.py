@@ -160,13 +160,13 @@ def cmd_predict(args) -> None:
 def cmd_index(args) -> None:
     from .data.corpus import load_corpus
     from .index.build import build_index
-    from .readers.loading import load_reader
+    from .readers.loading import load_reader_folder
     from .serving.pipeline import resolve_reader_folder
 
     if args.shard_paragraphs < 1:
         raise UserError(f"--shard-paragraphs must be at least 1, got {args.shard_paragraphs}")
     folder = resolve_reader_folder(args.model)
-    reader = load_reader(folder, device=args.device)
+    reader = load_reader_folder(folder, device=args.device)
     paragraphs, _ = load_corpus(args.data)
     report = build_index(reader, paragraphs, args.out, reader_name=str(folder.resolve()),
                          shard_paragraphs=args.shard_paragraphs, prune=args.prune)

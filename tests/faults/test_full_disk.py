@@ -12,7 +12,7 @@ from accelerate import Accelerator
 
 from latentqa.cli import main
 from latentqa.readers.latent import LatentReader
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.training import trainer
 from tests.training.test_trainer import _config_file
 
@@ -94,7 +94,7 @@ def test_a_full_disk_stops_in_one_line_and_loses_nothing(tiny_models, tmp_path, 
     assert left == [f"step-{s:08d}" for s in range(1, int(last_whole.removeprefix("step-")) + 1)], left  # no temporary folder
     assert not (run / "best.tmp").exists()
     assert _same(_weights(run / "checkpoints" / "step-00000004"), _weights(run / "best"))  # epoch 1's, untouched
-    load_reader(run / "best")
+    load_reader_folder(run / "best")
 
     assert main(["train", "--config", str(config), "--resume"]) == 0  # space freed
     last = "checkpoints/step-00000008"

@@ -11,7 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from tests.training.test_trainer import _config_file
 
 # Runs the CLI with `atomic`'s renames logged to $RENAMES_LOG, SIGKILLing itself at rename number $KILL_AT (1-based)
@@ -90,7 +90,7 @@ def test_killed_inside_every_kind_of_publish_then_resumed_is_bit_identical(tiny_
         got = _weights(run / "checkpoints" / f"step-{steps:08d}")
         assert all(torch.equal(final[k], got[k]) for k in final), moment
         assert all(torch.equal(best[k], v) for k, v in _weights(run / "best").items()), moment
-        load_reader(run / "best")
+        load_reader_folder(run / "best")
         assert _rows(run) == _rows(reference), moment  # every row once, in order
         assert json.loads((run / "summary.json").read_text()) == json.loads((reference / "summary.json").read_text())
         left = sorted(p.name for p in (run / "checkpoints").iterdir())

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.readers.baseline import BaselineConfig, BaselineReader
 from latentqa.readers.errors import ReaderFolderError
 from latentqa.readers.latent import LatentReader
@@ -36,14 +36,14 @@ def test_save_load_round_trip_is_exact(tiny_baseline, sample_examples, tmp_path)
     reader = tiny_baseline.eval()
     batch, _ = collate(reader, sample_examples[:3])
     reader.save_pretrained(tmp_path / "baseline")
-    loaded = load_reader(tmp_path / "baseline", expected=BaselineReader)
+    loaded = load_reader_folder(tmp_path / "baseline", expected=BaselineReader)
     assert loaded.config == reader.config
     with torch.no_grad():
         assert torch.equal(reader(batch).loss, loaded(batch).loss)
     for beams in (1, 2):
         assert torch.equal(reader.generate(batch, max_new_tokens=5, num_beams=beams).sequences,
                            loaded.generate(batch, max_new_tokens=5, num_beams=beams).sequences)
-    assert load_reader(tmp_path / "baseline").kind == "baseline"
+    assert load_reader_folder(tmp_path / "baseline").kind == "baseline"
 
 
 def test_broken_reader_folders_are_named_in_one_line(tiny_baseline, tmp_path, sample_path, capsys):
@@ -54,7 +54,7 @@ def test_broken_reader_folders_are_named_in_one_line(tiny_baseline, tmp_path, sa
 
     good = tiny_baseline.save_pretrained(tmp_path / "good")
     with pytest.raises(ReaderFolderError, match="holds a baseline reader, not a LatentReader"):
-        load_reader(good, expected=LatentReader)
+        load_reader_folder(good, expected=LatentReader)
 
     def broken(name, change):
         folder = Path(shutil.copytree(good, tmp_path / name))

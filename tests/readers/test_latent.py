@@ -7,7 +7,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from latentqa.data.examples import Example
 from latentqa.data.features import format_sentence
 from latentqa.readers.heads import AttentionHead
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.readers.selector import attention_mass_nll, mean_over_scored
 from tests.conftest import collate
 
@@ -221,7 +221,7 @@ def test_save_load_round_trip_is_exact(tiny_latent, sample_examples, tmp_path, g
             state_dict[name] = flat[offset:offset + tensor.numel()].view(tensor.shape)
             offset += tensor.numel()
     reader.save_pretrained(tmp_path / "latent", state_dict=state_dict)
-    loaded = load_reader(tmp_path / "latent")
+    loaded = load_reader_folder(tmp_path / "latent")
     assert type(loaded) is type(reader) and loaded.config == reader.config
     for (name, a), (_, b) in zip(reader.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
@@ -244,7 +244,7 @@ def test_a_folder_written_with_a_scalar_gate_loads(tiny_latent, tmp_path):
     assert tensors["gate"].shape == (1,)
     tensors["gate"] = tensors["gate"].reshape(())
     safetensors.torch.save_file(tensors, str(weights))
-    assert load_reader(folder).gate.tolist() == reader.gate.tolist()
+    assert load_reader_folder(folder).gate.tolist() == reader.gate.tolist()
 
 
 def test_gate_init_sets_the_initial_gate(tiny_models):
@@ -269,7 +269,7 @@ def test_encoder_attention_dropout_is_set_for_each_encoder_family(tiny_models, t
     assert distilbert.encoder.config.attention_dropout == 0.0
     assert distilbert.encoder.config.dropout == 0.1  # hidden-state dropout is left alone
     distilbert.save_pretrained(tmp_path / "reader")
-    assert load_reader(tmp_path / "reader").encoder.config.attention_dropout == 0.0
+    assert load_reader_folder(tmp_path / "reader").encoder.config.attention_dropout == 0.0
     bert = LatentReader.build(str(t5_dir), str(pretrained_encoder_path()),
                               LatentConfig(num_latents=2, selector_heads=4, encoder_attention_dropout=0.05))
     assert bert.encoder.config.attention_probs_dropout_prob == 0.05

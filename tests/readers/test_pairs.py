@@ -6,7 +6,7 @@ import torch
 
 from latentqa.readers.facts import SpRule, select_facts
 from latentqa.readers.latent import LatentConfig, LatentReader
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.readers.pairs import PAIR_FEATURES, PairRanker, gold_pairs, pair_features, paragraph_evidence
 from tests.conftest import collate
 
@@ -115,7 +115,7 @@ def test_the_reader_gives_each_sentence_its_paragraphs_score_and_keeps_the_fit(t
     assert generation.paragraph_scores.shape == generation.sentence_scores.shape
     torch.testing.assert_close(generation.paragraph_scores, reader.pair_ranker.scores(None, batch))
     reader.save_pretrained(tmp_path / "reader")
-    loaded = load_reader(tmp_path / "reader")
+    loaded = load_reader_folder(tmp_path / "reader")
     assert bool(loaded.pair_ranker.fitted)
     torch.testing.assert_close(loaded.pair_ranker.weights, reader.pair_ranker.weights)
     assert "pair_ranker" not in {n.split(".")[0] for n, p in reader.named_parameters()}
@@ -131,7 +131,7 @@ def test_training_fits_the_ranker_before_the_first_step(tiny_models, tmp_path):
         "latent.question_conditioning=latents", "latent.sp_scorer=classifier", "latent.paragraph_ranker=true",
         "data.train_limit=12", "data.validation_limit=4", f"data.cache_dir={tmp_path / 'cache'}",
         f"train.output_dir={tmp_path / 'run'}", "train.epochs=1", "train.batch_size=4", "eval.max_new_tokens=2"]))
-    reader = load_reader(run / "best")
+    reader = load_reader_folder(run / "best")
     assert bool(reader.pair_ranker.fitted) and reader.pair_ranker.weights.abs().sum() > 0
     assert reader.sp_rule is not None
 

@@ -107,10 +107,10 @@ def test_memory_bound_and_disk_store(frozen, sample_examples, tmp_path):
 def test_one_encoder_saved_in_two_folders_has_one_fingerprint(frozen, tmp_path):
     """The cache and the index (`latentqa index`) key states by the fingerprint: where a reader folder lies must
     not change it, a weight must."""
-    from latentqa.readers.loading import load_reader
+    from latentqa.readers.loading import load_reader_folder
     from latentqa.readers.state_cache import encoder_fingerprint
 
-    prints = [encoder_fingerprint(load_reader(frozen.save_pretrained(tmp_path / name)).encoder) for name in "ab"]
+    prints = [encoder_fingerprint(load_reader_folder(frozen.save_pretrained(tmp_path / name)).encoder) for name in "ab"]
     assert prints[0] == prints[1] == encoder_fingerprint(frozen.encoder)
     with torch.no_grad():
         frozen.encoder.embeddings.word_embeddings.weight[0, 0] += 1

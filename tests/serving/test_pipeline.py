@@ -164,7 +164,7 @@ def test_serving_uses_the_reader_as_given(served_reader_dir, sample_examples):
 
     import torch
 
-    from latentqa.readers.loading import load_reader as load_folder
+    from latentqa.readers.loading import load_reader_folder as load_folder
     from latentqa.serving.pipeline import ReaderPipeline
 
     reader = load_folder(served_reader_dir)

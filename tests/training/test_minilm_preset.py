@@ -6,7 +6,7 @@ import pytest
 
 from latentqa.cli import main
 from latentqa.training.config import load_config
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.resources import SAMPLE_PATH
 from latentqa.training.trainer import train
 
@@ -34,7 +34,7 @@ def test_preset_trains_a_few_steps_on_real_questions_and_reuses_its_cached_state
                  f"train.state_cache_dir={tmp_path / 'states'}", "train.epochs=1", "train.batch_size=2",
                  "eval.batch_size=2", "eval.max_new_tokens=2"]
     run = train(load_config(PRESET, [*overrides, f"train.output_dir={tmp_path / 'run'}"]))
-    reader = load_reader(run / "best")
+    reader = load_reader_folder(run / "best")
     assert reader.sp_rule is not None and reader.config.question_conditioning == "latents"
     stored = sorted((tmp_path / "states").rglob("*.safetensors"))
     assert len(stored) >= 6  # 6 real contexts of ~1,400 word pieces: 3 or more windows each

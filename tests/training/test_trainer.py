@@ -14,7 +14,7 @@ import torch
 
 from latentqa.config import ConfigError
 from latentqa.training.config import load_config
-from latentqa.readers.loading import load_reader
+from latentqa.readers.loading import load_reader_folder
 from latentqa.readers.latent import LatentReader
 from latentqa.resources import SAMPLE_PATH
 from latentqa.training.trainer import NonFiniteLossError, TrainingInterrupted, train
@@ -55,7 +55,7 @@ def test_tiny_end_to_end_train_evaluate_save_best(tiny_models, tmp_path):
         assert m["lr_latent"] == pytest.approx(2 * m["lr_t5"]) and m["lr_t5"] == pytest.approx(2.5 * m["lr_encoder"])
     assert max(m["lr_latent"] for m in metrics if m["kind"] == "train") == pytest.approx(1e-3)
     # The best reader is an ordinary reader folder, and the config used is saved.
-    best = load_reader(run / "best")
+    best = load_reader_folder(run / "best")
     assert isinstance(best, LatentReader) and best.gate.item() != 0.0
     assert load_config(run / "config.yaml").train.lr_latent == 1e-3
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000004", "step-00000008"]

@@ -14,7 +14,7 @@ from ..data.sources import load_examples
 from ..readers.base import Reader
 from ..readers.collate import IndexedRows
 from ..readers.facts import SpRule
-from ..readers.loading import load_reader
+from ..readers.loading import load_reader_folder
 from ..readers.state_cache import ContextStateCache
 from .evidence import evidence_table
 from .metrics import score
@@ -30,7 +30,7 @@ def predict_source(model_dir: str, source: str, config: EvalConfig, rule: SpRule
     example; returns (reader, examples, features, predictions). `state_cache_dir`: read (and keep) the context
     states of a reader whose states are question-free there, as training does."""
     accelerator = Accelerator()
-    reader = load_reader(model_dir, device=accelerator.device)
+    reader = load_reader_folder(model_dir, device=accelerator.device)
     if state_cache_dir and reader.cache_refusal(inference=True) is None:
         reader.use_state_cache(ContextStateCache(max_mb=0, directory=state_cache_dir), inference=True)
     examples, _ = load_examples(source, limit=limit)

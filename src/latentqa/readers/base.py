@@ -57,7 +57,7 @@ class Generation:
 
 class Reader(nn.Module):
     """Interface of both readers: forward(batch) → ReaderOutput; generate(batch) → Generation; a collator;
-    parameter groups for the optimizer; save_pretrained as a folder (`loading.load_reader` reads it back).
+    parameter groups for the optimizer; save_pretrained as a folder (`loading.load_reader_folder` reads it back).
     `features` says how examples must be encoded for it; `sp_rule` is the supporting-fact rule chosen in training."""
 
     kind: str

@@ -73,7 +73,7 @@ def read_description(meta_path: Path) -> tuple[str, object, TokenLimits, SpRule 
     return meta["kind"], config, limits, rule
 
 
-def load_reader(directory: str | Path, device: str | torch.device = "cpu", expected: type = Reader) -> Reader:
+def load_reader_folder(directory: str | Path, device: str | torch.device = "cpu", expected: type = Reader) -> Reader:
     """The reader saved in `directory`, in eval mode on `device`. `expected` (a reader class) refuses the other kind."""
     folder = Path(directory)
     meta_path, weights = folder / READER_FILE, folder / WEIGHTS_FILE

@@ -31,7 +31,7 @@ from ..progress import progress_bar
 from ..readers.base import READER_PATTERNS, Reader
 from ..readers.errors import ReaderFolderError
 from ..readers.facts import SpRule
-from ..readers.loading import load_reader as load_reader_folder
+from ..readers.loading import load_reader_folder
 from ..readers.state_cache import ContextStateCache
 from .queries import Limits, RequestError, parse_query
 

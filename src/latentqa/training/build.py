@@ -10,7 +10,7 @@ from ..config import ConfigError, DataConfig, TokenLimits
 from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
-from ..readers.loading import READERS, load_reader
+from ..readers.loading import READERS, load_reader_folder
 from ..resources import SAMPLE_PATH
 from .config import SECTIONS, ModelConfig, RunConfig
 
@@ -88,7 +88,7 @@ def reader_from_folder(config: RunConfig) -> Reader:
     setting (or model.t5 / model.encoder) set to something else than its default and than the folder's value
     would be silently ignored, so it is refused by name."""
     model = config.model
-    reader = load_reader(model.init_from)
+    reader = load_reader_folder(model.init_from)
     if reader.kind != model.kind:
         raise ConfigError(f"model.init_from {model.init_from} holds a {reader.kind} reader, "
                           f"but model.kind is {model.kind}")
