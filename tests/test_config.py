@@ -39,14 +39,15 @@ def test_every_field_has_exactly_one_definition():
 
 
 def test_options_outside_the_run_config_have_help_and_the_flags_come_from_them():
-    """The server's limits and batching and the index's retrieval settings are option dataclasses too: a help
-    text per field, and `serve` / `bench-serve` have a flag per field, with the field's default."""
+    """The server's limits and batching, the index's retrieval settings and the tiny models' sizes are option
+    dataclasses too: a help text per field, and `serve` / `bench-serve` have a flag per field, with the field's default."""
+    from latentqa.assets import TinySizes
     from latentqa.cli import build_parser
     from latentqa.index.retrieval import RetrievalConfig
     from latentqa.serving.batching import Batching
     from latentqa.serving.queries import Limits
 
-    for cls in (Limits, Batching, RetrievalConfig):
+    for cls in (Limits, Batching, RetrievalConfig, TinySizes):
         assert all(spec.metadata.get("help") for spec in dataclasses.fields(cls)), cls.__name__
     commands = build_parser()._subparsers._group_actions[0].choices
     for command, classes in (("serve", (Limits, Batching)), ("bench-serve", (Batching,))):

