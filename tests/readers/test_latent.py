@@ -8,7 +8,7 @@ from latentqa.data.examples import Example
 from latentqa.data.features import format_sentence
 from latentqa.readers.heads import AttentionHead
 from latentqa.readers.loading import load_reader_folder
-from latentqa.readers.selector import attention_mass_nll, mean_over_scored
+from latentqa.readers.heads import attention_mass_nll, mean_over_scored
 from tests.conftest import collate
 
 

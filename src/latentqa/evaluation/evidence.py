@@ -15,7 +15,7 @@ from ..data.examples import Example
 from ..progress import progress_bar
 from ..readers.facts import SpRule, select_facts
 from ..readers.heads import LexicalHead
-from ..readers.selector import attention_mass_nll
+from ..readers.heads import attention_mass_nll
 from .metrics import score
 from .sp_rule import PARAGRAPHS
 

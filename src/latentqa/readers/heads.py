@@ -8,7 +8,8 @@ supporting fact). A head that `ranks_paragraphs` gives each sentence its paragra
 
 Heads here: the selector's attention (always there: the original design's evidence signal) and the lexical
 evidence alone (no parameters; `latentqa eval --evidence`, `cosine-sp`). The sentence scorer is in `scorer.py`, the
-paragraph-pair ranker in `pairs.py`.
+paragraph-pair ranker in `pairs.py`. The attention head's loss and scores (`attention_mass_nll`,
+`sentence_scores`) and the mean a reader takes of each head's per-example losses are here too.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .selector import attention_mass_nll, sentence_scores
 
 # Weights of the lexical features (`data.lexical.FEATURES` order): × 4 the weighting that ranks the 1,315 shared
 # training questions' sentences best untrained, chosen among 243 (each weight 0.5, 1 or 2; first + best sentence of
@@ -26,6 +26,30 @@ from .selector import attention_mass_nll, sentence_scores
 LEXICAL_PRIOR = (8.0, 4.0, 4.0, 8.0, 2.0)
 
 Loss = tuple[str, float, torch.Tensor]  # name, weight, per example (B,): NaN where an example has nothing to score
+
+
+def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
+    """-log(attention mass on the marked tokens) per example, the mass averaged over latents: attention (B, N, L)
+    over context tokens, marked (B, L) bool → (B,), NaN for an example without marked tokens. Computed in float32
+    so bf16 mass near 0 stays finite."""
+    mass = (attention.float() * marked[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,)
+    return torch.where(marked.any(dim=-1), -torch.log(mass.clamp_min(1e-12)), torch.nan)
+
+
+def mean_over_scored(per_example: torch.Tensor) -> torch.Tensor:
+    """Mean of the non-NaN entries of (B,); 0 when there are none."""
+    scored = ~per_example.isnan()
+    if not bool(scored.any()):
+        return per_example.new_zeros(())
+    return per_example[scored].mean()
+
+
+def sentence_scores(token_attention: torch.Tensor, sentence_index: torch.Tensor, context_mask: torch.Tensor,
+                    num_sentences: int) -> torch.Tensor:
+    """Attention mass summed per sentence: token_attention (B, L), sentence_index (B, L) → (B, num_sentences)."""
+    weights = token_attention.float() * context_mask
+    scores = weights.new_zeros(token_attention.shape[0], max(num_sentences, 1))
+    return scores.scatter_add_(1, sentence_index, weights)
 
 
 @dataclass

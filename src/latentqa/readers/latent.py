@@ -19,11 +19,11 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..config import ConfigError, TokenLimits, at_least, option
 from .base import Generation, Reader, ReaderOutput, answer_losses, set_activation_checkpointing
 from .collate import LatentCollator
-from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead
+from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead, mean_over_scored
 from .pairs import PairRanker
 from .pooling import masked_mean
 from .scorer import SentenceScorer
-from .selector import LatentSelector, SentenceRelevance, mean_over_scored
+from .selector import LatentSelector, SentenceRelevance
 from .state_cache import ContextStateCache
 from .windows import PACKINGS
 

@@ -127,30 +127,3 @@ class SentenceRelevance(nn.Module):
         question = F.normalize(self.project(question), dim=-1)
         cosine = (sentences @ question[..., None]).squeeze(-1).gather(1, sentence_index)  # (B, L)
         return self.log_temperature.exp()[None, :, None] * cosine[:, None, :]
-
-
-def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
-    """-log(attention mass on the marked tokens) per example, the mass averaged over latents: attention (B, N, L)
-    over context tokens, marked (B, L) bool → (B,), NaN for an example without marked tokens. Computed in float32
-    so bf16 mass near 0 stays finite."""
-    mass = (attention.float() * marked[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,)
-    return torch.where(marked.any(dim=-1), -torch.log(mass.clamp_min(1e-12)), torch.nan)
-
-
-def mean_over_scored(per_example: torch.Tensor) -> torch.Tensor:
-    """Mean of the non-NaN entries of (B,); 0 when there are none."""
-    scored = ~per_example.isnan()
-    if not bool(scored.any()):
-        return per_example.new_zeros(())
-    return per_example[scored].mean()
-
-
-def sentence_scores(token_attention: torch.Tensor, sentence_index: torch.Tensor, context_mask: torch.Tensor,
-                    num_sentences: int) -> torch.Tensor:
-    """Attention mass summed per sentence: token_attention (B, L), sentence_index (B, L) → (B, num_sentences)."""
-    weights = token_attention.float() * context_mask
-    scores = weights.new_zeros(token_attention.shape[0], max(num_sentences, 1))
-    return scores.scatter_add_(1, sentence_index, weights)
-
-
-
