@@ -83,3 +83,22 @@ def trained_latent_run(tiny_models, tmp_path_factory):
         f"train.output_dir={out / 'run'}", "train.epochs=2", "train.batch_size=4", "train.lr_latent=1e-3",
         "eval.max_new_tokens=4"])
     return train(config)
+
+
+def tiny_reader(tiny_models, seed=0, **config):
+    """A tiny latent reader an index can hold (question-aware latents, one sentence a window), in eval mode."""
+    import torch
+
+    from latentqa.readers.latent import LatentConfig, LatentReader
+
+    torch.manual_seed(seed)
+    t5_dir, encoder_dir = tiny_models
+    settings = {"num_latents": 8, "selector_heads": 4, "question_conditioning": "latents",
+                "window_packing": "sentence", **config}
+    return LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(**settings)).eval()
+
+
+@pytest.fixture(scope="session")
+def index_reader_dir(tiny_models, tmp_path_factory):
+    """`tiny_reader` saved as a reader folder: the reader of the index tests."""
+    return tiny_reader(tiny_models).save_pretrained(tmp_path_factory.mktemp("reader") / "reader")

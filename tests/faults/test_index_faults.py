@@ -22,7 +22,6 @@ from latentqa.index.manifest import IndexFolderError
 from latentqa.index.retrieval import Retriever
 from latentqa.index.store import IndexStore
 from latentqa.serving.queries import RequestError
-from tests.index.test_index import tiny_reader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,13 +32,8 @@ def corpus(sample_path):
 
 
 @pytest.fixture(scope="module")
-def reader_dir(tiny_models, tmp_path_factory):
-    return tiny_reader(tiny_models).save_pretrained(tmp_path_factory.mktemp("reader") / "reader")
-
-
-@pytest.fixture(scope="module")
-def reader(reader_dir):
-    return latentqa.load_reader(reader_dir, cache_mb=0).reader
+def reader(index_reader_dir):
+    return latentqa.load_reader(index_reader_dir, cache_mb=0).reader
 
 
 def build(reader, paragraphs, directory, **options):
@@ -60,10 +54,10 @@ def one_line(err) -> str:
 
 
 @pytest.mark.slow
-def test_twenty_sigkills_then_reruns_equal_a_build_never_killed(reader_dir, corpus, tmp_path):
+def test_twenty_sigkills_then_reruns_equal_a_build_never_killed(index_reader_dir, corpus, tmp_path):
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"title": p.title, "sentences": list(p.sentences)}) + "\n" for p in corpus))
-    result = subprocess.run([sys.executable, "-m", "tests.faults.index_kills", str(reader_dir), str(path),
+    result = subprocess.run([sys.executable, "-m", "tests.faults.index_kills", str(index_reader_dir), str(path),
                              str(tmp_path / "work"), "20", "0"], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -89,11 +83,11 @@ def test_a_second_build_is_refused_while_one_runs(reader, corpus, tmp_path, caps
     assert build(reader, corpus, directory).paragraphs == 60  # the lock goes with its holder
 
 
-def test_a_server_keeps_its_snapshot_while_a_build_grows_the_index(reader_dir, reader, corpus, tmp_path,
+def test_a_server_keeps_its_snapshot_while_a_build_grows_the_index(index_reader_dir, reader, corpus, tmp_path,
                                                                    monkeypatch, sample_examples):
     directory = tmp_path / "index"
     build(reader, corpus[:30], directory)
-    serving = latentqa.load_reader(reader_dir, cache_mb=0, index=directory, top_k=3)
+    serving = latentqa.load_reader(index_reader_dir, cache_mb=0, index=directory, top_k=3)
     question = sample_examples[0].question
     before = serving.answer(question, max_new_tokens=3)
     opened_mid_build = []
@@ -111,7 +105,7 @@ def test_a_server_keeps_its_snapshot_while_a_build_grows_the_index(reader_dir, r
     after = serving.answer(question, max_new_tokens=3)  # the old snapshot, whole: same retrieval, same answer
     assert [(h.title, h.score) for h in after.retrieved] == [(h.title, h.score) for h in before.retrieved]
     assert after.answer == before.answer
-    assert len(latentqa.load_reader(reader_dir, cache_mb=0, index=directory).retriever.store) == 60
+    assert len(latentqa.load_reader(index_reader_dir, cache_mb=0, index=directory).retriever.store) == 60
 
 
 def _flip_last_byte(path: Path) -> None:
@@ -144,10 +138,10 @@ def _retrieval_file(directory: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(reader_dir, reader, corpus, tmp_path_factory, sample_examples):
+def reference(index_reader_dir, reader, corpus, tmp_path_factory, sample_examples):
     directory = tmp_path_factory.mktemp("reference") / "index"
     build(reader, corpus, directory)
-    encoder = latentqa.load_reader(reader_dir, cache_mb=0)
+    encoder = latentqa.load_reader(index_reader_dir, cache_mb=0)
     questions = [(ex.question, encoder.question_vector(ex.question)) for ex in sample_examples]
     return directory, questions, retrieval(directory, questions)
 
@@ -234,25 +228,25 @@ def test_edited_paragraphs_are_encoded_again_and_pruned_ones_removed(reader, cor
 
 
 @pytest.mark.parametrize("question", ["?", "Is it?", "a b c", "the the the " * 100])
-def test_questions_with_no_indexed_term_are_answered(reader_dir, reference, question):
-    pipeline = latentqa.load_reader(reader_dir, cache_mb=0, index=reference[0], top_k=3)
+def test_questions_with_no_indexed_term_are_answered(index_reader_dir, reference, question):
+    pipeline = latentqa.load_reader(index_reader_dir, cache_mb=0, index=reference[0], top_k=3)
     answer = pipeline.answer(question, max_new_tokens=2)
     assert len(answer.retrieved) == 3
 
 
-def test_empty_and_over_long_questions_are_refused_in_one_line(reader_dir, reference, capsys):
+def test_empty_and_over_long_questions_are_refused_in_one_line(index_reader_dir, reference, capsys):
     from latentqa.serving.app import create_app
 
     from ..serving.conftest import ServerThread
 
     index = str(reference[0])
-    assert main(["ask", "--model", str(reader_dir), "--index", index, "--max-new-tokens", "2", "?"]) == 0
+    assert main(["ask", "--model", str(index_reader_dir), "--index", index, "--max-new-tokens", "2", "?"]) == 0
     capsys.readouterr()
     for question in ("", "x" * 5000):
-        assert main(["ask", "--model", str(reader_dir), "--index", index, question]) == 2
+        assert main(["ask", "--model", str(index_reader_dir), "--index", index, question]) == 2
         err = capsys.readouterr().err
         assert err.startswith("latentqa: error: question") and err.count("\n") == 1
-    pipeline = latentqa.load_reader(reader_dir, cache_mb=0, index=index, top_k=3)
+    pipeline = latentqa.load_reader(index_reader_dir, cache_mb=0, index=index, top_k=3)
     with pytest.raises(RequestError, match="question"):
         pipeline.answer("")
     with ServerThread(create_app(pipeline, generation=pipeline.generation(max_new_tokens=2))) as server:
@@ -261,13 +255,13 @@ def test_empty_and_over_long_questions_are_refused_in_one_line(reader_dir, refer
             assert got == status, reply
 
 
-def test_predict_from_the_index_answers_every_example_of_a_data_file(reader_dir, reference, sample_path, tmp_path):
+def test_predict_from_the_index_answers_every_example_of_a_data_file(index_reader_dir, reference, sample_path, tmp_path):
     """A data file's questions are read as in training (cut to the reader's question length): an empty or
     over-long one is predicted like any other, never a crash that writes nothing."""
     data = json.loads(sample_path.read_text())[:3]
     data[1]["question"], data[2]["question"] = "", "x " * 3000
     path = tmp_path / "three.json"
     path.write_text(json.dumps(data))
-    assert main(["predict", "--model", str(reader_dir), "--index", str(reference[0]), "--data", str(path),
+    assert main(["predict", "--model", str(index_reader_dir), "--index", str(reference[0]), "--data", str(path),
                  "--max-new-tokens", "2", "--out", str(tmp_path / "pred.json")]) == 0
     assert set(json.loads((tmp_path / "pred.json").read_text())["answer"]) == {ex["_id"] for ex in data}

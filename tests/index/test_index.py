@@ -14,17 +14,9 @@ from latentqa.index import build as build_module
 from latentqa.index.build import build_index, paragraph_windows
 from latentqa.index.retrieval import both_gold_recall
 from latentqa.index.store import IndexFolderError, IndexStore
-from latentqa.readers.latent import LatentConfig, LatentReader
 from latentqa.serving.pipeline import ReaderPipeline
 from latentqa.serving.queries import RequestError
-
-
-def tiny_reader(tiny_models, seed=0, **config):
-    torch.manual_seed(seed)
-    t5_dir, encoder_dir = tiny_models
-    settings = {"num_latents": 8, "selector_heads": 4, "question_conditioning": "latents",
-                "window_packing": "sentence", **config}
-    return LatentReader.build(str(t5_dir), str(encoder_dir), LatentConfig(**settings)).eval()
+from tests.conftest import tiny_reader
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +25,11 @@ def corpus(sample_path):
 
 
 @pytest.fixture(scope="module")
-def reader_dir(tiny_models, tmp_path_factory):
-    return tiny_reader(tiny_models).save_pretrained(tmp_path_factory.mktemp("reader") / "reader")
-
-
-@pytest.fixture(scope="module")
-def built(reader_dir, corpus, tmp_path_factory):
+def built(index_reader_dir, corpus, tmp_path_factory):
     """An index of the corpus built at once, 40 paragraphs a shard."""
-    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
     out = tmp_path_factory.mktemp("index") / "index"
-    report = build_index(reader, corpus, out, reader_name=str(reader_dir), shard_paragraphs=40, progress=False)
+    report = build_index(reader, corpus, out, reader_name=str(index_reader_dir), shard_paragraphs=40, progress=False)
     return out, report
 
 
@@ -51,8 +38,8 @@ def stored(directory):
     return store, {p.title: [s.clone() for s in store.paragraph_states(row)] for row, p in enumerate(store.paragraphs)}
 
 
-def test_interrupted_build_resumes_to_the_same_index(built, reader_dir, corpus, tmp_path, monkeypatch):
-    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+def test_interrupted_build_resumes_to_the_same_index(built, index_reader_dir, corpus, tmp_path, monkeypatch):
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
     real, calls = build_module.encode_shard, []
 
     def dies_on_the_third(*args):
@@ -77,8 +64,8 @@ def test_interrupted_build_resumes_to_the_same_index(built, reader_dir, corpus, 
     assert np.array_equal(store_a.vectors(), store_b.vectors())
 
 
-def test_a_grown_corpus_adds_only_its_new_paragraphs(reader_dir, corpus, tmp_path, monkeypatch):
-    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+def test_a_grown_corpus_adds_only_its_new_paragraphs(index_reader_dir, corpus, tmp_path, monkeypatch):
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
     first = build_index(reader, corpus[:50] + corpus[:10], tmp_path / "index", reader_name="r", shard_paragraphs=40,
                         progress=False)
     assert first.added == first.paragraphs == 50  # a title given twice is one paragraph
@@ -92,8 +79,8 @@ def test_a_grown_corpus_adds_only_its_new_paragraphs(reader_dir, corpus, tmp_pat
     assert build_index(reader, corpus, tmp_path / "index", reader_name="r", progress=False).added == 0
 
 
-def test_stored_states_are_the_encoders_states_of_that_paragraph(built, reader_dir, corpus):
-    reader = latentqa.load_reader(reader_dir, cache_mb=0).reader
+def test_stored_states_are_the_encoders_states_of_that_paragraph(built, index_reader_dir, corpus):
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
     store = IndexStore(built[0])
     for row in (0, 57, 119):
         windows = paragraph_windows(reader, [store.paragraphs[row]])
@@ -106,9 +93,9 @@ def test_stored_states_are_the_encoders_states_of_that_paragraph(built, reader_d
             torch.testing.assert_close(saved.float(), live, atol=2e-3, rtol=2e-3)  # fp16 storage
 
 
-def test_an_answer_from_the_index_equals_the_answer_given_its_paragraphs(built, reader_dir, sample_examples):
-    indexed = latentqa.load_reader(reader_dir, cache_mb=0, index=built[0], top_k=6)
-    given = latentqa.load_reader(reader_dir, cache_mb=64)  # fp16 states, as the index stores them
+def test_an_answer_from_the_index_equals_the_answer_given_its_paragraphs(built, index_reader_dir, sample_examples):
+    indexed = latentqa.load_reader(index_reader_dir, cache_mb=0, index=built[0], top_k=6)
+    given = latentqa.load_reader(index_reader_dir, cache_mb=64)  # fp16 states, as the index stores them
     for example in sample_examples[:4]:
         answer = indexed.answer(example.question, max_new_tokens=6)
         assert len(answer.retrieved) == 6
@@ -151,8 +138,8 @@ def test_readers_whose_states_are_not_the_index_s_are_refused(built, tiny_models
         build_index(cases["greedy"], [], built[0].parent / "other", reader_name="r", progress=False)
 
 
-def test_two_hop_reaches_a_paragraph_the_question_does_not_name(built, reader_dir, sample_examples):
-    indexed = latentqa.load_reader(reader_dir, cache_mb=0, index=built[0])
+def test_two_hop_reaches_a_paragraph_the_question_does_not_name(built, index_reader_dir, sample_examples):
+    indexed = latentqa.load_reader(index_reader_dir, cache_mb=0, index=built[0])
     retriever, store = indexed.retriever, indexed.retriever.store
     titles = {p.title for p in store.paragraphs}
     examples = [ex for ex in sample_examples if {t for t, _ in ex.supporting_facts} <= titles]
@@ -190,12 +177,12 @@ def test_corpus_files_load_with_counts_or_stop_on_the_line(tmp_path):
     assert main(["index", "--model", "nowhere", "--data", str(path), "--out", str(tmp_path / "i")]) == 2
 
 
-def test_cli_index_ask_and_predict_from_the_index(reader_dir, sample_path, tmp_path, capsys):
+def test_cli_index_ask_and_predict_from_the_index(index_reader_dir, sample_path, tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
     paragraphs = load_corpus(str(sample_path))[0][:60]
     corpus.write_text("".join(json.dumps({"title": p.title, "sentences": list(p.sentences)}) + "\n"
                               for p in paragraphs))
-    assert main(["index", "--model", str(reader_dir), "--data", str(corpus), "--out", str(tmp_path / "i"),
+    assert main(["index", "--model", str(index_reader_dir), "--data", str(corpus), "--out", str(tmp_path / "i"),
                  "--shard-paragraphs", "25"]) == 0
     assert "60 paragraphs (60 added)" in capsys.readouterr().out
     assert main(["ask", "--index", str(tmp_path / "i"), "--json", "--top-k", "3", "--max-new-tokens", "4",
@@ -203,7 +190,7 @@ def test_cli_index_ask_and_predict_from_the_index(reader_dir, sample_path, tmp_p
     reply = json.loads(capsys.readouterr().out)
     assert len(reply["retrieved"]) == 3 and {"answer", "supporting_facts"} <= set(reply)
     out = tmp_path / "pred.json"
-    assert main(["predict", "--model", str(reader_dir), "--index", str(tmp_path / "i"), "--data", str(sample_path),
+    assert main(["predict", "--model", str(index_reader_dir), "--index", str(tmp_path / "i"), "--data", str(sample_path),
                  "--limit", "5", "--top-k", "4", "--max-new-tokens", "4", "--out", str(out)]) == 0
     predictions, retrieved = json.loads(out.read_text()), json.loads(out.with_suffix(".retrieved.json").read_text())
     assert len(predictions["answer"]) == len(predictions["sp"]) == len(retrieved) == 5
@@ -212,12 +199,12 @@ def test_cli_index_ask_and_predict_from_the_index(reader_dir, sample_path, tmp_p
     assert all({t for t, _ in predictions["sp"][i]} <= {t for t, _ in retrieved[i]} for i in retrieved)
 
 
-def test_serve_with_an_index_answers_a_question_only_query_over_http(built, reader_dir, sample_examples):
+def test_serve_with_an_index_answers_a_question_only_query_over_http(built, index_reader_dir, sample_examples):
     from latentqa.serving.app import create_app
 
     from ..serving.conftest import ServerThread
 
-    pipeline = latentqa.load_reader(reader_dir, cache_mb=16, index=built[0], top_k=5)
+    pipeline = latentqa.load_reader(index_reader_dir, cache_mb=16, index=built[0], top_k=5)
     expected = pipeline.answer(sample_examples[0].question, id="q", max_new_tokens=4)
     with ServerThread(create_app(pipeline, generation=pipeline.generation(max_new_tokens=4))) as server:
         status, reply = server.request("POST", "/v1/answer", {"id": "q", "question": sample_examples[0].question})
@@ -233,7 +220,7 @@ def test_serve_with_an_index_answers_a_question_only_query_over_http(built, read
 
 
 @pytest.mark.slow
-def test_two_processes_build_the_index_one_process_builds(built, reader_dir, corpus, tmp_path):
+def test_two_processes_build_the_index_one_process_builds(built, index_reader_dir, corpus, tmp_path):
     """torchrun --nproc_per_node 2 on CPU: each process encodes every other shard; the index equals the one built
     by one process (states to the CPU kernels' rounding: the processes run one thread each)."""
     import os
@@ -243,7 +230,7 @@ def test_two_processes_build_the_index_one_process_builds(built, reader_dir, cor
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"title": p.title, "sentences": list(p.sentences)}) + "\n" for p in corpus))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             "29541", "-m", "latentqa.cli", "index", "--model", str(reader_dir), "--data", str(path),
+                             "29541", "-m", "latentqa.cli", "index", "--model", str(index_reader_dir), "--data", str(path),
                              "--out", str(tmp_path / "index"), "--shard-paragraphs", "40"],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,6 +7,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from ..atomic import write_text
 from ..config import CACHE_DIR, EvalConfig
 from ..data.examples import DataError, Example
 from ..data.features import load_features
@@ -68,7 +69,7 @@ def evaluate_source(model_dir: str, source: str, out_dir: Path, config: EvalConf
         plots.append(report.plot_sentence_attention(examples, predictions.sentence_scores, out_dir / "attention.png"))
     curves = report.plot_training_curves(Path(model_dir).resolve().parent / "metrics.jsonl", out_dir / "training.png")
     plots += [curves] if curves else []
-    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "groups": groups}, indent=2))
+    write_text(out_dir / "metrics.json", json.dumps({**metrics, "groups": groups}, indent=2))  # `compare` reads it
     path = report.write_report(out_dir, model_dir=model_dir, source=source, metrics=metrics, groups=groups,
                                plots=plots)
     return metrics, path

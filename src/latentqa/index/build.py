@@ -124,10 +124,9 @@ def encode_shard(reader, paragraphs: list[Paragraph]) -> tuple[dict[str, torch.T
 
 @dataclass
 class Plan:
-    """What a build does, the same in every process: the shards kept, the shards to drop once their paragraphs
-    are encoded again, and the paragraphs to encode (new, changed, or left over from a dropped shard)."""
+    """What a build does, the same in every process: the shards to drop once their paragraphs are encoded again,
+    and the paragraphs to encode (new, changed, or left over from a dropped shard)."""
 
-    kept: list[ShardEntry]
     dropped: list[ShardEntry]
     todo: list[Paragraph]
     removed: int
@@ -142,12 +141,11 @@ def plan_build(directory: Path, manifest: Manifest, paragraphs: list[Paragraph],
     stored = [(entry, paragraphs_in(directory / SHARDS / entry.name)) for entry in manifest.shards]
     latest = {p.title: number for number, (_, held) in enumerate(stored) for p in held}
     current: dict[str, Paragraph] = {}
-    kept, dropped, leftover, removed = [], [], [], 0
+    dropped, leftover, removed = [], [], 0
     for number, (entry, held) in enumerate(stored):
         stale = [p for p in held if latest[p.title] != number or (p.title in given and given[p.title] != p)
                  or (prune and p.title not in given)]
         if not stale:
-            kept.append(entry)
             current.update((p.title, p) for p in held)
             continue
         dropped.append(entry)
@@ -162,7 +160,7 @@ def plan_build(directory: Path, manifest: Manifest, paragraphs: list[Paragraph],
         if paragraph.title not in current and paragraph.title not in queued:
             queued.add(paragraph.title)
             todo.append(paragraph)
-    return Plan(kept, dropped, todo, removed)
+    return Plan(dropped, todo, removed)
 
 
 def check_shards(directory: Path, manifest: Manifest) -> tuple[Manifest, list[str]]:
@@ -233,7 +231,8 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
         remove_unlisted(directory, manifest)
         manifest.write(directory)
     state.wait_for_everyone()
-    check_reader(Header.read(directory), reader, directory)
+    if not state.is_main_process:  # the main process checked before it touched the folder
+        check_reader(Header.read(directory), reader, directory)
 
     manifest = Manifest.read(directory)
     plan = plan_build(directory, manifest, paragraphs, prune)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..data.examples import DataError
 MANIFEST_FILE = "manifest.json"
 SHARDS = "shards"
 HASH_CHUNK = 1 << 20
+SHARD_NAME = re.compile(r"\d{6,}\.safetensors")
 
 
 class IndexFolderError(DataError):
@@ -75,8 +77,9 @@ class Manifest:
         try:
             entries = json.loads(path.read_text())["shards"]
             manifest = cls([ShardEntry(**entry) for entry in entries])
-            for entry in manifest.shards:
-                entry.number  # noqa: B018 -- a name that is not NNNNNN.safetensors is damage
+            strange = [e.name for e in manifest.shards if not SHARD_NAME.fullmatch(e.name)]
+            if strange:
+                raise ValueError(f"shard names {strange[:3]} are not NNNNNN.safetensors")
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise IndexFolderError(f"{path}: unreadable ({type(err).__name__}: {err}); run `latentqa index` on this "
                                    "folder again to rebuild it") from None
@@ -92,5 +95,5 @@ class Manifest:
     def next_number(self, directory: Path) -> int:
         """Above every listed shard and every shard-named file in the folder, so no write lands on a name in use."""
         files = [int(p.name.split(".")[0]) for p in (directory / SHARDS).glob("*.safetensors")
-                 if p.name.split(".")[0].isdigit()]
+                 if SHARD_NAME.fullmatch(p.name)]
         return max([e.number for e in self.shards] + files, default=-1) + 1

@@ -131,7 +131,7 @@ def build_retrieval(store: IndexStore) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def retrieval_files(store: IndexStore, *, check_hashes: bool = True) -> Path:
+def retrieval_files(store: IndexStore) -> Path:
     """The folder of retrieval files built for exactly `store`'s shards, checked against `retrieval.json`; one line
     naming the file and what to run where anything differs."""
     path = store.directory / BUILT_FILE
@@ -148,8 +148,7 @@ def retrieval_files(store: IndexStore, *, check_hashes: bool = True) -> Path:
                                f"before its end); {REBUILD}")
     for name, expected in files.items():
         file = folder / name
-        if not file.is_file() or file.stat().st_size != expected["bytes"] or (
-                check_hashes and file_sha256(file) != expected["sha256"]):
+        if not file.is_file() or file.stat().st_size != expected["bytes"] or file_sha256(file) != expected["sha256"]:
             raise IndexFolderError(f"{file}: missing or damaged (it differs from {BUILT_FILE}); {REBUILD}")
     return folder
 
