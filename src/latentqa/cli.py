@@ -110,7 +110,7 @@ def cmd_ask(args) -> None:
     generation, rule = _generation(args)
     try:
         answer = pipeline.answer(args.question, sp_rule=rule, max_new_tokens=generation.max_new_tokens,
-                                 num_beams=generation.num_beams)
+                                 num_beams=generation.num_beams, mask_latents=generation.mask_latents)
     except RequestError as err:  # an empty or over-long question ("[0].question" in the batch it goes through)
         raise UserError(f"{err.field.rsplit('.', 1)[-1]}: {err.message}") from None
     if args.json:

@@ -121,6 +121,8 @@ class TrainConfig:
     lr_latent: float = option(1e-4, "learning rate of the selector, projection, gate and evidence heads")
     lr_t5: float = option(1e-5, "learning rate of T5 (the baseline's only group)")
     lr_encoder: float = option(1e-5, "learning rate of the context encoder")
+    lr_answer: float = option(5e-5, "learning rate of the extractive answer head (`latent.answer_head: extract`): "
+                                    "its live copies of the encoder's top layers and its span and type layers")
     weight_decay: float = option(0.01, "AdamW weight decay")
     warmup_ratio: float = option(0.06, "share of the optimizer steps with linear warm-up, then linear decay")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)")
@@ -161,6 +163,9 @@ class EvalConfig:
     batch_size: int = option(16, "examples per device when evaluating")
     num_beams: int = option(1, "beam search width (1: greedy)")
     max_new_tokens: int = option(32, "longest generated answer")
+    mask_latents: bool = option(False, "answer with the latents masked out of what the answer reads (T5's decoder or "
+                                       "the extractive head): the drop measures what passes the bottleneck (latent "
+                                       "reader only)")
     limit: int | None = option(None, "generate answers for only the first N validation examples during training")
 
     def __post_init__(self):

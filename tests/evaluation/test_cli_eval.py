@@ -34,10 +34,14 @@ def test_eval_writes_report_and_every_plot(trained_latent_run, sample_path, tmp_
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["count"] == 12 and metrics["reader"] == "latent"
-    assert set(metrics["groups"]) == {"context tokens", "support past token 512", "type", "level"}
+    assert set(metrics["groups"]) == {"context tokens", "answer past token 512", "support past token 512", "type",
+                                      "level"}
     assert sum(g["n"] for g in metrics["groups"]["type"].values()) == 12
+    places = metrics["groups"]["answer past token 512"]
+    assert set(places) <= {"yes", "no", "yes/no", "not in context"} and sum(g["n"] for g in places.values()) == 12
+    assert all("joint_f1" in g for g in places.values())  # the latent reader predicts facts: joint scores too
     report = (out / "report.md").read_text()
-    assert "## Answer scores by support past token 512" in report and "![attention](attention.png)" in report
+    assert "## Scores by support past token 512" in report and "![attention](attention.png)" in report
 
     capsys.readouterr()
     assert main(["compare", str(out), str(out), "--out", str(tmp_path / "compare.png")]) == 0

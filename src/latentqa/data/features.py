@@ -24,7 +24,7 @@ from .lexical import lexical_features, paragraph_links
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 6  # bump when the features change meaning, so old caches are not reused
+FEATURE_VERSION = 7  # bump when the features change meaning, so old caches are not reused
 LEXICAL_COLUMNS = ("sentence_lexical", "paragraph_links")
 
 
@@ -48,14 +48,41 @@ def question_text(question: str) -> str:
     return f"question: {question.strip()}"
 
 
+ANSWER_TYPES = ("span", "yes", "no")  # what an extractive reader predicts first; -1 in `answer_type`: unlabelled
+
+
+def answer_type(answer: str | None) -> int:
+    """The index of the answer's type in `ANSWER_TYPES`, -1 for an unlabelled example."""
+    if answer is None:
+        return -1
+    text = answer.strip().lower()
+    return ANSWER_TYPES.index(text) if text in ("yes", "no") else 0
+
+
+def answer_occurrences(text: str, answer: str | None) -> list[tuple[int, int]]:
+    """Character spans of the case-insensitive whole-word occurrences of `answer` in `text`; none for yes/no."""
+    if answer_type(answer) != 0 or not answer.strip():
+        return []
+    return [m.span() for m in re.finditer(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, re.IGNORECASE)]
+
+
 def answer_token_mask(text: str, offsets: list[tuple[int, int]], answer: str | None) -> list[int]:
     """Per token of `text` (character `offsets`), 1 if it overlaps a case-insensitive whole-word occurrence of
     `answer`. Yes/no answers are not spans and mark nothing."""
-    if not answer or answer.strip().lower() in ("yes", "no"):
-        return [0] * len(offsets)
-    spans = [m.span() for m in re.finditer(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, re.IGNORECASE)]
+    spans = answer_occurrences(text, answer)
     return [int(any(start < span_end and span_start < end for span_start, span_end in spans))
             for start, end in offsets]
+
+
+def answer_boundaries(text: str, offsets: list[tuple[int, int]], answer: str | None) -> tuple[list[int], list[int]]:
+    """Per token of `text`, 1 if an occurrence of `answer` starts in it, and 1 if one ends in it: the targets of
+    an extractive answer head."""
+    starts, ends = [0] * len(offsets), [0] * len(offsets)
+    for span_start, span_end in answer_occurrences(text, answer):
+        inside = [i for i, (start, end) in enumerate(offsets) if start < span_end and span_start < end]
+        if inside:
+            starts[inside[0]], ends[inside[-1]] = 1, 1
+    return starts, ends
 
 
 def encode_examples(
@@ -78,6 +105,11 @@ def encode_examples(
     support        per context token, 1 if its sentence is a supporting fact
     answer_span    per context token, 1 if it is part of the answer inside a supporting sentence
     sentence_paragraph  per sentence, the index of its paragraph
+    token_start, token_end  per context token, where its characters begin and end in its sentence's text
+                   (`format_sentence`): an extracted answer copies the context's own characters
+    answer_start, answer_end  per context token, 1 if an occurrence of the answer starts / ends in it: inside the
+                   supporting sentences, or anywhere in the context where they hold none
+    answer_type    the answer's index in `ANSWER_TYPES` (-1: unlabelled)
     and with `spec.lexical` only:
     sentence_lexical    per sentence, its lexical evidence (`lexical.FEATURES`)
     paragraph_links     per pair of paragraphs (a, b), how much of b's title a names (`lexical.paragraph_links`)
@@ -87,7 +119,8 @@ def encode_examples(
                           "fast (tokenizers) backend: its character offsets are needed to mark answer spans")
     columns: dict[str, list] = {k: [] for k in (
         "id", "question_ids", "context_question_ids", "labels", "context_ids", "sentence_index", "support", "answer_span",
-        "sentence_paragraph", *(LEXICAL_COLUMNS if spec.lexical else ()))}
+        "sentence_paragraph", "token_start", "token_end", "answer_start", "answer_end", "answer_type",
+        *(LEXICAL_COLUMNS if spec.lexical else ()))}
     for start in progress_bar(range(0, len(examples), batch_size), desc="tokenize", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         questions = question_tokenizer(
@@ -114,6 +147,7 @@ def encode_examples(
             answer_span = []
             for key, text, offsets in zip(keys, sentences[mine], sentence_offsets[mine]):
                 answer_span += answer_token_mask(text, offsets, ex.answer) if key in support_set else [0] * len(offsets)
+            starts, ends = extraction_targets(keys, sentences[mine], sentence_offsets[mine], support_set, ex.answer)
             lengths = np.array([len(p) for p in pieces], dtype=np.int64)
             paragraph_of = [i for i, p in enumerate(ex.paragraphs) for _ in p.sentences]
             columns["id"].append(ex.id)
@@ -125,6 +159,11 @@ def encode_examples(
             columns["support"].append(np.repeat([int(k in support_set) for k in keys], lengths).astype(int).tolist())
             columns["answer_span"].append(answer_span)
             columns["sentence_paragraph"].append(paragraph_of)
+            columns["token_start"].append([start for offsets in sentence_offsets[mine] for start, _ in offsets])
+            columns["token_end"].append([end for offsets in sentence_offsets[mine] for _, end in offsets])
+            columns["answer_start"].append(starts)
+            columns["answer_end"].append(ends)
+            columns["answer_type"].append(answer_type(ex.answer))
             if spec.lexical:
                 # a title's tokens end where its text does, before the ": " that format_sentence adds
                 title_lengths = [sum(end <= len(title) for _, end in offsets)
@@ -132,6 +171,18 @@ def encode_examples(
                 columns["sentence_lexical"].append(lexical_features(pieces, title_lengths, paragraph_of, cq_ids))
                 columns["paragraph_links"].append(paragraph_links(pieces, title_lengths, paragraph_of))
     return columns
+
+
+def extraction_targets(keys, texts, offsets, support: set, answer: str | None) -> tuple[list[int], list[int]]:
+    """`answer_boundaries` over a whole context: the occurrences inside supporting sentences, or every occurrence
+    where those hold none (the answer stated elsewhere)."""
+    per_sentence = [answer_boundaries(text, marks, answer) for text, marks in zip(texts, offsets)]
+    in_support = [key in support for key in keys]
+    if not any(any(s) for (s, _), kept in zip(per_sentence, in_support) if kept):
+        in_support = [True] * len(keys)
+    starts = [flag * kept for (s, _), kept in zip(per_sentence, in_support) for flag in s]
+    ends = [flag * kept for (_, e), kept in zip(per_sentence, in_support) for flag in e]
+    return starts, ends
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 
-from ..config import EvalConfig
+from ..config import ConfigError, EvalConfig
 from ..data.examples import Example
 from ..progress import progress_bar
+from ..data.features import format_sentence
+from ..readers.answer import answer_text
 from ..readers.base import Generation
 from ..readers.facts import SpRule, select_facts
 
@@ -45,8 +47,12 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
                                                      pad_index=reader.t5_tokenizer.pad_token_id)
         scores = [accelerator.pad_across_processes(s, dim=1, pad_index=0.0)
                   for s in (generation.sentence_scores, generation.paragraph_scores) if s is not None]
-        index, sequences, *scores = accelerator.gather_for_metrics((batch["index"], sequences, *scores))
-        record_batch(reader, [examples[i] for i in index.tolist()], Generation(sequences, *scores), rule, predictions)
+        spans = () if generation.answer_spans is None else (generation.answer_spans,)
+        index, sequences, *scores = accelerator.gather_for_metrics((batch["index"], sequences, *scores, *spans))
+        spans = scores.pop() if spans else None
+        scores += [None] * (2 - len(scores))
+        record_batch(reader, [examples[i] for i in index.tolist()], Generation(sequences, *scores, spans), rule,
+                     predictions)
     reader.train(was_training)
     return predictions
 
@@ -54,10 +60,13 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
 def generate_batch(reader, batch: dict, config: EvalConfig) -> Generation:
     """One collated batch → answer ids (B, T) and the per-sentence scores (B, S) as float32 (None: the baseline;
     paragraph scores: a reader without a pair ranker)."""
-    generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
+    if config.mask_latents and not reader.has_latents:
+        raise ConfigError(f"mask_latents: the {reader.kind} reader has no latents to mask")
+    masked = {"mask_latents": True} if config.mask_latents else {}
+    generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, **masked)
     as_float = (lambda s: None if s is None else s.float())
     return Generation(generation.sequences, as_float(generation.sentence_scores),
-                      as_float(generation.paragraph_scores))
+                      as_float(generation.paragraph_scores), generation.answer_spans)
 
 
 @dataclass
@@ -73,7 +82,11 @@ class Answered:
 def decode_batch(reader, examples: list[Example], generation: Generation, rule: SpRule) -> list[Answered]:
     """A batch's answers decoded and its supporting facts picked by `rule` (a given one); `examples` are the
     batch's, row by row."""
-    texts = reader.t5_tokenizer.batch_decode(generation.sequences, skip_special_tokens=True)
+    if generation.answer_spans is not None:  # spans copy the context's own characters
+        texts = [answer_text([format_sentence(p.title, s) for p in example.paragraphs for s in p.sentences], span)
+                 for example, span in zip(examples, generation.answer_spans.tolist())]
+    else:
+        texts = reader.t5_tokenizer.batch_decode(generation.sequences, skip_special_tokens=True)
     answered = []
     for row, (example, text) in enumerate(zip(examples, texts)):
         item = Answered(text.strip())

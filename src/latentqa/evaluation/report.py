@@ -29,17 +29,32 @@ def bucket_label(value: int, edges=LENGTH_BUCKETS) -> str:
     return bucket_labels(edges)[-1]
 
 
-def breakdown(examples, features, answers) -> dict[str, dict[str, dict]]:
-    """Answer EM/F1 grouped by context length, support past token 512, question type and level."""
-    per_example = {s.id: s for s in score_examples(examples, answers, None)}
+def answer_place(features_row: dict, cut: int = 512) -> str:
+    """Where the answer first occurs in the context: 'yes/no', 'not in context', or whether it starts past
+    word piece `cut`."""
+    if features_row["answer_type"] > 0:
+        return "yes/no"
+    starts = [i for i, flag in enumerate(features_row["answer_start"]) if flag]
+    if not starts:
+        return "not in context"
+    return "yes" if starts[0] >= cut else "no"
+
+
+def breakdown(examples, features, answers, sp: dict[str, list] | None = None) -> dict[str, dict[str, dict]]:
+    """Answer EM/F1 (and joint EM/F1 where `sp` is given) grouped by context length, answer past word piece 512,
+    support past token 512, question type and level."""
+    per_example = {s.id: s for s in score_examples(examples, answers, sp)}
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for ex, ids, support in zip(examples, features["context_ids"], features["support"]):
-        s = per_example[ex.id].answer or (0.0, 0.0, 0.0, 0.0)
-        for by, key in (("context tokens", bucket_label(len(ids))),
-                        ("support past token 512", "yes" if support_end(support) > 512 else "no"),
+    for ex, row in zip(examples, features):
+        scored = per_example[ex.id]
+        s = (*(scored.answer or (0.0, 0.0))[:2], *((scored.joint or (0.0, 0.0))[:2] if sp is not None else ()))
+        for by, key in (("context tokens", bucket_label(len(row["context_ids"]))),
+                        ("answer past token 512", answer_place(row)),
+                        ("support past token 512", "yes" if support_end(row["support"]) > 512 else "no"),
                         ("type", ex.type or "unknown"), ("level", ex.level or "unknown")):
             groups[by][key].append(s)
-    return {by: {key: {"n": len(v), "em": sum(x[0] for x in v) / len(v), "f1": sum(x[1] for x in v) / len(v)}
+    names = ("em", "f1", "joint_em", "joint_f1")
+    return {by: {key: {"n": len(v), **{name: sum(x[i] for x in v) / len(v) for i, name in enumerate(names[:len(v[0])])}}
                  for key, v in sorted(keys.items())} for by, keys in groups.items()}
 
 
@@ -110,8 +125,11 @@ def write_report(out_dir: Path, *, model_dir: str, source: str, metrics: dict, g
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
               if v is not None]
     for by, keys in groups.items():
-        lines += ["", f"## Answer scores by {by}", "", "| group | n | EM | F1 |", "| --- | --- | --- | --- |"]
-        lines += [f"| {k} | {v['n']} | {v['em']:.3f} | {v['f1']:.3f} |" for k, v in keys.items()]
+        names = [name for name in ("em", "f1", "joint_em", "joint_f1") if name in next(iter(keys.values()))]
+        lines += ["", f"## Scores by {by}", "", "| group | n | " + " | ".join(names) + " |",
+                  "| --- " * (len(names) + 2) + "|"]
+        lines += [f"| {k} | {v['n']} | " + " | ".join(f"{v[name]:.3f}" for name in names) + " |"
+                  for k, v in keys.items()]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -63,7 +63,7 @@ def evaluate_source(model_dir: str, source: str, out_dir: Path, config: EvalConf
     if evidence and reader.predicts_facts:
         loader = DataLoader(IndexedRows(features), batch_size=config.batch_size, collate_fn=reader.collator())
         metrics["evidence"] = evidence_table(reader, loader, examples)
-    groups = report.breakdown(examples, features, predictions.answers)
+    groups = report.breakdown(examples, features, predictions.answers, predictions.sp)
     plots = [report.plot_breakdown(groups, out_dir / "answers_by_group.png", f"{reader.kind} reader: answer scores")]
     if predictions.sentence_scores:
         plots.append(report.plot_sentence_attention(examples, predictions.sentence_scores, out_dir / "attention.png"))

@@ -50,7 +50,8 @@ def reader_header(reader, reader_name: str) -> Header:
         raise IndexFolderError(f"this reader cannot be indexed: {refusal}")
     collate = reader.collator()
     return Header(encoder_fingerprint=encoder_fingerprint(reader.encoder), window_packing=collate.packing,
-                  window_tokens=collate.window_tokens, hidden_size=reader.encoder.config.hidden_size,
+                  window_tokens=collate.window_tokens,
+                  hidden_size=reader.encoder.config.hidden_size * len(reader.state_layers),
                   reader=reader_name)
 
 
@@ -60,7 +61,7 @@ def check_reader(header: Header, reader, directory: Path) -> None:
     if refusal:
         raise IndexFolderError(f"{directory}: this reader cannot read an index: {refusal}")
     mine = reader_header(reader, header.reader)
-    for name in ("encoder_fingerprint", "window_packing", "window_tokens"):
+    for name in ("encoder_fingerprint", "window_packing", "window_tokens", "hidden_size"):
         if getattr(mine, name) != getattr(header, name):
             raise IndexFolderError(f"{directory}: built with {name} {getattr(header, name)!r}, this reader has "
                                    f"{getattr(mine, name)!r}: its states are not this reader's (build another index)")
@@ -107,9 +108,11 @@ def encode_shard(reader, paragraphs: list[Paragraph]) -> tuple[dict[str, torch.T
     """One shard's tensors (the layout in `store.py`) and the seconds spent in the encoder."""
     windows = paragraph_windows(reader, paragraphs)
     began = time.perf_counter()
-    states = [s.cpu() for s in encode_windows(reader.encoder, [torch.tensor(ids) for ids, _ in windows])]
+    states = [s.cpu() for s in encode_windows(reader.encoder, [torch.tensor(ids) for ids, _ in windows],
+                                              reader.state_layers)]
     seconds = time.perf_counter() - began
-    vectors = torch.stack([F.normalize(s.mean(dim=0), dim=0) for s in states])
+    width = reader.encoder.config.hidden_size  # the last layer's states are the last `width` of each row
+    vectors = torch.stack([F.normalize(s[:, -width:].mean(dim=0), dim=0) for s in states])
     lengths = torch.tensor([len(ids) for ids, _ in windows])
     return {
         "states": torch.cat(states).to(torch.float16),

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from ..data.examples import Paragraph
-from ..readers.state_cache import ContextStateCache, window_key
+from ..readers.state_cache import ContextStateCache, encoder_states, window_key
 from .manifest import SHARDS, IndexFolderError, Manifest
 
 HEADER_FILE = "index.json"
@@ -85,10 +85,11 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
         keys = shard.get_tensor("keys").numpy()
         offsets = shard.get_tensor("offsets").numpy()
         rows, width = shard.get_slice("states").get_shape()
+        vectors, vector_width = shard.get_slice("vectors").get_shape()  # the last layer's width: states may hold two
         consistent = (keys.shape == (len(owner), 16) and offsets.shape == (len(owner) + 1,) and offsets[0] == 0
                       and offsets[-1] == rows and bool(np.all(np.diff(offsets) > 0))
                       and bool(np.all((owner >= 0) & (owner < len(found)))) and bool(np.all(np.diff(owner) >= 0))
-                      and shard.get_slice("vectors").get_shape() == [len(owner), width])
+                      and vectors == len(owner) and vector_width > 0 and width % vector_width == 0)
         if not consistent or (paragraphs, windows) not in ((None, None), (len(found), len(owner))):
             raise ValueError("its tensors do not agree with each other or with the manifest")
     except (safetensors.SafetensorError, OSError, KeyError, ValueError, TypeError) as err:
@@ -181,8 +182,10 @@ class IndexStates:
                 **({"fallback": self.fallback.stats()} if self.fallback is not None else {})}
 
     @torch.no_grad()
-    def encode(self, encoder, window_ids: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
-        """(W, Lw) → (W, Lw, H) float32, as `ContextStateCache.encode`."""
+    def encode(self, encoder, window_ids: torch.Tensor, window_mask: torch.Tensor,
+               layers: tuple[int, ...] = (-1,)) -> torch.Tensor:
+        """(W, Lw) → (W, Lw, H × layers) float32, as `ContextStateCache.encode`; the index holds the states of the
+        layers the reader it was built with keeps (its header's width says how many)."""
         lengths = window_mask.sum(dim=1).tolist()
         host_ids = window_ids.cpu()
         found = [self.store.window_number(window_key(ids[:n])) for ids, n in zip(host_ids, lengths)]
@@ -197,8 +200,8 @@ class IndexStates:
         if missing:
             rows = torch.tensor(missing, device=window_ids.device)
             ids, mask = window_ids[rows], window_mask[rows]
-            computed = self.fallback.encode(encoder, ids, mask) if self.fallback is not None else \
-                encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            computed = self.fallback.encode(encoder, ids, mask, layers) if self.fallback is not None else \
+                encoder_states(encoder, ids, mask, layers)
             for row, i in enumerate(missing):
                 states[i] = computed[row, :lengths[i]].cpu()
         padded = pad_sequence([s.float() for s in states], batch_first=True)  # (W, max length, H)

@@ -53,6 +53,7 @@ class Generation:
     sequences: torch.Tensor  # (B, T) answer ids
     sentence_scores: torch.Tensor | None = None  # (B, S) per-sentence score, latent reader only
     paragraph_scores: torch.Tensor | None = None  # (B, S) each sentence's paragraph's score, with a pair ranker only
+    answer_spans: torch.Tensor | None = None  # (B, 4) an extractive head's answers (`answer.ExtractiveAnswerHead.decode`)
 
 
 class Reader(nn.Module):
@@ -63,6 +64,7 @@ class Reader(nn.Module):
     kind: str
     parts = ("t5",)  # the pretrained models it is built from (`build` takes their Hub ids or folders in this order)
     predicts_facts = False  # does `generate` score sentences?
+    has_latents = False  # does `generate` take `mask_latents`?
 
     def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, config, limits: TokenLimits = TokenLimits()):
         super().__init__()

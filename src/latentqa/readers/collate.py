@@ -93,7 +93,9 @@ class LatentCollator:
     context_mask (B, L); support, answer_span (B, L) bool; sentence_index (B, L); num_sentences (B,);
     sentence_mask, sentence_support (B, S) bool; sentence_paragraph, sentence_position (B, S): each sentence's
     paragraph and its place in it; encoder_question_ids (B, Tqe), encoder_question_mask: [CLS] question [SEP] in
-    the context encoder's vocabulary; for rows encoded with lexical evidence, sentence_lexical (B, S, F) float
+    the context encoder's vocabulary; token_start, token_end (B, L): each context token's characters in its
+    sentence's text; answer_start, answer_end (B, L) bool and answer_type (B,): an extractive head's targets; for
+    rows encoded with lexical evidence, sentence_lexical (B, S, F) float
     (`data.lexical`) and paragraph_links (B, P, P) float (`data.lexical.paragraph_links`).
     """
 
@@ -105,8 +107,11 @@ class LatentCollator:
     window_tokens: int  # encoder positions, [CLS] and [SEP] included
     question_in_windows: bool = False
     packing: str = "greedy"  # see windows.window_spans
+    max_context_tokens: int | None = None  # read only the first N context tokens (None: the whole context)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.max_context_tokens is not None:
+            rows = [cut_context(r, self.max_context_tokens) for r in rows]
         question_ids = pad([[*r["question_ids"], self.t5_eos_id] for r in rows], self.t5_pad_id)
         encoder_questions = [[self.cls_id, *r["context_question_ids"], self.sep_id] for r in rows]
         # [CLS] question [SEP] opens each window in `question_in_windows`; the context fills the rest
@@ -141,12 +146,34 @@ class LatentCollator:
             "answer_span": pad([r["answer_span"] for r in rows], 0, dtype=torch.bool, min_length=1),
             "sentence_index": pad([r["sentence_index"] for r in rows], 0, min_length=1),
             "num_sentences": torch.tensor([len(r["sentence_paragraph"]) for r in rows]),
-            "sentence_mask": pad([np.ones(len(f)) for f in sentence_support], 0, dtype=torch.bool, min_length=1),
+            "sentence_mask": pad([self.visible_sentences(r) for r in rows], 0, dtype=torch.bool, min_length=1),
             "sentence_support": pad(sentence_support, 0, dtype=torch.bool, min_length=1),
             "sentence_paragraph": pad([r["sentence_paragraph"] for r in rows], 0, min_length=1),
             "sentence_position": pad([sentence_positions(r["sentence_paragraph"]) for r in rows], 0, min_length=1),
+            **{name: pad([r[name] for r in rows], 0, min_length=1) for name in ("token_start", "token_end")},
+            **{name: pad([r[name] for r in rows], 0, dtype=torch.bool, min_length=1)
+               for name in ("answer_start", "answer_end")},
+            "answer_type": torch.tensor([r["answer_type"] for r in rows]),
             **(lexical_fields(rows) if "sentence_lexical" in rows[0] else {}),
         }
+
+    def visible_sentences(self, row: dict) -> np.ndarray:
+        """Per sentence, whether the reader sees it: all of them, or with a cut context those with tokens left."""
+        visible = np.ones(len(row["sentence_paragraph"]), dtype=bool)
+        if self.max_context_tokens is not None:
+            visible[:] = False
+            visible[np.asarray(row["sentence_index"], dtype=np.int64)] = True
+        return visible
+
+
+TOKEN_COLUMNS = ("context_ids", "sentence_index", "support", "answer_span", "token_start", "token_end",
+                 "answer_start", "answer_end")  # one entry per context token
+
+
+def cut_context(row: dict, tokens: int) -> dict:
+    """The row as a reader that sees only its first `tokens` context tokens reads it: what lies past the cut is
+    gone, targets included (every sentence is still listed, so facts past the cut are still scored as missed)."""
+    return {**row, **{name: row[name][:tokens] for name in TOKEN_COLUMNS}}
 
 
 def lexical_fields(rows: list[dict]) -> dict[str, torch.Tensor]:

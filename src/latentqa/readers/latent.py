@@ -4,7 +4,9 @@
     question ─ T5 encoder ─ question states (B, Tq, D) ───────────────────────── concat ─┴─ T5 decoder ─ answer
 
 T5 is wrapped, not forked: its decoder receives `encoder_outputs=[question states ; gated latents]` with the
-matching attention mask, in training and in `generate` alike.
+matching attention mask, in training and in `generate` alike. With `answer_head: extract` the answer is a span of
+the context instead (`answer.py`): live top encoder layers over the paragraphs the evidence heads rank first, the
+gated latents as their memory; T5 is then not run.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..config import ConfigError, TokenLimits, at_least, option
+from .answer import ExtractiveAnswerHead
 from .base import Generation, Reader, ReaderOutput, answer_losses, set_activation_checkpointing
 from .collate import LatentCollator
 from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead, mean_over_scored
@@ -24,7 +27,7 @@ from .pairs import PairRanker
 from .pooling import masked_mean
 from .scorer import SentenceScorer
 from .selector import LatentSelector, SentenceRelevance
-from .state_cache import ContextStateCache
+from .state_cache import ContextStateCache, encoder_states
 from .windows import PACKINGS
 
 
@@ -32,6 +35,7 @@ from .windows import PACKINGS
 ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attention_probs_dropout_prob")
 CONDITIONING = ("none", "latents", "encoder")
 SP_SCORERS = ("attention", "classifier")
+ANSWER_HEADS = ("generate", "extract")
 
 
 def set_attention_dropout(config: PretrainedConfig, value: float | None) -> PretrainedConfig:
@@ -101,13 +105,23 @@ class LatentConfig:
     paragraph_ranker: bool = option(False, "choose the paragraph rule's paragraphs by a paragraph-pair ranker over "
                                            "lexical evidence and title links (`readers.pairs`), fitted on the "
                                            "training questions before training (needs a question-aware mode)")
+    answer_head: str = option("generate", "how the answer is written: 'generate' (T5's decoder over [question ; "
+                                          "latents], the original design) or 'extract' (type and span of the "
+                                          "context, `readers.answer`; T5 is not run)")
+    answer_layers: int = option(2, "extract: the encoder's top layers the answer head runs live over [question ; "
+                                   "paragraph ; latents] (the lower ones stay cached, question-free)")
+    answer_paragraphs: int = option(4, "extract: paragraphs the answer head reads, best ranked by the evidence heads")
+    max_answer_span: int = option(30, "extract: longest answer span in context tokens, inside one sentence")
+    max_context_tokens: int | None = option(None, "read only the first N context tokens (None: the whole context); "
+                                                  "the truncated comparison")
 
     def __post_init__(self):
-        at_least(self, 1, "num_latents", "selector_layers", "selector_heads")
+        at_least(self, 1, "num_latents", "selector_layers", "selector_heads", "answer_layers", "answer_paragraphs",
+                 "max_answer_span", "max_context_tokens")
         at_least(self, 0, "support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
                  "sp_paragraph_loss_weight")
         for name, allowed in (("question_conditioning", CONDITIONING), ("window_packing", PACKINGS),
-                              ("sp_scorer", SP_SCORERS)):
+                              ("sp_scorer", SP_SCORERS), ("answer_head", ANSWER_HEADS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         blind = self.question_conditioning == "none"
@@ -132,15 +146,17 @@ class LatentConfig:
 class Reading:
     """What the context path hands on: the decoder's encoder states and what the evidence heads read."""
 
-    states: torch.Tensor  # (B, Tq + N, D) [question states ; gated latents]
+    states: torch.Tensor | None  # (B, Tq + N, D) [question states ; gated latents]; None: no T5 (extract)
     mask: torch.Tensor  # (B, Tq + N)
     evidence: Evidence
+    answer: object | None = None  # the extractive head's `AnswerLogits`
 
 
 class LatentReader(Reader):
     kind = "latent"
     parts = ("t5", "encoder")
     predicts_facts = True
+    has_latents = True
 
     def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, encoder: nn.Module, encoder_tokenizer,
                  config: LatentConfig, limits: TokenLimits = TokenLimits()):
@@ -171,6 +187,8 @@ class LatentReader(Reader):
                                      paragraph_loss_weight=config.sp_paragraph_loss_weight) \
             if config.sp_scorer == "classifier" else None
         self.pair_ranker = PairRanker() if config.paragraph_ranker else None
+        self.answer = ExtractiveAnswerHead(encoder, config.answer_layers, config.answer_paragraphs,
+                                           config.max_answer_span) if config.answer_head == "extract" else None
         self.encoder_frozen = False
         self.state_cache: ContextStateCache | None = None
 
@@ -217,14 +235,21 @@ class LatentReader(Reader):
             encoder_pad_id=tok.pad_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
             window_tokens=window_positions(self.encoder),
             question_in_windows=self.config.question_conditioning == "encoder",
-            packing=packing or self.config.window_packing)
+            packing=packing or self.config.window_packing, max_context_tokens=self.config.max_context_tokens)
+
+    @property
+    def state_layers(self) -> tuple[int, ...]:
+        """The encoder's hidden states kept per context token (indices into `hidden_states`), side by side: the
+        last layer's, after the answer head's split layer where it has one."""
+        return (-1,) if self.answer is None else (self.answer.split, -1)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         latent = [*self.selector.parameters(), *self.project.parameters(), self.gate,
                   *(self.relevance.parameters() if self.relevance is not None else ()),
                   *((self.lexical_bias,) if self.lexical_bias is not None else ()),
                   *(p for head in self.heads for p in head.parameters())]
-        return {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
+        groups = {"latent": latent, "t5": list(self.t5.parameters()), "encoder": list(self.encoder.parameters())}
+        return {**groups, "answer": list(self.answer.parameters())} if self.answer is not None else groups
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         super().set_gradient_checkpointing(enabled)
@@ -290,17 +315,20 @@ class LatentReader(Reader):
         """All windows in one encoder batch (or from the state cache), then every context token's state in reading
         order: (B, L, H)."""
         if self.state_cache is not None and self.cache_refusal(inference=not torch.is_grad_enabled()) is None:
-            states = self.state_cache.encode(self.encoder, batch["window_ids"], batch["window_mask"])
+            states = self.state_cache.encode(self.encoder, batch["window_ids"], batch["window_mask"],
+                                             self.state_layers)
         else:
-            states = self.encoder(input_ids=batch["window_ids"], attention_mask=batch["window_mask"]).last_hidden_state
+            states = encoder_states(self.encoder, batch["window_ids"], batch["window_mask"], self.state_layers)
         return states.flatten(0, 1)[batch["context_index"]]  # (W, Lw, H) → (W*Lw, H) → (B, L, H)
 
-    def question_states(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The context encoder on the question alone, [CLS] q [SEP]: states (B, Tqe, H) and their mean (B, H), the
-        sentence embedding of all-MiniLM-style encoders."""
+    def question_states(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The context encoder on the question alone, [CLS] q [SEP]: the states (B, Tqe, H) of each kept layer
+        (`state_layers`), last one last, and the last layer's mean (B, H), the sentence embedding of
+        all-MiniLM-style encoders."""
         mask = batch["encoder_question_mask"]
-        states = self.encoder(input_ids=batch["encoder_question_ids"], attention_mask=mask).last_hidden_state
-        return states, masked_mean(states, mask)
+        states = encoder_states(self.encoder, batch["encoder_question_ids"], mask, self.state_layers)
+        layers = states.chunk(len(self.state_layers), dim=-1)
+        return layers, masked_mean(layers[-1], mask)
 
     def context_bias(self, batch, context: torch.Tensor, question: torch.Tensor | None) -> torch.Tensor | None:
         """Per head and context token, what the selector's attention logits get besides the content match: the
@@ -318,28 +346,52 @@ class LatentReader(Reader):
         return bias
 
     def read(self, batch, mask_latents: bool = False) -> Reading:
-        """[question states ; gated latents], their mask, and what the evidence heads read."""
-        question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
-        question = question.last_hidden_state  # (B, Tq, D)
-        context = self.context_states(batch)  # (B, L, H)
-        asked, question_vector = (None, None) if self.config.question_conditioning == "none" else \
-            self.question_states(batch)
-        selector_question = (asked, batch["encoder_question_mask"]) \
+        """[question states ; gated latents], their mask, and what the evidence heads read; with the extractive
+        head, its logits instead of T5's states."""
+        context = self.context_states(batch)  # (B, L, H), or (B, L, 2H): the answer head's split layer first
+        lower, context = context.chunk(2, dim=-1) if self.answer is not None else (None, context)
+        blind = self.config.question_conditioning == "none"
+        asked, question_vector = self.question_states(batch) if not blind or self.answer is not None else (None, None)
+        selector_question = (asked[-1], batch["encoder_question_mask"]) \
             if self.config.question_conditioning == "latents" else ()
-        bias = self.context_bias(batch, context, question_vector)  # (B, heads, L) or None
+        bias = self.context_bias(batch, context, None if blind else question_vector)  # (B, heads, L) or None
         latents, attention = self.selector(context, batch["context_mask"], *selector_question,
                                            context_bias=bias)  # (B, N, H), (B, N, L)
+        evidence = Evidence(context, None if blind else question_vector, attention)
+        if self.answer is not None:
+            latent_mask = batch["context_mask"].new_full(latents.shape[:2], not mask_latents)
+            logits = self.answer(lower, asked[0], batch["encoder_question_mask"], torch.tanh(self.gate) * latents,
+                                 latent_mask, token_paragraphs(batch), batch["context_mask"],
+                                 self.answer.choose_paragraphs(self.paragraph_ranking(evidence, batch),
+                                                               supporting_paragraphs(batch) if self.training else None))
+            return Reading(None, latent_mask, evidence, logits)
+        question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
+        question = question.last_hidden_state  # (B, Tq, D)
         gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
         states = torch.cat([question, gated.to(question.dtype)], dim=1)
         latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)
-        return Reading(states, torch.cat([batch["question_mask"], latent_mask], dim=1),
-                       Evidence(context, question_vector, attention))
+        return Reading(states, torch.cat([batch["question_mask"], latent_mask], dim=1), evidence)
+
+    @torch.no_grad()
+    def paragraph_ranking(self, evidence: Evidence, batch) -> torch.Tensor:
+        """Each paragraph's score (B, P), -inf for none: the paragraph head's where there is one, else its best
+        sentence's."""
+        head = self.paragraph_head or self.sentence_head
+        scores = head.scores(evidence, batch).float().masked_fill(~batch["sentence_mask"], float("-inf"))  # (B, S)
+        paragraphs = int(batch["sentence_paragraph"].max()) + 1
+        ranking = scores.new_full((len(scores), paragraphs), float("-inf"))
+        return ranking.scatter_reduce(1, batch["sentence_paragraph"], scores, reduce="amax")
 
     def forward(self, batch) -> ReaderOutput:
         reading = self.read(batch)
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states), attention_mask=reading.mask,
-                      use_cache=False, decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
-        answer, answer_each = answer_losses(out.logits, batch["labels"])  # (), (B,)
+        if self.answer is not None:
+            answer_each = self.answer.losses(reading.answer, batch)  # (B,)
+            answer = mean_over_scored(answer_each)
+        else:
+            out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states),
+                          attention_mask=reading.mask, use_cache=False,
+                          decoder_input_ids=self.t5.prepare_decoder_input_ids_from_labels(batch["labels"]))
+            answer, answer_each = answer_losses(out.logits, batch["labels"])  # (), (B,)
         auxiliary = [loss for head in self.heads for loss in head.losses(reading.evidence, batch)]
         loss, loss_each = answer, answer_each
         per_example, means = {"answer_loss": answer_each}, {}
@@ -356,8 +408,26 @@ class LatentReader(Reader):
         """Greedy or beam search (T5's `generate` expands states and mask per beam), the sentence head's scores
         and, with a paragraph head (the pair ranker), each sentence's paragraph's score."""
         reading = self.read(batch, mask_latents=mask_latents)
-        sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states),
-                                     attention_mask=reading.mask, **generation)
+        if self.answer is not None:
+            spans = self.answer.decode(reading.answer, batch)
+            sequences = spans.new_full((len(spans), 1), self.t5_tokenizer.pad_token_id)  # no text generated
+        else:
+            spans = None
+            sequences = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=reading.states),
+                                         attention_mask=reading.mask, **generation)
         paragraphs = self.paragraph_head
         return Generation(sequences, self.sentence_head.scores(reading.evidence, batch),
-                          paragraphs.scores(reading.evidence, batch) if paragraphs is not None else None)
+                          paragraphs.scores(reading.evidence, batch) if paragraphs is not None else None, spans)
+
+
+def token_paragraphs(batch) -> torch.Tensor:
+    """Each context token's paragraph (B, L)."""
+    return batch["sentence_paragraph"].gather(1, batch["sentence_index"])
+
+
+def supporting_paragraphs(batch) -> torch.Tensor:
+    """(B, P) bool: the paragraphs holding a supporting fact (what training reads first)."""
+    paragraphs = int(batch["sentence_paragraph"].max()) + 1
+    flags = batch["sentence_support"] & batch["sentence_mask"]
+    gold = torch.zeros(len(flags), paragraphs, dtype=torch.long, device=flags.device)
+    return gold.scatter_reduce(1, batch["sentence_paragraph"], flags.long(), reduce="amax").bool()

@@ -49,9 +49,19 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     return digest.hexdigest()[:20]
 
 
+def encoder_states(encoder: nn.Module, ids: torch.Tensor, mask: torch.Tensor, layers: tuple[int, ...] = (-1,)):
+    """The encoder's states of each of `layers` (indices into its hidden states), side by side: (N, T, H × layers)."""
+    if layers == (-1,):
+        return encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    hidden = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    return torch.cat([hidden[layer] for layer in layers], dim=-1)
+
+
+
 @torch.no_grad()
-def encode_windows(encoder: nn.Module, windows: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The encoder's last hidden states of each window (1-D ids, no padding): [(L_i, H)] on the encoder's device.
+def encode_windows(encoder: nn.Module, windows: list[torch.Tensor], layers: tuple[int, ...] = (-1,)) -> list[torch.Tensor]:
+    """The encoder's hidden states of `layers` (side by side) of each window (1-D ids, no padding): [(L_i, H × layers)]
+    on the encoder's device.
     Shortest first, in chunks of `ENCODE_CHUNK` each padded to its own longest, so many one-sentence windows waste
     little on padding. The one place windows are encoded for storing: the state cache and the index."""
     device = next(encoder.parameters()).device
@@ -64,7 +74,7 @@ def encode_windows(encoder: nn.Module, windows: list[torch.Tensor]) -> list[torc
         for row, i in enumerate(chunk):
             ids[row, :len(windows[i])] = windows[i]
             mask[row, :len(windows[i])] = 1
-        computed = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (M, longest, H)
+        computed = encoder_states(encoder, ids, mask, layers)  # (M, longest, H × layers)
         for row, i in enumerate(chunk):
             states[i] = computed[row, :len(windows[i])]
     return states
@@ -109,20 +119,21 @@ class ContextStateCache:
                 "mb": round(self.bytes / 2**20, 1), "max_mb": round(self.max_bytes / 2**20, 1)}
 
     @torch.no_grad()
-    def encode(self, encoder: nn.Module, window_ids: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's last hidden states of every window, (W, Lw) → (W, Lw, H) float32, from the cache where it
-        holds them; the missing windows go through the encoder together, in one batch."""
-        prefix = self.fingerprint(encoder)
+    def encode(self, encoder: nn.Module, window_ids: torch.Tensor, window_mask: torch.Tensor,
+               layers: tuple[int, ...] = (-1,)) -> torch.Tensor:
+        """The encoder's states (of `layers`, side by side) of every window, (W, Lw) → (W, Lw, H × layers) float32,
+        from the cache where it holds them; the missing windows go through the encoder together, in one batch."""
+        prefix = self.fingerprint(encoder) + ("" if layers == (-1,) else "_" + "_".join(map(str, layers)))
         lengths = window_mask.sum(dim=1).tolist()
         host_ids = window_ids.cpu()  # one transfer, not one per window
         keys = [f"{prefix}-{window_key(ids[:n])}" for ids, n in zip(host_ids, lengths)]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a window repeated in the call: once
-        width = encoder.config.hidden_size
+        width = encoder.config.hidden_size * len(layers)
         found = {i: self._get(key, (lengths[i], width)) for key, i in first.items()}
         missing = [i for i, states in found.items() if states is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        computed = encode_windows(encoder, [window_ids[i, :lengths[i]] for i in missing])
+        computed = encode_windows(encoder, [window_ids[i, :lengths[i]] for i in missing], layers)
         for i, states in zip(missing, computed):
             found[i] = states.to(self.dtype)
             self._put(keys[i], found[i])

@@ -144,8 +144,9 @@ class ReaderPipeline:
 
     # --- the model ---------------------------------------------------------------------------------------------
 
-    def generation(self, *, max_new_tokens: int = 32, num_beams: int = 1) -> EvalConfig:
-        return EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    def generation(self, *, max_new_tokens: int = 32, num_beams: int = 1, mask_latents: bool = False) -> EvalConfig:
+        return EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                          mask_latents=mask_latents)
 
     def rule(self, rule: SpRule = SpRule()) -> SpRule:
         """The supporting-fact rule answers follow: `rule` where it says something, else the reader's saved one."""
@@ -175,7 +176,7 @@ class ReaderPipeline:
     def answer(self, question: str, paragraphs=None, *, id: str | None = None, **options) -> Answer:
         """Answer one question about `paragraphs`: a list of (title, [sentences]) or (title, text) pairs (or
         dicts with title and sentences / text); None: the index's (`index`). Options: sp_rule (an `SpRule`),
-        max_new_tokens, num_beams."""
+        max_new_tokens, num_beams, mask_latents."""
         query = {"question": question, **({"paragraphs": paragraphs} if paragraphs is not None else {}),
                  **({"id": id} if id is not None else {})}
         return self.answer_batch([query], **options)[0]

@@ -173,7 +173,7 @@ def setup(config: RunConfig, resume: str | None) -> Run:
     gen_loader = DataLoader(IndexedRows(val_features.select(range(gen_count))), batch_size=config.eval.batch_size,
                             collate_fn=collate)
 
-    rates = {"latent": cfg.lr_latent, "t5": cfg.lr_t5, "encoder": cfg.lr_encoder}
+    rates = {"latent": cfg.lr_latent, "t5": cfg.lr_t5, "encoder": cfg.lr_encoder, "answer": cfg.lr_answer}
     groups = [{"params": params, "lr": rates[name], "name": name} for name, params in reader.parameter_groups().items()]
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader, gen_loader = accelerator.prepare(
