@@ -66,6 +66,18 @@ def test_bench_contexts_have_exactly_the_nominal_length():
         assert fid_collate([row])["passage_mask"].sum() == length + 10 * 32  # every paragraph with its question
 
 
+def test_bench_rows_collate_like_feature_rows(tiny_latent):
+    import numpy as np
+
+    from latentqa.benchmark.run import synthetic_rows
+
+    vocab = min(tiny_latent.t5.config.vocab_size, tiny_latent.encoder.config.vocab_size)
+    rows = synthetic_rows(256, 2, np.random.default_rng(0), vocab=vocab)
+    batch = tiny_latent.collator()(rows)  # every column the latent reader's batches carry
+    assert batch["answer_start"].sum() == batch["answer_end"].sum() == 2 and (batch["answer_type"] == 0).all()
+    assert (batch["token_end"] > batch["token_start"])[batch["context_mask"]].all()
+
+
 
 
 def test_the_bench_cuts_the_baseline_input_without_changing_the_reader(tiny_baseline):

@@ -42,6 +42,12 @@ def real_size_models(quick: bool):
     return t5_config, encoder_config
 
 
+def character_offsets(sentence_index: np.ndarray) -> dict:
+    """`token_start`/`token_end` as features give them: each token 4 characters wide, counted within its sentence."""
+    position = np.concatenate([np.arange(n) for n in np.bincount(sentence_index)])
+    return {"token_start": (4 * position).tolist(), "token_end": (4 * position + 3).tolist()}
+
+
 def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab: int) -> list[dict]:
     """Feature rows with a context of exactly `length` tokens in 10 paragraphs of 4 sentences (sentence lengths
     differ by at most one token), 2 of them supporting, the first of them holding a 2-token answer."""
@@ -64,6 +70,9 @@ def synthetic_rows(length: int, batch_size: int, rng: np.random.Generator, vocab
                      "context_ids": context_ids.tolist(),
                      "sentence_index": sentence_index.tolist(),
                      "support": [int(s in (3, 17)) for s in sentence_index], "answer_span": answer_span,
+                     "answer_start": [int(t == answer_start) for t in range(length)],
+                     "answer_end": [int(t == answer_start + 1) for t in range(length)], "answer_type": 0,
+                     **character_offsets(sentence_index),
                      "sentence_paragraph": paragraph_of,
                      "sentence_lexical": lexical_features(pieces, [1] * sentences, paragraph_of, question_ids),
                      "paragraph_links": paragraph_links(pieces, [1] * sentences, paragraph_of)})
