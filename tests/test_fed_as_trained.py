@@ -65,16 +65,18 @@ def test_every_consumer_feeds_the_reader_its_own_limits(short_fed_reader, tmp_pa
     assert predicted["a"] == predicted["b"]  # both read as the same 16 tokens
 
 
-def test_a_folder_from_before_the_saved_limits_loads_with_the_old_ones(short_fed_reader, tmp_path, caplog):
+@pytest.mark.parametrize("damage", ["no features", "old rule names"])
+def test_a_folder_without_the_saved_limits_or_rule_is_refused_naming_the_file(short_fed_reader, tmp_path, damage):
     import shutil
+
+    from latentqa.readers.errors import ReaderFolderError
 
     folder = shutil.copytree(short_fed_reader[0], tmp_path / "old")
     meta = json.loads((folder / "reader.json").read_text())
-    del meta["features"]
-    meta["sp_rule"] = {f"sp_{name}": value for name, value in meta["sp_rule"].items()}  # as they were then named
+    if damage == "no features":
+        del meta["features"]
+    else:
+        meta["sp_rule"] = {f"sp_{name}": value for name, value in meta["sp_rule"].items()}
     (folder / "reader.json").write_text(json.dumps(meta))
-    with caplog.at_level("INFO"):
-        reader = load_reader_folder(folder)
-    assert (reader.features.max_question_tokens, reader.features.max_answer_tokens) == (64, 32)
-    assert "predates saved token limits" in caplog.text
-    assert reader.sp_rule.to_dict() == {k.removeprefix("sp_"): v for k, v in meta["sp_rule"].items()}
+    with pytest.raises(ReaderFolderError, match=r"reader\.json: not a reader description this version reads"):
+        load_reader_folder(folder)

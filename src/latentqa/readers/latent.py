@@ -256,12 +256,6 @@ class LatentReader(Reader):
         set_activation_checkpointing(self.encoder, enabled)
         self.selector.gradient_checkpointing = enabled
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        gate = state_dict.get(prefix + "gate")
-        if gate is not None and gate.dim() == 0:  # folders and checkpoints written while the gate was a scalar
-            state_dict[prefix + "gate"] = gate.reshape(1)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def _save_parts(self, out: Path) -> None:
         self.encoder.config.save_pretrained(out / "encoder")
         self.encoder_tokenizer.save_pretrained(out / "encoder")

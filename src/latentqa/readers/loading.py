@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import safetensors.torch
@@ -16,11 +15,7 @@ from .errors import ReaderFolderError
 from .facts import SpRule
 from .latent import LatentConfig, LatentReader
 
-log = logging.getLogger(__name__)
 READERS = {"baseline": (BaselineReader, BaselineConfig), "latent": (LatentReader, LatentConfig)}
-# reader.json files written before the rule had its own type named its fields so
-LEGACY_RULE_FIELDS = {"sp_top_k": "top_k", "sp_threshold": "threshold", "sp_paragraphs": "paragraphs",
-                      "sp_first": "first"}
 PART_FILES = ("config.json", "tokenizer.json")  # what save_pretrained writes for each part, fast tokenizers only
 
 
@@ -54,16 +49,10 @@ def read_description(meta_path: Path) -> tuple[str, object, TokenLimits, SpRule 
         meta = json.loads(meta_path.read_text())
         reader_class, config_class = READERS[meta["kind"]]
         config = build_section(config_class, meta["config"], section="config", where=str(meta_path))
-        features = meta.get("features")
-        if features is None:
-            log.info("%s predates saved token limits: fed with the limits every consumer used then (64 / 32)",
-                     meta_path)
-            features = {}
-        features = {name: value for name, value in features.items() if name != "lexical"}  # the config says
+        features = {name: value for name, value in meta["features"].items() if name != "lexical"}  # the config says
         limits = build_section(TokenLimits, features, section="features", where=str(meta_path))
         rule = meta.get("sp_rule")
         if rule is not None:
-            rule = {LEGACY_RULE_FIELDS.get(name, name): value for name, value in rule.items() if name != "sp_f1"}
             rule = build_section(SpRule, rule, section="sp_rule", where=str(meta_path))
     except (ValueError, KeyError, TypeError, AttributeError) as err:  # bad JSON, unknown kind, other fields
         detail = str(err).removeprefix(f"{meta_path}: ") if isinstance(err, ConfigError) else \

@@ -86,23 +86,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section {section!r} (sections: {sorted(SECTIONS)})")
         values = values or {}
-        if section == "model":
-            _refuse_moved(values, where)
-        moved = sorted(name for name in values if section == "eval" and name.startswith("sp_"))
-        if moved:
-            raise ConfigError(f"{where}: {', '.join(f'eval.{m}' for m in moved)}: the supporting-fact rule is its own "
-                              f"section now: {', '.join('sp.' + m.removeprefix('sp_') for m in moved)}")
         sections[section] = build_section(SECTIONS[section], values, section=section, where=where)
     return RunConfig(**sections)
-
-
-def _refuse_moved(values: dict, where: str) -> None:
-    """Presets written when every reader setting sat under `model` get one line saying where each went."""
-    for section in READERS:
-        moved = sorted(set(values) & {f.name for f in dataclasses.fields(SECTIONS[section])})
-        if moved:
-            raise ConfigError(f"{where}: {', '.join(f'model.{m}' for m in moved)}: the {section} reader's settings "
-                              f"are their own section now: {', '.join(f'{section}.{m}' for m in moved)}")
 
 
 def field_help() -> str:
