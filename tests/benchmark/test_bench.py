@@ -78,8 +78,6 @@ def test_bench_rows_collate_like_feature_rows(tiny_latent):
     assert (batch["token_end"] > batch["token_start"])[batch["context_mask"]].all()
 
 
-
-
 def test_the_bench_cuts_the_baseline_input_without_changing_the_reader(tiny_baseline):
     import copy
 
