@@ -110,7 +110,8 @@ def cmd_ask(args) -> None:
     generation, rule = _generation(args)
     try:
         answer = pipeline.answer(args.question, sp_rule=rule, max_new_tokens=generation.max_new_tokens,
-                                 num_beams=generation.num_beams, mask_latents=generation.mask_latents)
+                                 num_beams=generation.num_beams, mask_latents=generation.mask_latents,
+                                 latents=generation.latents)
     except RequestError as err:  # an empty or over-long question ("[0].question" in the batch it goes through)
         raise UserError(f"{err.field.rsplit('.', 1)[-1]}: {err.message}") from None
     if args.json:
@@ -249,6 +250,15 @@ def cmd_demo(args) -> None:
         raise UserError(f"--modes: {', '.join(unknown)} not among {', '.join(CONDITIONING)}")
     if args.lexical_scale < 0:
         raise UserError(f"--lexical-scale must be at least 0, got {args.lexical_scale:g}")
+    if args.nested:
+        from .demo.nested import format_nested_table, run_nested_demo
+
+        if min(args.nested) < 1:
+            raise UserError(f"--nested: counts of latents must be at least 1, got {args.nested}")
+        print(format_nested_table(run_nested_demo(args.out_dir, tuple(args.nested), seed=args.seed,
+                                                  quick=args.quick)))
+        print(f"plot: {args.out_dir}/em_by_latents.png")
+        return
     results = run_demo(args.out_dir, quick=args.quick, full=args.full, encoder=args.encoder, seed=args.seed,
                        facts=args.facts, modes=tuple(args.modes), lexical_scale=args.lexical_scale,
                        freeze_encoder=args.freeze_encoder, relevance=args.relevance)
@@ -264,7 +274,7 @@ def cmd_bench(args) -> None:
     lengths = args.lengths or ((256, 512) if args.quick else (512, 1024, 2048, 4096))
     results = run_bench(lengths=lengths, batch_size=args.batch_size, repeats=args.repeats or (1 if args.quick else 5),
                         warmup=args.warmup, quick=args.quick, gradient_checkpointing=args.gradient_checkpointing,
-                        device=args.device, modes=args.modes)
+                        device=args.device, modes=args.modes, latents=tuple(sorted(set(args.latents or ()))))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
@@ -494,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "where they are question-free (train.freeze_encoder)")
     p.add_argument("--relevance", action="store_true", help="with --facts above 1: the question-aware readers' "
                    "selector attention also gets the learned question-sentence relevance (latent.selector_relevance)")
+    p.add_argument("--nested", type=int, nargs="+", metavar="K", help="compression as a knob instead: train one "
+                   "latent reader with latent.nested_latents=[K...] (k drawn per step), one reading every k each "
+                   "step, and one reader per k alone; test each at every k it can read; EM against k, plotted")
     p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
 
     p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floors that need no training: rank sentences by a "
@@ -530,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", action="store_true", help="also time latent.question_conditioning none / latents / "
                    "encoder and a frozen encoder without and with cached context states, relative to none, at 2,048 "
                    "tokens (or the longest length below)")
+    p.add_argument("--latents", type=int, nargs="+", metavar="K", help="also time generation from the first K "
+                   "latents of one nested reader (latent.nested_latents), for each K, with a frozen encoder and "
+                   "cached states, relative to the largest K, at 2,048 tokens (or the longest length below)")
     p.add_argument("--out-dir", default="runs/bench", help="where bench.json and bench.png go")
 
     p = add("serve", cmd_serve, "Serve a reader over HTTP (FastAPI + uvicorn): POST /v1/answer, GET /health, "

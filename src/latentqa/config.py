@@ -66,6 +66,10 @@ def _coerce(spec: dataclasses.Field, value, name: str):
         raise ConfigError(f"{name} cannot be null")
     kind = annotation.split("|")[0].strip()
     try:
+        if kind == "tuple[int, ...]":  # YAML and the command line give a list: [4, 8, 16, 32]
+            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or int(v) != v for v in value):
+                raise ValueError
+            return tuple(int(v) for v in value)
         if kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -166,7 +170,9 @@ class EvalConfig:
     mask_latents: bool = option(False, "answer with the latents masked out of what the answer reads (T5's decoder or "
                                        "the extractive head): the drop measures what passes the bottleneck (latent "
                                        "reader only)")
+    latents: int | None = option(None, "answer from the first K latents only: one of the counts the reader was "
+                                       "trained for (latent.nested_latents) (None: all; latent reader only)")
     limit: int | None = option(None, "generate answers for only the first N validation examples during training")
 
     def __post_init__(self):
-        at_least(self, 1, "batch_size", "num_beams", "max_new_tokens", "limit")
+        at_least(self, 1, "batch_size", "num_beams", "max_new_tokens", "latents", "limit")

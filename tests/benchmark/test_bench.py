@@ -11,7 +11,8 @@ from latentqa.cli import main
 
 @pytest.mark.slow
 def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
-    assert main(["bench", "--quick", "--lengths", "256", "--repeats", "3", "--modes", "--out-dir", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--lengths", "256", "--repeats", "3", "--modes", "--latents", "2", "8",
+                 "--out-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench.json").read_text())
     machine = results["machine"]
     assert results["repeats"] == 3 and all(len(v) == 3 for v in results["lengths"]["256"]["seconds_per_repeat"].values())
@@ -38,9 +39,13 @@ def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
     assert modes["context_tokens"] == 256 and all(len(v) == 3 for v in modes["seconds_per_repeat"].values())
     for name in MODES:
         assert 0 < modes[name]["train_vs_none"]["min"] <= modes[name]["train_vs_none"]["max"]
+    latents = results["latents"]
+    assert latents["counts"] == [2, 8] and all(len(v) == 3 for v in latents["seconds_per_repeat"].values())
+    assert latents["8"]["speedup_vs_largest"]["median"] == 1.0 and latents["2"]["generate_s"]["median"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "train/full" in out and "median (min-max)" in out and machine["name"] in out and "latents/cached" in out
+    assert "train/full" in out and "median (min-max)" in out and machine["name"] in out and "latents/cached" in out \
+        and "speed vs k=8" in out
 
 
 def test_interleaved_timing_rotates_the_order():

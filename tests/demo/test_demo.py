@@ -77,3 +77,22 @@ def test_many_facts_demo_with_minilm_frozen_and_no_lexical_features(tmp_path, ti
         assert not set(LEXICAL_COLUMNS) & set(features.column_names), features.column_names
         reader.freeze_encoder()  # as the trainer does under train.freeze_encoder
         assert (reader.cache_refusal() is None) == (mode != "encoder")
+
+
+@pytest.mark.slow
+def test_nested_demo_tests_each_reader_at_every_count_it_can_read(tmp_path, capsys):
+    assert main(["demo", "--quick", "--nested", "4", "2", "--out-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["counts"] == [2, 4]
+    tested = {name: sorted(map(int, r["by_latents"])) for name, r in results["readers"].items()}
+    assert tested == {"fixed-2": [2], "fixed-4": [4], "nested-draw": [2, 4], "nested-every": [2, 4]}
+    for name in ("nested-draw", "nested-every"):
+        saved = json.loads((tmp_path / name / "best" / "reader.json").read_text())["config"]
+        assert saved["nested_latents"] == [2, 4] and saved["nested_training"] == name.split("-")[1]
+    for r in results["readers"].values():
+        assert r["train_seconds"] > 0
+        for figures in r["by_latents"].values():
+            assert 0 <= figures["em"] <= 1 and figures["n_past_cut"] > 0
+    assert all(name in table for name in tested) and "k=2" in table and "k=4" in table
+    assert (tmp_path / "em_by_latents.png").stat().st_size > 10_000

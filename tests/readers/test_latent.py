@@ -44,8 +44,7 @@ def test_3500_token_context_forward_backward_generate(tiny_latent, sample_exampl
     out = reader(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    attention = reader.read(batch).evidence.attention
-    received = attention.sum(dim=1)  # (B, L) summed over latents
+    received = reader.read(batch).evidence.attention  # (B, L) averaged over latents
     assert bool((received[0, :length] > 0).all())  # every context token receives attention
     reader.eval()
     generation = reader.generate(batch, max_new_tokens=4, num_beams=2)
@@ -139,7 +138,7 @@ def attention_mass_loss(attention, marked):
 
 
 def test_support_loss_is_finite_without_support_and_falls_as_attention_moves_onto_it():
-    attention = torch.full((2, 4, 6), 1 / 6)  # (B, N, L) uniform
+    attention = torch.full((2, 6), 1 / 6)  # (B, L) uniform
     no_support = torch.zeros(2, 6, dtype=torch.bool)
     assert attention_mass_loss(attention, no_support).item() == 0.0
     support = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
@@ -148,7 +147,7 @@ def test_support_loss_is_finite_without_support_and_falls_as_attention_moves_ont
     focused = attention.clone()
     focused[0] = torch.tensor([0.4, 0.4, 0.05, 0.05, 0.05, 0.05])
     assert attention_mass_loss(focused, support) < uniform
-    zero_mass = torch.zeros(2, 4, 6)
+    zero_mass = torch.zeros(2, 6)
     zero_mass[..., 5] = 1.0
     assert torch.isfinite(attention_mass_loss(zero_mass, support))  # no mass at all on support: large, not inf
 

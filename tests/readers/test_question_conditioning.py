@@ -102,7 +102,7 @@ def test_selector_lexical_bias_moves_attention_to_the_sentences_that_name_the_qu
     with torch.no_grad():
         states = plain.context_states(batch)
         assert torch.equal(states, biased.context_states(batch))
-        mass = [(r.read(batch).evidence.attention.mean(dim=1) * on_best).sum(dim=1) for r in (plain, biased)]
+        mass = [(r.read(batch).evidence.attention * on_best).sum(dim=1) for r in (plain, biased)]
     assert bool((mass[1] > mass[0] + 0.1).all()), mass
     out = biased.train()(batch)
     out.loss.backward()
@@ -131,7 +131,7 @@ def test_selector_lexical_scale_multiplies_the_bias_and_sharpens_the_attention(t
     on_best = (batch["sentence_index"] == best[:, None]) & batch["context_mask"]  # (B, L)
     with torch.no_grad():
         torch.testing.assert_close(three.context_bias(batch, None, None), 3 * one.context_bias(batch, None, None))
-        mass = [(r.read(batch).evidence.attention.mean(dim=1) * on_best).sum(dim=1) for r in (one, three)]
+        mass = [(r.read(batch).evidence.attention * on_best).sum(dim=1) for r in (one, three)]
     assert bool((mass[1] > mass[0]).all()), mass
     for reader in (one, three):
         reader.context_bias(batch, None, None).sum().backward()
@@ -166,7 +166,7 @@ def test_sentence_relevance_moves_the_latents_to_the_sentence_the_question_names
         batch, _ = collate(reader, [asked])
         with torch.no_grad():
             reading = reader.read(batch)
-        tops.append((reading.evidence.context, int(reading.evidence.attention.mean(dim=1)[0].argmax())))
+        tops.append((reading.evidence.context, int(reading.evidence.attention[0].argmax())))
         sentence = asked.sentence_keys().index(key)
         assert int(batch["sentence_index"][0, tops[-1][1]]) == sentence
     assert torch.equal(tops[0][0], tops[1][0])

@@ -14,6 +14,8 @@ from latentqa.serving.batching import Batching
 from latentqa.serving.client import LocalServer
 from latentqa.serving.queries import Limits
 
+from tests.conftest import tiny_reader
+
 from .conftest import ServerThread, as_query
 
 
@@ -100,11 +102,31 @@ GOOD = {"question": "Who?", "paragraphs": [["A", ["Alice went home."]]]}
     ([], 422, "body"),
     ("just a string", 422, "body"),
     ({**GOOD, "extra": 1}, 422, "extra"),
+    ({**GOOD, "latents": 2}, 422, "latents"),  # trained for 4 only
+    ([GOOD, {**GOOD, "latents": "2"}], 422, "[1].latents"),
 ])
 def test_bad_input_gets_a_4xx_naming_the_field(server, body, status, field):
     got, reply = server.request("POST", "/v1/answer", body)
     assert (got, reply["error"]["field"]) == (status, field), reply
     assert reply["error"]["message"]
+
+
+def test_one_batch_mixing_latent_counts_gives_each_query_its_answer_alone(tiny_models, sample_examples, tmp_path):
+    folder = tiny_reader(tiny_models, nested_latents=(2, 4, 8), gate_init=1.0).save_pretrained(tmp_path / "nested")
+    alone = latentqa.load_reader(folder, cache_mb=0)
+    queries = [{**as_query(ex), "latents": k} for ex, k in zip(sample_examples[:3], (2, 8, 4))]
+    queries += [as_query(sample_examples[0]), {**as_query(sample_examples[0]), "latents": 8}]
+    expected = [alone.answer_batch([{k: v for k, v in q.items() if k != "latents"}], max_new_tokens=8,
+                                   latents=q.get("latents", 2))[0] for q in queries]
+    pipeline = latentqa.load_reader(folder, cache_mb=0)
+    app = create_app(pipeline, batching=Batching(max_batch_size=8, max_wait_ms=100),
+                     generation=pipeline.generation(max_new_tokens=8, latents=2))  # the server's default: 2
+    with ServerThread(app) as running:
+        status, replies = running.request("POST", "/v1/answer", queries)
+        assert running.request("GET", "/v1/info")[1]["generation"]["latents"] == 2
+    assert status == 200 and {reply["batch_size"] for reply in replies} == {5}  # one batch
+    assert all(same(reply, answer) for reply, answer in zip(replies, expected))
+    assert replies[0]["sentence_scores"] != replies[4]["sentence_scores"]  # the count is read: 2 and 8 latents
 
 
 def test_bodies_that_are_not_json_too_large_or_sent_elsewhere(server):

@@ -22,6 +22,7 @@ from ..readers.collate import pad
 from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
 from ..resources import SAMPLE_PATH
 from .fid import FiDReader
+from .latents import bench_latents, format_latents, latents_reader
 from .modes import bench_modes, format_modes, mode_readers
 from .timing import WIDE_SPREAD, contender_tasks, interleaved, is_wide, machine, peak_memory_mb, spread
 
@@ -128,9 +129,10 @@ def data_side(rows, latent: LatentReader, step_s: float) -> dict:
 
 def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: int = 5, warmup: int = 1,
               quick: bool = False, gradient_checkpointing: bool = True, device: str | None = None,
-              modes: bool = False) -> dict:
-    """Every contender at every length; with `modes`, also the question-conditioning modes and cached states at
-    2,048 tokens (or the longest length below it)."""
+              modes: bool = False, latents: tuple[int, ...] = ()) -> dict:
+    """Every contender at every length; with `modes`, also the question-conditioning modes and cached states, and
+    with `latents` (ascending counts), generation at each number of latents read, at 2,048 tokens (or the longest
+    length below it)."""
     from transformers import AutoTokenizer
 
     from ..assets import TinySizes, corpus, pretrained_encoder_path, train_t5_tokenizer
@@ -190,6 +192,10 @@ def run_bench(*, lengths=(512, 1024, 2048, 4096), batch_size: int = 1, repeats: 
                                    gradient_checkpointing)
             results["modes"] = {"context_tokens": length, **bench_modes(readers, rows, device, warmup=warmup,
                                                                         repeats=repeats, sync=sync)}
+        if latents and "latents" not in results and (length == 2048 or length == lengths[-1]):
+            reader = latents_reader(latent.t5, t5_tokenizer, latent.encoder, encoder_tokenizer, latents, device)
+            results["latents"] = {"context_tokens": length, **bench_latents(reader, rows, device, warmup=warmup,
+                                                                            repeats=repeats, sync=sync)}
         progress.update(1)
     progress.close()
     return results
@@ -241,6 +247,8 @@ def format_results(results: dict) -> str:
                      f"{b['t5']['median']:.3f}")
     if "modes" in results:
         lines += ["", *format_modes(results["modes"], results["modes"]["context_tokens"])]
+    if "latents" in results:
+        lines += ["", *format_latents(results["latents"], results["latents"]["context_tokens"])]
     d = results["data"]
     lines += ["", f"data: tokenization {d['tokenize_examples_per_s']:.0f} examples/s on the shipped sample (context: "
                   f"{d['tokenizers']['context']}; question: {d['tokenizers']['question']});\n      "

@@ -109,16 +109,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     (options as in `demo_configs`)."""
     start = time.perf_counter()
     out = Path(out_dir)
-    from transformers import AutoTokenizer
-
-    sample, _ = load_examples(str(SAMPLE_PATH))
-    ruler = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased's vocabulary
-    per_context = {"train": 4, "validation": 2, "test": 3} if quick else None
-    task = build_task(sample, ruler, seed=seed, per_context=per_context, facts=facts)
-    files = write_task(task, out / "task")
-    positions = json.loads((out / "task" / "positions.json").read_text())
-    texts = corpus([ex for items in task.values() for ex, _ in items])
-    t5_dir, tiny_encoder = build_tiny_models(out / "models", sample, extra_texts=texts, seed=seed)
+    task, files, positions, t5_dir, tiny_encoder = prepare_task(out, seed=seed, quick=quick, facts=facts)
     encoder_name = str(tiny_encoder) if encoder == "tiny" else encoder
 
     epochs = demo_epochs(quick, full, facts)
@@ -157,6 +148,22 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, full: bool = False, en
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_demo_report(results, out)
     return results
+
+
+def prepare_task(out: Path, *, seed: int, quick: bool, facts: int = 1):
+    """The task (written to OUT/task) and the tiny models (OUT/models, tokenizers trained on the task's text) →
+    (task, its files, each test fact's position in word pieces, T5 folder, tiny encoder folder)."""
+    from transformers import AutoTokenizer
+
+    sample, _ = load_examples(str(SAMPLE_PATH))
+    ruler = AutoTokenizer.from_pretrained(pretrained_encoder_path())  # distilbert-base-uncased's vocabulary
+    per_context = {"train": 4, "validation": 2, "test": 3} if quick else None
+    task = build_task(sample, ruler, seed=seed, per_context=per_context, facts=facts)
+    files = write_task(task, out / "task")
+    positions = json.loads((out / "task" / "positions.json").read_text())
+    texts = corpus([ex for items in task.values() for ex, _ in items])
+    t5_dir, tiny_encoder = build_tiny_models(out / "models", sample, extra_texts=texts, seed=seed)
+    return task, files, positions, t5_dir, tiny_encoder
 
 
 def fact_in_input(examples, features, collator) -> dict[str, bool]:

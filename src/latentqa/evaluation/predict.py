@@ -57,13 +57,24 @@ def predict(model, loader, examples: list[Example], accelerator: Accelerator, co
     return predictions
 
 
-def generate_batch(reader, batch: dict, config: EvalConfig) -> Generation:
-    """One collated batch → answer ids (B, T) and the per-sentence scores (B, S) as float32 (None: the baseline;
-    paragraph scores: a reader without a pair ranker)."""
+def check_generation(reader, config: EvalConfig) -> None:
+    """Refuse generation settings the reader cannot follow, in one line naming the setting."""
     if config.mask_latents and not reader.has_latents:
         raise ConfigError(f"mask_latents: the {reader.kind} reader has no latents to mask")
-    masked = {"mask_latents": True} if config.mask_latents else {}
-    generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, **masked)
+    refusal = reader.latent_refusal(config.latents)
+    if refusal:
+        raise ConfigError(f"latents: {refusal}")
+
+
+def generate_batch(reader, batch: dict, config: EvalConfig, latents: torch.Tensor | None = None) -> Generation:
+    """One collated batch → answer ids (B, T) and the per-sentence scores (B, S) as float32 (None: the baseline;
+    paragraph scores: a reader without a pair ranker). `latents`: a count per example (B,) instead of
+    `config.latents` (checked by the caller)."""
+    check_generation(reader, config)
+    latents = config.latents if latents is None else latents
+    options = {**({"mask_latents": True} if config.mask_latents else {}),
+               **({"latents": latents} if latents is not None else {})}
+    generation = reader.generate(batch, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens, **options)
     as_float = (lambda s: None if s is None else s.float())
     return Generation(generation.sequences, as_float(generation.sentence_scores),
                       as_float(generation.paragraph_scores), generation.answer_spans)

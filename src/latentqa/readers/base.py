@@ -64,7 +64,7 @@ class Reader(nn.Module):
     kind: str
     parts = ("t5",)  # the pretrained models it is built from (`build` takes their Hub ids or folders in this order)
     predicts_facts = False  # does `generate` score sentences?
-    has_latents = False  # does `generate` take `mask_latents`?
+    has_latents = False  # does `generate` take `mask_latents` and `latents`?
 
     def __init__(self, t5: T5ForConditionalGeneration, t5_tokenizer, config, limits: TokenLimits = TokenLimits()):
         super().__init__()
@@ -99,6 +99,10 @@ class Reader(nn.Module):
     def cache_refusal(self, inference: bool = False) -> str | None:
         """Why context states cannot be cached (None: they can); see `LatentReader`."""
         return f"the {self.kind} reader has no context encoder"
+
+    def latent_refusal(self, count: int | None) -> str | None:
+        """Why this reader cannot answer from `count` latents (None: it can; a count of None reads them all)."""
+        return None if count is None else f"the {self.kind} reader has no latents"
 
     def index_refusal(self) -> str | None:
         """Why this reader's context states cannot be stored per paragraph in an index (None: they can)."""

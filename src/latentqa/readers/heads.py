@@ -29,10 +29,10 @@ Loss = tuple[str, float, torch.Tensor]  # name, weight, per example (B,): NaN wh
 
 
 def attention_mass_nll(attention: torch.Tensor, marked: torch.Tensor) -> torch.Tensor:
-    """-log(attention mass on the marked tokens) per example, the mass averaged over latents: attention (B, N, L)
-    over context tokens, marked (B, L) bool → (B,), NaN for an example without marked tokens. Computed in float32
-    so bf16 mass near 0 stays finite."""
-    mass = (attention.float() * marked[:, None, :]).sum(dim=-1).mean(dim=-1)  # (B,)
+    """-log(attention mass on the marked tokens) per example: attention (B, L) over context tokens (averaged over
+    latents), marked (B, L) bool → (B,), NaN for an example without marked tokens. Computed in float32 so bf16 mass
+    near 0 stays finite."""
+    mass = (attention.float() * marked).sum(dim=-1)  # (B,)
     return torch.where(marked.any(dim=-1), -torch.log(mass.clamp_min(1e-12)), torch.nan)
 
 
@@ -58,7 +58,7 @@ class Evidence:
 
     context: torch.Tensor  # (B, L, H) the context states the selector read
     question: torch.Tensor | None  # (B, H) the question vector (question-aware modes), else None
-    attention: torch.Tensor  # (B, N, L) the selector's last block, over context tokens
+    attention: torch.Tensor  # (B, L) the selector's last block over context tokens, averaged over the latents read
 
 
 def lexical_score(features: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ class AttentionHead(EvidenceHead):
                 for name, weight, tokens in marked]
 
     def scores(self, evidence: Evidence, batch: dict) -> torch.Tensor:
-        return sentence_scores(evidence.attention.mean(dim=1), batch["sentence_index"], batch["context_mask"],
+        return sentence_scores(evidence.attention, batch["sentence_index"], batch["context_mask"],
                                int(batch["num_sentences"].max()))
 
 

@@ -36,6 +36,7 @@ ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attention_probs_dropout_prob")
 CONDITIONING = ("none", "latents", "encoder")
 SP_SCORERS = ("attention", "classifier")
 ANSWER_HEADS = ("generate", "extract")
+NESTED_TRAINING = ("draw", "every")
 
 
 def set_attention_dropout(config: PretrainedConfig, value: float | None) -> PretrainedConfig:
@@ -112,6 +113,12 @@ class LatentConfig:
                                    "paragraph ; latents] (the lower ones stay cached, question-free)")
     answer_paragraphs: int = option(4, "extract: paragraphs the answer head reads, best ranked by the evidence heads")
     max_answer_span: int = option(30, "extract: longest answer span in context tokens, inside one sentence")
+    nested_latents: tuple[int, ...] = option(
+        (), "nested latents: counts k of latents, ascending, the last equal to num_latents (e.g. [4,8,16,32]); each "
+            "training step reads only the first k, so the first k latents of the trained reader are a reader of k "
+            "latents, chosen per request (predict/eval/ask --latents K, HTTP \"latents\") (empty: off, one count)")
+    nested_training: str = option("draw", "with nested_latents: 'draw' (each step reads one k drawn at random) or "
+                                          "'every' (each step reads every k, losses averaged; costs more)")
     max_context_tokens: int | None = option(None, "read only the first N context tokens (None: the whole context); "
                                                   "the truncated comparison")
 
@@ -121,9 +128,14 @@ class LatentConfig:
         at_least(self, 0, "support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
                  "sp_paragraph_loss_weight")
         for name, allowed in (("question_conditioning", CONDITIONING), ("window_packing", PACKINGS),
-                              ("sp_scorer", SP_SCORERS), ("answer_head", ANSWER_HEADS)):
+                              ("sp_scorer", SP_SCORERS), ("answer_head", ANSWER_HEADS),
+                              ("nested_training", NESTED_TRAINING)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        counts = self.nested_latents
+        if counts and (counts[0] < 1 or list(counts) != sorted(set(counts)) or counts[-1] != self.num_latents):
+            raise ConfigError(f"nested_latents must ascend from at least 1 to num_latents ({self.num_latents}), "
+                              f"got {list(counts)}")
         blind = self.question_conditioning == "none"
         if self.sp_lexical and (self.sp_scorer != "classifier" or blind):
             raise ConfigError("sp_lexical needs sp_scorer 'classifier' and question_conditioning 'latents' or "
@@ -210,6 +222,19 @@ class LatentReader(Reader):
     def heads(self) -> list[EvidenceHead]:
         """The selector's attention, then the configured heads."""
         return [head for head in (self.attention_head, self.scorer, self.pair_ranker) if head is not None]
+
+    @property
+    def latent_counts(self) -> tuple[int, ...]:
+        """The numbers of latents this reader was trained to answer from: `nested_latents`, else all of them."""
+        return self.config.nested_latents or (self.config.num_latents,)
+
+    def latent_refusal(self, count: int | None) -> str | None:
+        if count is None or count in self.latent_counts:
+            return None
+        trained = self.latent_counts
+        counts = f"{', '.join(map(str, trained[:-1]))} or {trained[-1]}" if len(trained) > 1 else str(trained[0])
+        hint = "" if self.config.nested_latents else " (latent.nested_latents trains a reader for several)"
+        return f"this reader was trained to read {counts} latents{hint}, got {count}"
 
     @property
     def sentence_head(self) -> EvidenceHead:
@@ -339,9 +364,15 @@ class LatentReader(Reader):
             bias = lexical if bias is None else bias + lexical
         return bias
 
-    def read(self, batch, mask_latents: bool = False) -> Reading:
+    def read(self, batch, mask_latents: bool = False, latents: int | torch.Tensor | None = None) -> Reading:
         """[question states ; gated latents], their mask, and what the evidence heads read; with the extractive
-        head, its logits instead of T5's states."""
+        head, its logits instead of T5's states. `latents`: how many of the latents the answer and the selector's
+        attention are read from, one count for the batch or one per example (B,) (None: all)."""
+        return self.read_each(batch, [latents], mask_latents)[0]
+
+    def read_each(self, batch, counts: list, mask_latents: bool = False) -> list[Reading]:
+        """One reading per entry of `counts` (each as `read`'s `latents`); the context path and the selector run
+        once, over as many latents as the largest count reads."""
         context = self.context_states(batch)  # (B, L, H), or (B, L, 2H): the answer head's split layer first
         lower, context = context.chunk(2, dim=-1) if self.answer is not None else (None, context)
         blind = self.config.question_conditioning == "none"
@@ -349,11 +380,33 @@ class LatentReader(Reader):
         selector_question = (asked[-1], batch["encoder_question_mask"]) \
             if self.config.question_conditioning == "latents" else ()
         bias = self.context_bias(batch, context, None if blind else question_vector)  # (B, heads, L) or None
-        latents, attention = self.selector(context, batch["context_mask"], *selector_question,
-                                           context_bias=bias)  # (B, N, H), (B, N, L)
-        evidence = Evidence(context, None if blind else question_vector, attention)
+        counts = [self.counts_per_example(count, batch) for count in counts]  # (B,) each
+        widest = max(int(count.max()) for count in counts)
+        latents, attention = self.selector(context, batch["context_mask"], *selector_question, context_bias=bias,
+                                           num_latents=widest)  # (B, N, H), (B, N, L)
+        readings = []
+        for count in counts:
+            width = int(count.max())
+            read = torch.arange(width, device=count.device) < count[:, None]  # (B, k): the latents each example reads
+            # the attention the evidence heads read: averaged over the latents read
+            mass = (attention[:, :width] * read[..., None]).sum(dim=1) / count[:, None]  # (B, L)
+            evidence = Evidence(context, None if blind else question_vector, mass)
+            readings.append(self.answer_reading(batch, latents[:, :width], read & (not mask_latents), evidence,
+                                                lower, asked))
+        return readings
+
+    def counts_per_example(self, latents: int | torch.Tensor | None, batch) -> torch.Tensor:
+        """`read`'s `latents` as one count per example (B,)."""
+        count = torch.as_tensor(self.config.num_latents if latents is None else latents,
+                                device=batch["context_mask"].device).long().expand(len(batch["context_mask"]))
+        if bool((count < 1).any()) or bool((count > self.config.num_latents).any()):
+            raise ValueError(f"latent counts must be between 1 and {self.config.num_latents}, got {count.tolist()}")
+        return count
+
+    def answer_reading(self, batch, latents: torch.Tensor, latent_mask: torch.Tensor, evidence: Evidence,
+                       lower: torch.Tensor | None, asked: tuple | None) -> Reading:
+        """What the answer reads, from the latents read (B, k, H) and their mask (B, k)."""
         if self.answer is not None:
-            latent_mask = batch["context_mask"].new_full(latents.shape[:2], not mask_latents)
             logits = self.answer(lower, asked[0], batch["encoder_question_mask"], torch.tanh(self.gate) * latents,
                                  latent_mask, token_paragraphs(batch), batch["context_mask"],
                                  self.answer.choose_paragraphs(self.paragraph_ranking(evidence, batch),
@@ -361,10 +414,10 @@ class LatentReader(Reader):
             return Reading(None, latent_mask, evidence, logits)
         question = self.t5.encoder(input_ids=batch["question_ids"], attention_mask=batch["question_mask"])
         question = question.last_hidden_state  # (B, Tq, D)
-        gated = torch.tanh(self.gate) * self.project(latents)  # (B, N, D)
+        gated = torch.tanh(self.gate) * self.project(latents)  # (B, k, D)
         states = torch.cat([question, gated.to(question.dtype)], dim=1)
-        latent_mask = batch["question_mask"].new_full(gated.shape[:2], not mask_latents)
-        return Reading(states, torch.cat([batch["question_mask"], latent_mask], dim=1), evidence)
+        return Reading(states, torch.cat([batch["question_mask"], latent_mask.to(batch["question_mask"].dtype)], dim=1),
+                       evidence)
 
     @torch.no_grad()
     def paragraph_ranking(self, evidence: Evidence, batch) -> torch.Tensor:
@@ -376,8 +429,22 @@ class LatentReader(Reader):
         ranking = scores.new_full((len(scores), paragraphs), float("-inf"))
         return ranking.scatter_reduce(1, batch["sentence_paragraph"], scores, reduce="amax")
 
+    def training_counts(self) -> list[int | None]:
+        """The latent counts one forward reads: all of them, or in training with `nested_latents` one count drawn
+        per step (`nested_training` 'draw') or every count ('every')."""
+        counts = self.config.nested_latents
+        if not (self.training and counts):
+            return [None]
+        if self.config.nested_training == "every":
+            return list(counts)
+        return [counts[int(torch.randint(len(counts), ()))]]
+
     def forward(self, batch) -> ReaderOutput:
-        reading = self.read(batch)
+        outputs = [self.losses(reading, batch) for reading in self.read_each(batch, self.training_counts())]
+        return outputs[0] if len(outputs) == 1 else mean_output(outputs)
+
+    def losses(self, reading: Reading, batch) -> ReaderOutput:
+        """The answer's loss and each evidence head's, weighted and summed, from one reading."""
         if self.answer is not None:
             answer_each = self.answer.losses(reading.answer, batch)  # (B,)
             answer = mean_over_scored(answer_each)
@@ -398,10 +465,11 @@ class LatentReader(Reader):
                             per_example={"loss": loss_each, **per_example})
 
     @torch.no_grad()
-    def generate(self, batch, mask_latents: bool = False, **generation) -> Generation:
+    def generate(self, batch, mask_latents: bool = False, latents: int | torch.Tensor | None = None,
+                 **generation) -> Generation:
         """Greedy or beam search (T5's `generate` expands states and mask per beam), the sentence head's scores
-        and, with a paragraph head (the pair ranker), each sentence's paragraph's score."""
-        reading = self.read(batch, mask_latents=mask_latents)
+        and, with a paragraph head (the pair ranker), each sentence's paragraph's score; `latents` as in `read`."""
+        reading = self.read(batch, mask_latents=mask_latents, latents=latents)
         if self.answer is not None:
             spans = self.answer.decode(reading.answer, batch)
             sequences = spans.new_full((len(spans), 1), self.t5_tokenizer.pad_token_id)  # no text generated
@@ -412,6 +480,15 @@ class LatentReader(Reader):
         paragraphs = self.paragraph_head
         return Generation(sequences, self.sentence_head.scores(reading.evidence, batch),
                           paragraphs.scores(reading.evidence, batch) if paragraphs is not None else None, spans)
+
+
+def mean_output(outputs: list[ReaderOutput]) -> ReaderOutput:
+    """The mean of several readings' outputs, part by part (nested latents read at every count)."""
+    mean = (lambda values: torch.stack(values).mean(dim=0))
+    return ReaderOutput(loss=mean([o.loss for o in outputs]), answer_loss=mean([o.answer_loss for o in outputs]),
+                        auxiliary={name: mean([o.auxiliary[name] for o in outputs]) for name in outputs[0].auxiliary},
+                        per_example={name: mean([o.per_example[name] for o in outputs])
+                                     for name in outputs[0].per_example})
 
 
 def token_paragraphs(batch) -> torch.Tensor:

@@ -4,6 +4,10 @@ Each block is pre-norm cross-attention (latents → context) then a pre-norm fee
 selector returns the latents and the **last block's** attention over context tokens, averaged over heads; that
 attention is what the support (and answer-span) loss trains and what sentence scores are read from.
 
+The latents never attend to each other, so each one is a function of the context (and question) alone: the first k
+of N latents are exactly what a selector of k latents with the same weights computes. Nested latents
+(`latent.nested_latents`) rest on this: `num_latents=k` runs only the first k.
+
 Question-aware latents (`question_conditioning: latents`): before each context block, the latents cross-attend to
 the question's states (a block of the same shape), so what they look for in the context depends on what was asked,
 while the context states stay a function of the context alone (cacheable, reusable across questions).
@@ -87,13 +91,15 @@ class LatentSelector(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, context: torch.Tensor, key_mask: torch.Tensor, question: torch.Tensor | None = None,
-                question_mask: torch.Tensor | None = None, context_bias: torch.Tensor | None = None):
+                question_mask: torch.Tensor | None = None, context_bias: torch.Tensor | None = None,
+                num_latents: int | None = None):
         """context (B, L, D), key_mask (B, L) bool; question (B, Tq, D) and its mask for a question-aware selector;
-        context_bias (B, heads, L) added to every context block's attention logits or None
+        context_bias (B, heads, L) added to every context block's attention logits or None; num_latents: run only
+        the first N of the latents (None: all)
         → latents (B, N, D), last block's attention over the context (B, N, L)."""
         if (question is None) != (self.question_blocks is None):
             raise ValueError("a question-aware selector needs the question, and only it takes one")
-        latents = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1)  # (B, N, D)
+        latents = self.latents[:num_latents].unsqueeze(0).expand(context.shape[0], -1, -1)  # (B, N, D)
         for i, block in enumerate(self.blocks):
             if question is not None:
                 latents, _ = self._run(self.question_blocks[i], latents, question, question_mask)

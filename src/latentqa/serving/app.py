@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..config import EvalConfig
+from ..evaluation.predict import check_generation
 from ..readers.facts import SpRule
 from .batching import Batching, DynamicBatcher, Overloaded, Timed
 from .pipeline import ReaderPipeline
@@ -46,7 +47,10 @@ QUERY_SCHEMA = {"type": "object", "required": ["question"], "properties": {
     "id": {"type": ["string", "integer"], "description": "echoed back"},
     "question": {"type": "string"},
     "paragraphs": {"type": "array", "items": PARAGRAPH_SCHEMA,
-                   "description": "required unless the server has an index (serve --index), which retrieves them"}}}
+                   "description": "required unless the server has an index (serve --index), which retrieves them"},
+    "latents": {"type": "integer", "minimum": 1,
+                "description": "answer from the first K latents: a count the reader was trained for "
+                               "(latent.nested_latents); default: the server's (serve --latents), else all"}}}
 ANSWER_BODY = {"required": True, "content": {"application/json": {
     "schema": {"oneOf": [QUERY_SCHEMA, {"type": "array", "items": QUERY_SCHEMA}]},
     "example": {"id": "q1", "question": "Which city is the capital of France?",
@@ -98,6 +102,7 @@ def create_app(pipeline: ReaderPipeline, *, batching: Batching = Batching(), gen
     (`pipeline.generation()` unless given) and the supporting-fact rule (the reader's saved one unless `rule` says
     something) are the server's."""
     config = generation or pipeline.generation()
+    check_generation(pipeline.reader, config)
     rule = pipeline.rule(rule)
     batcher = DynamicBatcher(lambda prepared: pipeline.run(prepared, config, rule), batching)
     limits = pipeline.limits
@@ -140,7 +145,8 @@ def create_app(pipeline: ReaderPipeline, *, batching: Batching = Batching(), gen
     @app.get("/v1/info")
     async def info():
         return {**pipeline.info(), "uptime_s": round(time.time() - started, 1),
-                "generation": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams},
+                "generation": {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams,
+                               "latents": config.latents},
                 "batching": {**dataclasses.asdict(batching), "pending": len(batcher.pending)},
                 "counters": batcher.counters.as_dict()}
 

@@ -23,7 +23,7 @@ import torch
 from ..config import CACHE_MB, TOP_K, EvalConfig
 from ..data.examples import Example
 from ..data.features import encode_examples
-from ..evaluation.predict import decode_batch, generate_batch
+from ..evaluation.predict import check_generation, decode_batch, generate_batch
 from ..index.build import check_reader
 from ..index.retrieval import Hit, RetrievalConfig, Retriever
 from ..index.store import IndexStates, IndexStore
@@ -33,7 +33,7 @@ from ..readers.errors import ReaderFolderError
 from ..readers.facts import SpRule
 from ..readers.loading import load_reader_folder
 from ..readers.state_cache import ContextStateCache
-from .queries import Limits, RequestError, parse_query
+from .queries import Limits, RequestError, parse_latents, parse_query
 
 log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -62,6 +62,7 @@ class Prepared:
     example: Example
     row: dict
     retrieved: list[Hit] | None = None
+    latents: int | None = None  # the query's own number of latents to read (None: the generation settings')
 
 
 class ReaderPipeline:
@@ -109,6 +110,10 @@ class ReaderPipeline:
         the field at fault."""
         example = query if isinstance(query, Example) else \
             parse_query(query, self.limits, field, paragraphs_optional=self.retriever is not None)
+        latents = parse_latents(query, field)
+        refusal = self.reader.latent_refusal(latents)
+        if refusal:
+            raise RequestError(f"{field}latents", refusal)
         retrieved = None
         if not example.paragraphs:
             if self.retriever is None:
@@ -123,7 +128,7 @@ class ReaderPipeline:
         if tokens > self.limits.max_context_tokens:
             raise RequestError(f"{field}paragraphs", f"the context is {tokens} tokens, over the limit of "
                                                      f"{self.limits.max_context_tokens}")
-        return Prepared(example, row, retrieved)
+        return Prepared(example, row, retrieved, latents)
 
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         """The index's `k` (default `top_k`) best paragraphs for `question`; the question goes through the
@@ -144,9 +149,14 @@ class ReaderPipeline:
 
     # --- the model ---------------------------------------------------------------------------------------------
 
-    def generation(self, *, max_new_tokens: int = 32, num_beams: int = 1, mask_latents: bool = False) -> EvalConfig:
-        return EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                          mask_latents=mask_latents)
+    def generation(self, *, max_new_tokens: int = 32, num_beams: int = 1, mask_latents: bool = False,
+                   latents: int | None = None) -> EvalConfig:
+        """Generation settings for `run`, refused here (a ConfigError naming the setting) if the reader cannot
+        follow them."""
+        config = EvalConfig(batch_size=self.batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                            mask_latents=mask_latents, latents=latents)
+        check_generation(self.reader, config)
+        return config
 
     def rule(self, rule: SpRule = SpRule()) -> SpRule:
         """The supporting-fact rule answers follow: `rule` where it says something, else the reader's saved one."""
@@ -162,7 +172,9 @@ class ReaderPipeline:
             batch = self.collate([{**p.row, "index": i} for i, p in enumerate(chunk)])
             batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
             examples = [p.example for p in chunk]
-            decoded = decode_batch(self.reader, examples, generate_batch(self.reader, batch, generation), rule)
+            decoded = decode_batch(self.reader, examples, generate_batch(self.reader, batch, generation,
+                                                                         self.latents_per_query(chunk, generation)),
+                                   rule)
             for p, item in zip(chunk, decoded):
                 keys = p.example.sentence_keys()
                 answers.append(Answer(p.example.id, item.answer, [tuple(fact) for fact in item.facts or []],
@@ -171,12 +183,21 @@ class ReaderPipeline:
                                       p.retrieved))
         return answers
 
+    def latents_per_query(self, chunk: list[Prepared], generation: EvalConfig) -> torch.Tensor | None:
+        """Each query's number of latents (B,) where some query names its own (None: the settings' for all): one
+        batch may mix them, and each query gets the answer it gets alone."""
+        if all(p.latents is None for p in chunk):
+            return None
+        default = generation.latents or self.reader.config.num_latents
+        return torch.tensor([p.latents or default for p in chunk], device=self.device)
+
     # --- the Python API ----------------------------------------------------------------------------------------
 
     def answer(self, question: str, paragraphs=None, *, id: str | None = None, **options) -> Answer:
         """Answer one question about `paragraphs`: a list of (title, [sentences]) or (title, text) pairs (or
         dicts with title and sentences / text); None: the index's (`index`). Options: sp_rule (an `SpRule`),
-        max_new_tokens, num_beams, mask_latents."""
+        max_new_tokens, num_beams, mask_latents, latents (answer from the first K latents: a count the reader was
+        trained for, `latent.nested_latents`)."""
         query = {"question": question, **({"paragraphs": paragraphs} if paragraphs is not None else {}),
                  **({"id": id} if id is not None else {})}
         return self.answer_batch([query], **options)[0]

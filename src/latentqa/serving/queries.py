@@ -13,7 +13,7 @@ from ..config import option
 from ..data.corpus import split_sentences
 from ..data.examples import Example, Paragraph
 
-QUERY_FIELDS = ("id", "question", "paragraphs")
+QUERY_FIELDS = ("id", "question", "paragraphs", "latents")
 
 
 class RequestError(ValueError):
@@ -93,6 +93,14 @@ def parse_paragraph(value, field: str) -> Paragraph:
     else:
         raise RequestError(body_field, f"must be a list of sentences or a text, got {_kind(body)}")
     return Paragraph(title, tuple(sentences))
+
+
+def parse_latents(value, field: str) -> int | None:
+    """A query's `latents`: how many of the reader's latents to answer from (None: not given)."""
+    latents = value.get("latents") if isinstance(value, dict) else None
+    if latents is not None and (not isinstance(latents, int) or isinstance(latents, bool) or latents < 1):
+        raise RequestError(field + "latents", f"must be a positive integer, got {latents!r}")
+    return latents
 
 
 def parse_query(value, limits: Limits = Limits(), field: str = "", paragraphs_optional: bool = False) -> Example:
