@@ -61,7 +61,7 @@ def tiny_baseline(tiny_models):
 def collate(reader, examples):
     """A batch of `examples` for `reader`, through the real feature and collator code, as the reader is fed."""
     from latentqa.data.features import load_features
-    from latentqa.readers.collate import IndexedRows
+    from latentqa.data.collate import IndexedRows
 
     features = load_features(examples, reader.features, question_tokenizer=reader.t5_tokenizer,
                              context_tokenizer=reader.context_tokenizer, cache_dir=None, progress=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import CACHE_DIR, CACHE_MB, TOP_K, ConfigError
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
-from .readers.windows import PACKINGS
+from .data.windows import PACKINGS
 from .resources import SAMPLE_PATH
 from .training.errors import TrainingStopped
 
@@ -77,7 +77,7 @@ def _generation(args):
     """The generation settings and the supporting-fact rule of the flags (`add_generation_flags`); an error
     names the flag."""
     from .config import EvalConfig
-    from .readers.facts import SpRule
+    from .config import SpRule
 
     def checked(cls, prefix: str = ""):
         values = {name: getattr(args, prefix + name) for name in cls.__dataclass_fields__ if hasattr(args, prefix + name)}
@@ -367,9 +367,9 @@ def add_fields(p: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple[st
 
 
 def add_generation_flags(p: argparse.ArgumentParser, batch: bool = True) -> None:
-    """How answers are generated (`config.EvalConfig`) and the supporting-fact rule (`readers.facts.SpRule`)."""
+    """How answers are generated (`config.EvalConfig`) and the supporting-fact rule (`config.SpRule`)."""
     from .config import EvalConfig
-    from .readers.facts import SpRule
+    from .config import SpRule
 
     add_fields(p, EvalConfig, skip=("limit", *(() if batch else ("batch_size",))))
     add_fields(p, SpRule, prefix="sp_")

@@ -176,3 +176,47 @@ class EvalConfig:
 
     def __post_init__(self):
         at_least(self, 1, "batch_size", "num_beams", "max_new_tokens", "latents", "limit")
+
+
+# The supporting-fact rule: how per-sentence scores become supporting facts (`evaluation.facts.select_facts`). A top-k;
+# a threshold (the best sentence always); or the best sentence of each of the best N paragraphs, with their first
+# sentences if `first` and their other sentences over a threshold if one is set (HotpotQA's facts come from exactly
+# 2 paragraphs, at least one from each, very often the first). A reader with sentence scores has its rule chosen on
+# validation data by the trainer (`evaluation.sp_rule`) and saved in its folder; predict, eval and serving use it
+# unless they are given a rule of their own.
+DEFAULT_TOP_K = 2  # with no rule given or saved
+
+
+@dataclass(frozen=True)
+class SpRule:
+    top_k: int | None = option(None, "supporting facts per question: the k best-scored sentences (no rule set: the "
+                                     "one saved with the reader, else 2)")
+    threshold: float | None = option(None, "instead of top-k, every sentence scored at least this (the best one "
+                                           "always); with paragraphs, those paragraphs' other sentences scored at "
+                                           "least this")
+    paragraphs: int | None = option(None, "instead of top-k, the best sentence of each of the N best paragraphs "
+                                          "(HotpotQA has 2 gold paragraphs), with threshold also their other "
+                                          "sentences scored at least that")
+    first: bool = option(False, "with paragraphs, also each chosen paragraph's first sentence (in HotpotQA often a "
+                                "supporting fact)")
+
+    def __post_init__(self):
+        at_least(self, 1, "top_k", "paragraphs")
+        if self.top_k is not None and self.paragraphs is not None:
+            raise ConfigError("top_k and paragraphs are two rules: set one")
+        if self.first and self.paragraphs is None:
+            raise ConfigError("first adds each chosen paragraph's first sentence: it needs paragraphs")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ConfigError(f"threshold is a score in [0, 1], got {self.threshold}")
+
+    @property
+    def given(self) -> bool:
+        """Does this rule say anything (`first` only refines `paragraphs`)?"""
+        return any(value is not None for value in (self.top_k, self.threshold, self.paragraphs))
+
+    def or_saved(self, saved: SpRule | None) -> SpRule:
+        """This rule where it says something, else the reader's saved one, else top-2."""
+        return self if self.given else saved or SpRule(top_k=DEFAULT_TOP_K)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

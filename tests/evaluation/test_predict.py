@@ -9,11 +9,11 @@ import pytest
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from latentqa.config import EvalConfig
+from latentqa.config import EvalConfig, SpRule
 from latentqa.data.features import load_features
 from latentqa.evaluation.predict import validation_loss
-from latentqa.readers.facts import SpRule, select_facts
-from latentqa.readers.collate import IndexedRows
+from latentqa.evaluation.facts import select_facts
+from latentqa.data.collate import IndexedRows
 
 
 def _loader(reader, examples, batch_size, accelerator):

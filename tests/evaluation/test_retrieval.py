@@ -3,7 +3,8 @@ import json
 
 from latentqa.cli import main
 from latentqa.evaluation.retrieval import paragraph_recall
-from latentqa.readers.facts import SpRule, select_facts
+from latentqa.config import SpRule
+from latentqa.evaluation.facts import select_facts
 
 
 def _example(sample_examples):

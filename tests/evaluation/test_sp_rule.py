@@ -3,7 +3,7 @@ import json
 
 from latentqa.cli import main
 from latentqa.evaluation.sp_rule import choose_sp_rule, rule_sp_f1
-from latentqa.readers.facts import SpRule
+from latentqa.config import SpRule
 
 
 def _scored(examples, extra: int):

@@ -11,7 +11,7 @@ from latentqa.config import EvalConfig
 from latentqa.data.features import load_features
 from latentqa.data.sources import load_examples
 from latentqa.evaluation.predict import predict, validation_loss
-from latentqa.readers.collate import IndexedRows
+from latentqa.data.collate import IndexedRows
 from latentqa.readers.latent import LatentConfig, LatentReader
 from latentqa.resources import SAMPLE_PATH
 

@@ -7,8 +7,8 @@ import torch
 from latentqa.data.features import answer_boundaries, encode_examples, extraction_targets, format_sentence
 from latentqa.evaluation.predict import decode_batch
 from latentqa.readers.answer import ExtractiveAnswerHead, answer_text, marginal_nll
-from latentqa.readers.collate import cut_context
-from latentqa.readers.facts import SpRule
+from latentqa.data.collate import cut_context
+from latentqa.config import SpRule
 from latentqa.readers.latent import LatentConfig, LatentReader
 from latentqa.readers.loading import load_reader_folder
 from tests.conftest import collate

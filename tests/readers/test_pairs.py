@@ -4,7 +4,9 @@ trainer and rule that carry it."""
 import pytest
 import torch
 
-from latentqa.readers.facts import SpRule, select_facts
+from latentqa.config import SpRule
+
+from latentqa.evaluation.facts import select_facts
 from latentqa.readers.latent import LatentConfig, LatentReader
 from latentqa.readers.loading import load_reader_folder
 from latentqa.readers.pairs import PAIR_FEATURES, PairRanker, gold_pairs, pair_features, paragraph_evidence

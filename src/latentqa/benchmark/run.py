@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel, T5ForConditionalGeneration
 from ..data.lexical import lexical_features, paragraph_links
 from ..progress import progress_bar
 from ..readers.baseline import BaselineConfig, BaselineReader
-from ..readers.collate import pad
+from ..data.collate import pad
 from ..readers.latent import LatentConfig, LatentReader, set_attention_dropout
 from ..resources import SAMPLE_PATH
 from .fid import FiDReader

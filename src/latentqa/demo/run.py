@@ -18,14 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..assets import build_tiny_models, corpus, pretrained_encoder_path  # noqa: E402
 from ..atomic import discard  # noqa: E402
-from ..config import DataConfig, EvalConfig, TrainConfig  # noqa: E402
+from ..config import DataConfig, EvalConfig, SpRule, TrainConfig  # noqa: E402
 from ..data.sources import load_examples  # noqa: E402
 from ..data.stats import support_end  # noqa: E402
 from ..evaluation.report import bucket_label, bucket_labels, plot_sentence_attention, plot_training_curves  # noqa: E402
 from ..evaluation.run import predict_source  # noqa: E402
-from ..readers.collate import IndexedRows  # noqa: E402
+from ..data.collate import IndexedRows  # noqa: E402
 from ..readers.baseline import BaselineConfig  # noqa: E402
-from ..readers.facts import SpRule  # noqa: E402
 from ..readers.latent import CONDITIONING, LatentConfig  # noqa: E402
 from ..resources import SAMPLE_PATH  # noqa: E402
 from ..training.config import ModelConfig, RunConfig  # noqa: E402

@@ -13,7 +13,8 @@ import torch
 
 from ..data.examples import Example
 from ..progress import progress_bar
-from ..readers.facts import SpRule, select_facts
+from ..config import SpRule
+from .facts import select_facts
 from ..readers.heads import LexicalHead
 from ..readers.heads import attention_mass_nll
 from .metrics import score

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 
-from ..config import ConfigError, EvalConfig
+from ..config import ConfigError, EvalConfig, SpRule
 from ..data.examples import Example
 from ..progress import progress_bar
 from ..data.features import format_sentence
 from ..readers.answer import answer_text
 from ..readers.base import Generation
-from ..readers.facts import SpRule, select_facts
+from .facts import select_facts
 
 
 @dataclass

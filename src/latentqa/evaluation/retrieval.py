@@ -11,7 +11,8 @@ import torch
 
 from ..data.examples import Example
 from ..data.features import FeatureSpec, encode_examples, format_sentence
-from ..readers.facts import SpRule, best_sentence_per_paragraph, select_facts
+from ..config import SpRule
+from .facts import best_sentence_per_paragraph, select_facts
 from ..readers.pooling import masked_mean
 from ..readers.heads import lexical_score
 from ..progress import progress_bar

@@ -8,13 +8,12 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..atomic import write_text
-from ..config import CACHE_DIR, EvalConfig
+from ..config import CACHE_DIR, EvalConfig, SpRule
 from ..data.examples import DataError, Example
 from ..data.features import load_features
 from ..data.sources import load_examples
 from ..readers.base import Reader
-from ..readers.collate import IndexedRows
-from ..readers.facts import SpRule
+from ..data.collate import IndexedRows
 from ..readers.loading import load_reader_folder
 from ..readers.state_cache import ContextStateCache
 from .evidence import evidence_table

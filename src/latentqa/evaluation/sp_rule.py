@@ -1,10 +1,11 @@
-"""Choosing a reader's supporting-fact rule (`readers.facts.SpRule`) on labelled data: every top-k, threshold and
+"""Choosing a reader's supporting-fact rule (`config.SpRule`) on labelled data: every top-k, threshold and
 paragraph rule of a small grid, scored by mean sp F1; the trainer runs it on validation after each evaluation and
 saves the winner with the reader."""
 from __future__ import annotations
 
 from ..data.examples import Example
-from ..readers.facts import SpRule, select_facts
+from ..config import SpRule
+from .facts import select_facts
 from .metrics import sp_scores
 
 TOP_KS = (1, 2, 3, 4)  # HotpotQA questions have 2 to 4 supporting facts

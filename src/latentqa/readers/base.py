@@ -19,9 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import T5ForConditionalGeneration
 
-from ..config import TokenLimits
+from ..config import SpRule, TokenLimits
 from ..data.features import FeatureSpec
-from .facts import SpRule
 
 READER_FILE = "reader.json"
 WEIGHTS_FILE = "model.safetensors"

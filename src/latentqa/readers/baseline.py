@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from ..config import ConfigError, TokenLimits, at_least, option
 from .base import Generation, Reader, ReaderOutput, answer_losses
-from .collate import BaselineCollator
+from ..data.collate import BaselineCollator
 
 
 @dataclass

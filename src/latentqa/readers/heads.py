@@ -4,7 +4,7 @@ A head says which batch features it reads (`reads_lexical`: the lexical evidence
 when some part asks), whether it is fitted on the training questions before the first step (`needs_fit`, `fit`),
 what it adds to the training loss (`losses`) and how it scores the sentences (`scores`, higher: more likely a
 supporting fact). A head that `ranks_paragraphs` gives each sentence its paragraph's score: the paragraph rule
-(`readers.facts`) orders paragraphs by it and takes the sentences from another head.
+(`evaluation.facts`) orders paragraphs by it and takes the sentences from another head.
 
 Heads here: the selector's attention (always there: the original design's evidence signal) and the lexical
 evidence alone (no parameters; `latentqa eval --evidence`, `cosine-sp`). The sentence scorer is in `scorer.py`, the

@@ -21,14 +21,14 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..config import ConfigError, TokenLimits, at_least, option
 from .answer import ExtractiveAnswerHead
 from .base import Generation, Reader, ReaderOutput, answer_losses, set_activation_checkpointing
-from .collate import LatentCollator
+from ..data.collate import LatentCollator
 from .heads import LEXICAL_PRIOR, AttentionHead, Evidence, EvidenceHead, mean_over_scored
 from .pairs import PairRanker
 from .pooling import masked_mean
 from .scorer import SentenceScorer
 from .selector import LatentSelector, SentenceRelevance
 from .state_cache import ContextStateCache, encoder_states
-from .windows import PACKINGS
+from ..data.windows import PACKINGS
 
 
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.

@@ -8,11 +8,10 @@ import safetensors.torch
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5ForConditionalGeneration
 
-from ..config import ConfigError, TokenLimits, build_section
+from ..config import ConfigError, SpRule, TokenLimits, build_section
 from .base import READER_FILE, WEIGHTS_FILE, Reader
 from .baseline import BaselineConfig, BaselineReader
 from .errors import ReaderFolderError
-from .facts import SpRule
 from .latent import LatentConfig, LatentReader
 
 READERS = {"baseline": (BaselineReader, BaselineConfig), "latent": (LatentReader, LatentConfig)}

@@ -9,7 +9,7 @@ convex, full-batch L-BFGS: seconds), then kept fixed: a few free parameters fitt
 where a transformer over frozen states did not (docs/real.md).
 
 Each sentence then gets its paragraph's score: the best score of a pair that holds the paragraph, so the two
-paragraphs of the best pair rank first, and the paragraph rule (`readers.facts`) takes its sentences from them.
+paragraphs of the best pair rank first, and the paragraph rule (`evaluation.facts`) takes its sentences from them.
 """
 from __future__ import annotations
 

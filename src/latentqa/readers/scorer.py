@@ -95,7 +95,7 @@ class SentenceScorer(EvidenceHead):
 def paragraph_bce(logits: torch.Tensor, support: torch.Tensor, mask: torch.Tensor,
                   sentence_paragraph: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of each paragraph's best sentence logit against "holds a supporting fact": the
-    quantity the paragraph rule ranks by (`readers.facts`). logits, support, mask, sentence_paragraph (B, S)
+    quantity the paragraph rule ranks by (`evaluation.facts`). logits, support, mask, sentence_paragraph (B, S)
     → (B,), NaN for an example without supporting sentences."""
     groups = int(sentence_paragraph.max()) + 1
     best, present = group_max(logits.float(), sentence_paragraph, mask, groups, empty=-1e4)  # (B, P)

@@ -26,9 +26,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..config import EvalConfig
+from ..config import EvalConfig, SpRule
 from ..evaluation.predict import check_generation
-from ..readers.facts import SpRule
 from .batching import Batching, DynamicBatcher, Overloaded, Timed
 from .pipeline import ReaderPipeline
 from .queries import RequestError

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import CACHE_MB, TOP_K, EvalConfig
+from ..config import CACHE_MB, EvalConfig, SpRule, TOP_K
 from ..data.examples import Example
 from ..data.features import encode_examples
 from ..evaluation.predict import check_generation, decode_batch, generate_batch
@@ -30,7 +30,6 @@ from ..index.store import IndexStates, IndexStore
 from ..progress import progress_bar
 from ..readers.base import READER_PATTERNS, Reader
 from ..readers.errors import ReaderFolderError
-from ..readers.facts import SpRule
 from ..readers.loading import load_reader_folder
 from ..readers.state_cache import ContextStateCache
 from .queries import Limits, RequestError, parse_latents, parse_query

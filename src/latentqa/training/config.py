@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, DataConfig, EvalConfig, TrainConfig, build_section, option, section_help
+from ..config import (ConfigError, DataConfig, EvalConfig, SpRule, TrainConfig, build_section, option,
+                      section_help)
 from ..readers.baseline import BaselineConfig
-from ..readers.facts import SpRule
 from ..readers.latent import LatentConfig
 from ..readers.loading import READERS
 

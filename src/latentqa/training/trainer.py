@@ -25,15 +25,15 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from ..atomic import discard, replace_folder, write_text
-from ..config import ConfigError
+from ..config import ConfigError, SpRule
 from ..data.examples import Example
 from ..evaluation.metrics import score
 from ..evaluation.predict import predict, validation_loss
 from ..evaluation.retrieval import paragraph_recall
 from ..evaluation.sp_rule import choose_sp_rule, rule_sp_f1
 from ..progress import progress_bar
-from ..readers.collate import IndexedRows
-from ..readers.facts import SpRule, select_facts
+from ..data.collate import IndexedRows
+from ..evaluation.facts import select_facts
 from ..readers.loading import READERS
 from ..readers.state_cache import ContextStateCache
 from .build import build_reader, load_split

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from latentqa.readers.windows import window_spans
+from latentqa.data.windows import window_spans
 
 
 def _layout(paragraph_sentence_lengths):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.lexical import FEATURES as LEXICAL_FEATURES
+from .lexical import FEATURES as LEXICAL_FEATURES
 from .windows import window_spans
 
 
