@@ -79,7 +79,7 @@ def test_encoder_mode_windows_read_the_question_and_keep_one_state_per_context_t
 
 
 def test_question_aware_selector_refuses_a_missing_question(tiny_models):
-    from latentqa.readers.selector import LatentSelector
+    from latentqa.readers.latent import LatentSelector
 
     selector = LatentSelector(dim=8, num_latents=2, depth=1, heads=2, question_aware=True)
     context, mask = torch.randn(1, 5, 8), torch.ones(1, 5, dtype=torch.bool)
