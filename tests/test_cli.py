@@ -31,3 +31,16 @@ def test_data_stats_json(sample_path, capsys, tmp_path):
     assert main(["data", "stats", "--data", str(sample_path), "--json", "--cache-dir", str(tmp_path)]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["examples"] == 53 and set(stats["lose_support_if_cut_at"]) == {"512", "1024"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--quick", "--full"], "--quick and --full: choose one"),
+    (["demo", "--facts", "9"], "--facts must be between 1 and 8, got 9"),
+    (["demo", "--modes", "latents", "both"], "--modes must be among none, latents, encoder, got both"),
+    (["demo", "--nested", "4", "0"], "--nested counts of latents must be at least 1, got [4, 0]"),
+    (["bench", "--lengths", "512", "0"], "--lengths must be at least 1 each, got [512, 0]"),
+    (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+])
+def test_demo_and_bench_settings_are_refused_in_one_line_naming_the_flag(argv, message, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"latentqa: error: {message}"

@@ -39,18 +39,22 @@ def test_every_field_has_exactly_one_definition():
 
 
 def test_options_outside_the_run_config_have_help_and_the_flags_come_from_them():
-    """The server's limits and batching, the index's retrieval settings and the tiny models' sizes are option
-    dataclasses too: a help text per field, and `serve` / `bench-serve` have a flag per field, with the field's default."""
+    """The server's limits and batching, the index's retrieval settings, the tiny models' sizes and the demo's and
+    the bench's settings are option dataclasses too: a help text per field, and `serve`, `bench-serve`, `demo` and
+    `bench` have a flag per field, with the field's default."""
     from latentqa.assets import TinySizes
+    from latentqa.benchmark.options import BenchOptions
     from latentqa.cli import build_parser
+    from latentqa.demo.options import DemoOptions
     from latentqa.index.retrieval import RetrievalConfig
     from latentqa.serving.batching import Batching
     from latentqa.serving.queries import Limits
 
-    for cls in (Limits, Batching, RetrievalConfig, TinySizes):
+    for cls in (Limits, Batching, RetrievalConfig, TinySizes, DemoOptions, BenchOptions):
         assert all(spec.metadata.get("help") for spec in dataclasses.fields(cls)), cls.__name__
     commands = build_parser()._subparsers._group_actions[0].choices
-    for command, classes in (("serve", (Limits, Batching)), ("bench-serve", (Batching,))):
+    for command, classes in (("serve", (Limits, Batching)), ("bench-serve", (Batching,)), ("demo", (DemoOptions,)),
+                             ("bench", (BenchOptions,))):
         flags = {a.dest: a.default for a in commands[command]._actions}
         for cls in classes:
             assert {f.name: f.default for f in dataclasses.fields(cls)}.items() <= flags.items(), (command, cls)

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from .config import CACHE_DIR, CACHE_MB, TOP_K, ConfigError
+from .config import CACHE_DIR, CACHE_MB, TOP_K, ConfigError, EvalConfig, SpRule
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
 from .data.windows import PACKINGS
@@ -76,9 +76,6 @@ def cmd_train(args) -> None:
 def _generation(args):
     """The generation settings and the supporting-fact rule of the flags (`add_generation_flags`); an error
     names the flag."""
-    from .config import EvalConfig
-    from .config import SpRule
-
     def checked(cls, prefix: str = ""):
         values = {name: getattr(args, prefix + name) for name in cls.__dataclass_fields__ if hasattr(args, prefix + name)}
         try:
@@ -242,40 +239,34 @@ def cmd_compare(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    from .demo.options import DemoOptions
+
+    options = _from_flags(args, DemoOptions)
+    if options.nested:
+        from .demo.nested import format_nested_table, run_nested_demo
+
+        print(format_nested_table(run_nested_demo(options.out_dir, options.nested, seed=options.seed,
+                                                  quick=options.quick)))
+        print(f"plot: {options.out_dir}/em_by_latents.png")
+        return
     from .demo.run import format_table, run_demo
     from .readers.latent import CONDITIONING
 
-    unknown = sorted(set(args.modes) - set(CONDITIONING))
-    if unknown:
-        raise UserError(f"--modes: {', '.join(unknown)} not among {', '.join(CONDITIONING)}")
-    if args.lexical_scale < 0:
-        raise UserError(f"--lexical-scale must be at least 0, got {args.lexical_scale:g}")
-    if args.nested:
-        from .demo.nested import format_nested_table, run_nested_demo
-
-        if min(args.nested) < 1:
-            raise UserError(f"--nested: counts of latents must be at least 1, got {args.nested}")
-        print(format_nested_table(run_nested_demo(args.out_dir, tuple(args.nested), seed=args.seed,
-                                                  quick=args.quick)))
-        print(f"plot: {args.out_dir}/em_by_latents.png")
-        return
-    results = run_demo(args.out_dir, quick=args.quick, full=args.full, encoder=args.encoder, seed=args.seed,
-                       facts=args.facts, modes=tuple(args.modes), lexical_scale=args.lexical_scale,
-                       freeze_encoder=args.freeze_encoder, relevance=args.relevance)
+    results = run_demo(options.out_dir, quick=options.quick, full=options.full, encoder=options.encoder,
+                       seed=options.seed, facts=options.facts, modes=options.modes or CONDITIONING,
+                       lexical_scale=options.lexical_scale, freeze_encoder=options.freeze_encoder,
+                       relevance=options.relevance)
     print(format_table(results))
-    print(f"report: {args.out_dir}/report.md")
+    print(f"report: {options.out_dir}/report.md")
 
 
 def cmd_bench(args) -> None:
-    from pathlib import Path
-
+    from .benchmark.options import BenchOptions
     from .benchmark.run import format_results, plot_results, run_bench
 
-    lengths = args.lengths or ((256, 512) if args.quick else (512, 1024, 2048, 4096))
-    results = run_bench(lengths=lengths, batch_size=args.batch_size, repeats=args.repeats or (1 if args.quick else 5),
-                        warmup=args.warmup, quick=args.quick, gradient_checkpointing=args.gradient_checkpointing,
-                        device=args.device, modes=args.modes, latents=tuple(sorted(set(args.latents or ()))))
-    out = Path(args.out_dir)
+    options = _from_flags(args, BenchOptions)
+    results = run_bench(**options.run_settings())
+    out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     print(format_results(results))
@@ -288,7 +279,8 @@ def cmd_bench(args) -> None:
 def _from_flags(args, cls):
     """An option dataclass from its flags (`add_fields`); its own check failing names the flag."""
     try:
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
     except ValueError as err:  # "max_wait_ms must be ..." → "--max-wait-ms must be ..."
         name, _, rest = str(err).partition(" ")
         raise UserError(f"--{name.replace('_', '-')} {rest}") from None
@@ -362,15 +354,15 @@ def add_fields(p: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple[st
         flag, kind = "--" + (prefix + spec.name).replace("_", "-"), str(spec.type).split("|")[0].strip()
         if kind == "bool":
             p.add_argument(flag, action="store_true", help=spec.metadata["help"])
+        elif kind.startswith("tuple["):  # tuple[int, ...]: one or more values
+            p.add_argument(flag, type=types[kind[6:].split(",")[0]], nargs="+", default=spec.default,
+                           help=spec.metadata["help"])
         else:
             p.add_argument(flag, type=types[kind], default=spec.default, help=spec.metadata["help"])
 
 
 def add_generation_flags(p: argparse.ArgumentParser, batch: bool = True) -> None:
     """How answers are generated (`config.EvalConfig`) and the supporting-fact rule (`config.SpRule`)."""
-    from .config import EvalConfig
-    from .config import SpRule
-
     add_fields(p, EvalConfig, skip=("limit", *(() if batch else ("batch_size",))))
     add_fields(p, SpRule, prefix="sp_")
 
@@ -485,29 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "The point, shown: hide a fact in real HotpotQA contexts (mostly past token 512), train "
                               "the truncated baseline and the latent reader offline, test both, write a report.")
-    p.add_argument("--out-dir", default="runs/demo", help="task, models, runs, report")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="a small task and 1 to 3 epochs: a smoke test, not a result")
-    length.add_argument("--full", action="store_true", help="train the baseline for 12 epochs (default 4, like the latent "
-                                                        "reader: its validation loss stops improving by then)")
-    p.add_argument("--encoder", default="tiny", help="context encoder: 'tiny' (embedded) or 'minilm' (pretrained, PyPI)")
-    p.add_argument("--facts", type=int, default=1, choices=range(1, 9), metavar="K", help="facts per context about different entities, the question "
-                   "naming one (1 to 8; default 1). Above 1, a latent reader is trained for each "
-                   "latent.question_conditioning (none, latents, encoder): a question-blind bottleneck must carry "
-                   "every fact, a question-aware one (with the lexical attention bias, latent.selector_lexical, at "
-                   "latent.selector_lexical_scale=10) only the asked one; the latent readers train 8 epochs")
-    p.add_argument("--modes", nargs="+", default=["none", "latents", "encoder"], metavar="MODE",
-                   help="with --facts above 1: the latent readers to train, by latent.question_conditioning")
-    p.add_argument("--lexical-scale", type=float, default=10.0, help="with --facts above 1: the question-aware "
-                   "readers' lexical attention bias scale (latent.selector_lexical_scale; 0: no lexical features)")
-    p.add_argument("--freeze-encoder", action="store_true", help="keep the context encoder frozen, its states cached "
-                   "where they are question-free (train.freeze_encoder)")
-    p.add_argument("--relevance", action="store_true", help="with --facts above 1: the question-aware readers' "
-                   "selector attention also gets the learned question-sentence relevance (latent.selector_relevance)")
-    p.add_argument("--nested", type=int, nargs="+", metavar="K", help="compression as a knob instead: train one "
-                   "latent reader with latent.nested_latents=[K...] (k drawn per step), one reading every k each "
-                   "step, and one reader per k alone; test each at every k it can read; EM against k, plotted")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task and of the tiny models' weights (the readers' own new modules and the data order use train.seed, 0)")
+    from .demo.options import DemoOptions
+
+    add_fields(p, DemoOptions)
 
     p = add("cosine-sp", cmd_cosine_sp, "The supporting-fact floors that need no training: rank sentences by a "
                                         "pretrained encoder's question-sentence cosine, or by their lexical evidence "
@@ -529,24 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", cmd_bench, "Speed and memory side by side (baseline at 512, baseline on the whole context, latent "
                                 "reader, Fusion-in-Decoder) at several context lengths, as a table of ratios, JSON "
                                 "and a plot. Real-size models (flan-t5-base, distilbert-base-uncased shapes).")
-    p.add_argument("--lengths", type=int, nargs="+", default=None, help="context lengths in tokens "
-                   "(default 512 1024 2048 4096; 256 512 with --quick)")
-    p.add_argument("--batch-size", type=int, default=1, help="examples per step")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5, 1 with --quick); each times "
-                   "every contender once, in rotating order; median and min-max reported")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
-    p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
-                   help="turn off gradient checkpointing (on by default for every contender, as in training; off, "
-                        "the whole-context baseline at 4,096 tokens needs more than 24 GB)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--quick", action="store_true", help="small models, short contexts, one repeat: a smoke test")
-    p.add_argument("--modes", action="store_true", help="also time latent.question_conditioning none / latents / "
-                   "encoder and a frozen encoder without and with cached context states, relative to none, at 2,048 "
-                   "tokens (or the longest length below)")
-    p.add_argument("--latents", type=int, nargs="+", metavar="K", help="also time generation from the first K "
-                   "latents of one nested reader (latent.nested_latents), for each K, with a frozen encoder and "
-                   "cached states, relative to the largest K, at 2,048 tokens (or the longest length below)")
-    p.add_argument("--out-dir", default="runs/bench", help="where bench.json and bench.png go")
+    from .benchmark.options import BenchOptions
+
+    add_fields(p, BenchOptions)
 
     p = add("serve", cmd_serve, "Serve a reader over HTTP (FastAPI + uvicorn): POST /v1/answer, GET /health, "
                                 "GET /v1/info, OpenAPI docs at /docs. Concurrent requests are batched; stops on "

@@ -29,15 +29,12 @@ from ..readers.latent import CONDITIONING, LatentConfig  # noqa: E402
 from ..resources import SAMPLE_PATH  # noqa: E402
 from ..training.config import ModelConfig, RunConfig  # noqa: E402
 from ..training.trainer import train  # noqa: E402
+from .options import LEXICAL_SCALE  # noqa: E402
 from .task import ANSWERS, build_task, write_task  # noqa: E402
 
 log = logging.getLogger(__name__)
 POSITION_BUCKETS = (0, 256, 512, 1024, 1536, 2048, 4096)
 CUT = 512
-# The many-facts demo's lexical attention bias scale (8 epochs): at 1, half of a question-aware selector's attention
-# stayed on the facts not asked for (test EM 0.75, seed 0); at 3, 0.94 / 0.81 (seeds 0 / 1); at 10, 0.98 / 0.90 with
-# 95% of the attention on the asked answer (docs/demo.md).
-LEXICAL_SCALE = 10.0
 
 
 def demo_epochs(quick: bool, full: bool, facts: int = 1) -> dict[str, int]:

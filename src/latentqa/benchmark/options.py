@@ -1,0 +1,43 @@
+"""`latentqa bench`'s settings, each declared once with its help: the command's flags are made from them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import at_least, option
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    lengths: tuple[int, ...] = option((), "context lengths in tokens (none given: 512 1024 2048 4096; 256 512 with "
+                                          "--quick)")
+    batch_size: int = option(1, "examples per step")
+    repeats: int | None = option(None, "timed rounds (None: 5, 1 with --quick); each times every contender once, in "
+                                       "rotating order; median and min-max reported")
+    warmup: int = option(1, "untimed runs before timing")
+    no_gradient_checkpointing: bool = option(False, "turn off gradient checkpointing (on by default for every "
+                                                    "contender, as in training; off, the whole-context baseline at "
+                                                    "4,096 tokens needs more than 24 GB)")
+    device: str | None = option(None, "cpu or cuda (None: cuda when present)")
+    quick: bool = option(False, "small models, short contexts, one repeat: a smoke test")
+    modes: bool = option(False, "also time latent.question_conditioning none / latents / encoder and a frozen "
+                                "encoder without and with cached context states, relative to none, at 2,048 tokens "
+                                "(or the longest length below)")
+    latents: tuple[int, ...] = option((), "also time generation from the first K latents of one nested reader "
+                                          "(latent.nested_latents), for each K, with a frozen encoder and cached "
+                                          "states, relative to the largest K, at 2,048 tokens (or the longest length "
+                                          "below)")
+    out_dir: str = option("runs/bench", "where bench.json and bench.png go")
+
+    def __post_init__(self):
+        at_least(self, 1, "batch_size", "repeats")
+        at_least(self, 0, "warmup")
+        for name in ("lengths", "latents"):
+            if any(value < 1 for value in getattr(self, name)):
+                raise ValueError(f"{name} must be at least 1 each, got {list(getattr(self, name))}")
+
+    def run_settings(self) -> dict:
+        """`run_bench`'s keyword arguments, the defaults that depend on --quick filled in."""
+        return {"lengths": self.lengths or ((256, 512) if self.quick else (512, 1024, 2048, 4096)),
+                "batch_size": self.batch_size, "repeats": self.repeats or (1 if self.quick else 5),
+                "warmup": self.warmup, "quick": self.quick, "gradient_checkpointing": not self.no_gradient_checkpointing,
+                "device": self.device, "modes": self.modes, "latents": tuple(sorted(set(self.latents)))}
