@@ -4,9 +4,6 @@ trainer and rule that carry it."""
 import pytest
 import torch
 
-from latentqa.config import SpRule
-
-from latentqa.evaluation.facts import select_facts
 from latentqa.readers.latent import LatentConfig, LatentReader
 from latentqa.readers.loading import load_reader_folder
 from latentqa.readers.pairs import PAIR_FEATURES, PairRanker, gold_pairs, pair_features, paragraph_evidence
@@ -87,20 +84,6 @@ def test_fit_learns_to_rank_the_linked_pair_first_and_its_paragraphs_score_highe
 def test_fit_refuses_data_without_a_gold_pair():
     with pytest.raises(ValueError, match="exactly 2 paragraphs"):
         PairRanker().fit([{**HAND, "sentence_support": torch.zeros(1, 4, dtype=torch.bool)}])
-
-
-def test_the_paragraph_rule_takes_the_ranked_paragraphs_not_those_of_the_best_sentences(sample_examples):
-    example = sample_examples[0]
-    keys = example.sentence_keys()
-    titles = list(dict.fromkeys(title for title, _ in keys))
-    scores = [1.0 if title == titles[0] else 0.5 for title, _ in keys]  # the sentences favour paragraph 0
-    paragraphs = [2.0 if title in titles[-2:] else 0.0 for title, _ in keys]  # the ranker the last two
-    rule = SpRule(paragraphs=2)
-    assert {t for t, _ in select_facts(example, scores, rule)} >= {titles[0]}
-    chosen = select_facts(example, scores, rule, paragraphs)
-    assert {t for t, _ in chosen} == set(titles[-2:]) and len(chosen) == 2
-    assert select_facts(example, scores, SpRule(top_k=2), paragraphs) == \
-        select_facts(example, scores, SpRule(top_k=2))  # top-k reads the sentence scores only
 
 
 def test_the_reader_gives_each_sentence_its_paragraphs_score_and_keeps_the_fit(tiny_models, sample_examples,
