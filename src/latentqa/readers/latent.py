@@ -84,20 +84,10 @@ def window_positions(encoder: nn.Module) -> int:
 
 @dataclass
 class LatentConfig:
-    num_latents: int = option(32, "learned latents: the length of the bottleneck the decoder sees besides the "
-                                  "question")
-    selector_layers: int = option(2, "cross-attention blocks of the selector")
-    selector_heads: int = option(8, "heads per selector block (must divide the encoder width)")
-    support_loss_weight: float = option(1.0, "weight of -log(attention mass on supporting-fact tokens) (0: off)")
-    answer_span_loss_weight: float = option(
-        0.0, "weight of -log(attention mass on the answer's words inside the supporting sentences): teaches the "
-             "selector which words to read (0: off; yes/no answers mark no tokens)")
+    # --- the context path
     encoder_attention_dropout: float | None = option(
         0.0, "dropout on the context encoder's attention probabilities (None: the checkpoint's own); at 0 the fused "
              "attention kernels run: on CPU a training step at 2,048 tokens takes 20% less time (docs/bench.md)")
-    gate_init: float = option(
-        0.0, "initial value of the tanh gate: 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with "
-             "random weights has nothing to keep, and at 0 its gate gets no consistent gradient (docs/demo.md)")
     question_conditioning: str = option(
         "none", "where the question enters the context path: 'none' (question-blind latents), 'latents' (the "
                 "latents cross-attend to the question; context states stay question-free and cacheable) or "
@@ -106,16 +96,17 @@ class LatentConfig:
         "greedy", "how the context fills encoder windows: 'greedy' (whole paragraphs up to the window size), "
                   "'paragraph' or 'sentence' (one per window: better states from an encoder trained on short texts, "
                   "more windows)")
-    sp_scorer: str = option("attention", "supporting-fact scores: 'attention' (the selector's attention mass per "
-                                         "sentence) or 'classifier' (a trained sentence scorer over the context "
-                                         "states, question-aware in the question-aware modes)")
-    sp_scorer_loss_weight: float = option(1.0, "weight of the sentence scorer's binary cross-entropy")
-    sp_paragraph_loss_weight: float = option(
-        0.0, "weight of a binary cross-entropy of each paragraph's best sentence logit against whether it holds a "
-             "supporting fact: trains the ranking the paragraph rule uses (needs sp_scorer 'classifier'; 0: off)")
-    sp_lexical: bool = option(False, "give the sentence scorer each sentence's lexical evidence: question words it "
-                                     "and its paragraph hold, title matches, links between paragraphs "
-                                     "(`data.lexical`; needs sp_scorer 'classifier' and a question-aware mode)")
+    max_context_tokens: int | None = option(None, "read only the first N context tokens (None: the whole context); "
+                                                  "the truncated comparison")
+
+    # --- the selector and its bottleneck
+    num_latents: int = option(32, "learned latents: the length of the bottleneck the decoder sees besides the "
+                                  "question")
+    selector_layers: int = option(2, "cross-attention blocks of the selector")
+    selector_heads: int = option(8, "heads per selector block (must divide the encoder width)")
+    gate_init: float = option(
+        0.0, "initial value of the tanh gate: 0 (Flamingo) keeps a pretrained T5's behaviour at the start; a T5 with "
+             "random weights has nothing to keep, and at 0 its gate gets no consistent gradient (docs/demo.md)")
     selector_relevance: bool = option(
         False, "bias the selector's attention over each context token by a learned similarity of the question "
                "vector and the token's sentence (per head: temperature × cosine through a learned projection), so "
@@ -129,9 +120,33 @@ class LatentConfig:
         1.0, "multiplies the lexical attention bias (needs selector_lexical): Adam moves each of its few weights by "
              "about the learning rate a step, while the content logits come from thousands, so at 1 the bias "
              "cannot keep up (docs/demo.md); the many-facts demo uses 10")
+    nested_latents: tuple[int, ...] = option(
+        (), "nested latents: counts k of latents, ascending, the last equal to num_latents (e.g. [4,8,16,32]); each "
+            "training step reads only the first k, so the first k latents of the trained reader are a reader of k "
+            "latents, chosen per request (predict/eval/ask --latents K, HTTP \"latents\") (empty: off, one count)")
+    nested_training: str = option("draw", "with nested_latents: 'draw' (each step reads one k drawn at random) or "
+                                          "'every' (each step reads every k, losses averaged; costs more)")
+
+    # --- the evidence heads
+    support_loss_weight: float = option(1.0, "weight of -log(attention mass on supporting-fact tokens) (0: off)")
+    answer_span_loss_weight: float = option(
+        0.0, "weight of -log(attention mass on the answer's words inside the supporting sentences): teaches the "
+             "selector which words to read (0: off; yes/no answers mark no tokens)")
+    sp_scorer: str = option("attention", "supporting-fact scores: 'attention' (the selector's attention mass per "
+                                         "sentence) or 'classifier' (a trained sentence scorer over the context "
+                                         "states, question-aware in the question-aware modes)")
+    sp_scorer_loss_weight: float = option(1.0, "weight of the sentence scorer's binary cross-entropy")
+    sp_paragraph_loss_weight: float = option(
+        0.0, "weight of a binary cross-entropy of each paragraph's best sentence logit against whether it holds a "
+             "supporting fact: trains the ranking the paragraph rule uses (needs sp_scorer 'classifier'; 0: off)")
+    sp_lexical: bool = option(False, "give the sentence scorer each sentence's lexical evidence: question words it "
+                                     "and its paragraph hold, title matches, links between paragraphs "
+                                     "(`data.lexical`; needs sp_scorer 'classifier' and a question-aware mode)")
     paragraph_ranker: bool = option(False, "choose the paragraph rule's paragraphs by a paragraph-pair ranker over "
                                            "lexical evidence and title links (`readers.pairs`), fitted on the "
                                            "training questions before training (needs a question-aware mode)")
+
+    # --- the answer
     answer_head: str = option("generate", "how the answer is written: 'generate' (T5's decoder over [question ; "
                                           "latents], the original design) or 'extract' (type and span of the "
                                           "context, `readers.answer`; T5 is not run)")
@@ -139,14 +154,6 @@ class LatentConfig:
                                    "paragraph ; latents] (the lower ones stay cached, question-free)")
     answer_paragraphs: int = option(4, "extract: paragraphs the answer head reads, best ranked by the evidence heads")
     max_answer_span: int = option(30, "extract: longest answer span in context tokens, inside one sentence")
-    nested_latents: tuple[int, ...] = option(
-        (), "nested latents: counts k of latents, ascending, the last equal to num_latents (e.g. [4,8,16,32]); each "
-            "training step reads only the first k, so the first k latents of the trained reader are a reader of k "
-            "latents, chosen per request (predict/eval/ask --latents K, HTTP \"latents\") (empty: off, one count)")
-    nested_training: str = option("draw", "with nested_latents: 'draw' (each step reads one k drawn at random) or "
-                                          "'every' (each step reads every k, losses averaged; costs more)")
-    max_context_tokens: int | None = option(None, "read only the first N context tokens (None: the whole context); "
-                                                  "the truncated comparison")
 
     def __post_init__(self):
         at_least(self, 1, "num_latents", "selector_layers", "selector_heads", "answer_layers", "answer_paragraphs",
