@@ -519,13 +519,11 @@ class LatentReader(Reader):
         selector_question = (asked[-1], batch["encoder_question_mask"]) \
             if self.config.question_conditioning == "latents" else ()
         bias = self.context_bias(batch, context, None if blind else question_vector)  # (B, heads, L) or None
-        counts = [self.counts_per_example(count, batch) for count in counts]  # (B,) each
-        widest = max(int(count.max()) for count in counts)
+        counts = [self.counts_per_example(count, batch) for count in counts]  # ((B,), the largest) each
         latents, attention = self.selector(context, batch["context_mask"], *selector_question, context_bias=bias,
-                                           num_latents=widest)  # (B, N, H), (B, N, L)
+                                           num_latents=max(width for _, width in counts))  # (B, N, H), (B, N, L)
         readings = []
-        for count in counts:
-            width = int(count.max())
+        for count, width in counts:
             read = torch.arange(width, device=count.device) < count[:, None]  # (B, k): the latents each example reads
             # the attention the evidence heads read: averaged over the latents read
             mass = (attention[:, :width] * read[..., None]).sum(dim=1) / count[:, None]  # (B, L)
@@ -534,13 +532,16 @@ class LatentReader(Reader):
                                                 lower, asked))
         return readings
 
-    def counts_per_example(self, latents: int | torch.Tensor | None, batch) -> torch.Tensor:
-        """`read`'s `latents` as one count per example (B,)."""
-        count = torch.as_tensor(self.config.num_latents if latents is None else latents,
-                                device=batch["context_mask"].device).long().expand(len(batch["context_mask"]))
-        if bool((count < 1).any()) or bool((count > self.config.num_latents).any()):
-            raise ValueError(f"latent counts must be between 1 and {self.config.num_latents}, got {count.tolist()}")
-        return count
+    def counts_per_example(self, latents: int | torch.Tensor | None, batch) -> tuple[torch.Tensor, int]:
+        """`read`'s `latents` as one count per example (B,) on the batch's device, and the largest. Checked on the
+        host: an int as it is; per-example counts come from the host (a request's) and are read there once."""
+        values = [self.config.num_latents if latents is None else latents] if not torch.is_tensor(latents) \
+            else latents.tolist()
+        if not all(1 <= value <= self.config.num_latents for value in values):
+            raise ValueError(f"latent counts must be between 1 and {self.config.num_latents}, got {values}")
+        device = batch["context_mask"].device
+        count = torch.as_tensor(values if torch.is_tensor(latents) else values[0], device=device)
+        return count.long().expand(len(batch["context_mask"])), max(values)
 
     def answer_reading(self, batch, latents: torch.Tensor, latent_mask: torch.Tensor, evidence: Evidence,
                        lower: torch.Tensor | None, asked: tuple | None) -> Reading:

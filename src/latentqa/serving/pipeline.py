@@ -188,7 +188,7 @@ class ReaderPipeline:
         if all(p.latents is None for p in chunk):
             return None
         default = generation.latents or self.reader.config.num_latents
-        return torch.tensor([p.latents or default for p in chunk], device=self.device)
+        return torch.tensor([p.latents or default for p in chunk])  # on the host: the reader reads it there
 
     # --- the Python API ----------------------------------------------------------------------------------------
 
