@@ -14,6 +14,7 @@ from .config import CACHE_DIR, CACHE_MB, TOP_K, ConfigError, EvalConfig, SpRule
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
 from .data.windows import PACKINGS
+from .readers.state_format import DEFAULT_STATES, FORMATS_HELP
 from .resources import SAMPLE_PATH
 from .training.errors import TrainingStopped
 
@@ -167,7 +168,7 @@ def cmd_index(args) -> None:
     reader = load_reader_folder(folder, device=args.device)
     paragraphs, _ = load_corpus(args.data)
     report = build_index(reader, paragraphs, args.out, reader_name=str(folder.resolve()),
-                         shard_paragraphs=args.shard_paragraphs, prune=args.prune)
+                         shard_paragraphs=args.shard_paragraphs, prune=args.prune, states=args.states)
     print(f"index {args.out}: {report.line()}")
 
 
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "hold (without it, a corpus of new paragraphs only grows the index)")
     p.add_argument("--shard-paragraphs", type=int, default=256, help="paragraphs per shard file: what an "
                    "interruption can lose")
+    p.add_argument("--states", default=None, help="how a new index stores context states: " + FORMATS_HELP +
+                   " (default: " + DEFAULT_STATES + "; sizes and quality in docs/index.md); an existing index keeps "
+                   "its own")
     p.add_argument("--device", default="cpu", help="torch device of the encoder (cpu, cuda, ...)")
 
     p = add("score", cmd_score, "Score a prediction file with the official HotpotQA metrics (answer, supporting "

@@ -10,6 +10,10 @@ written whole (temporary name, then rename) and entered in the manifest, so an i
 finished shard and a rerun encodes only what is left, into the same shards one run at once writes. Retrieval is
 rebuilt at the end whenever the manifest changed or a retrieval file is damaged.
 
+States are stored in the format the index was created with (`--states`, `readers/state_format.py`). A projected
+format's projection is fitted once, on the first shard's paragraphs, before any shard is encoded with it; if it is
+later found missing or damaged, it is fitted again and every shard encoded again.
+
 Under `accelerate launch` / `torchrun` each process encodes every N-th shard; the main process holds the lock,
 enters the shards in the manifest and builds retrieval once all are written.
 """
@@ -34,16 +38,17 @@ from ..data.examples import DataError, Example, Paragraph
 from ..data.features import encode_examples
 from ..progress import progress_bar
 from ..readers.state_cache import encode_windows, encoder_fingerprint, window_key
-from .manifest import SHARDS, IndexFolderError, Manifest, ShardEntry
+from ..readers.state_format import DEFAULT_STATES, Projection, StateFormat
+from .manifest import SHARDS, IndexFolderError, Manifest, ShardEntry, file_sha256
 from .retrieval import RETRIEVAL_DIR, build_retrieval, retrieval_current
-from .store import HEADER_FILE, Header, IndexStore, paragraphs_in, shard_text
+from .store import HEADER_FILE, PROJECTION_FILE, Header, IndexStore, paragraphs_in, shard_text
 
 log = logging.getLogger(__name__)
 
 SHARD_PARAGRAPHS = 256
 
 
-def reader_header(reader, reader_name: str) -> Header:
+def reader_header(reader, reader_name: str, states: str = DEFAULT_STATES) -> Header:
     """What an index of this reader's states records, and what reading it later must match."""
     refusal = reader.index_refusal()
     if refusal:
@@ -52,7 +57,7 @@ def reader_header(reader, reader_name: str) -> Header:
     return Header(encoder_fingerprint=encoder_fingerprint(reader.encoder), window_packing=collate.packing,
                   window_tokens=collate.window_tokens,
                   hidden_size=reader.encoder.config.hidden_size * len(reader.state_layers),
-                  reader=reader_name)
+                  reader=reader_name, states=states)
 
 
 def check_reader(header: Header, reader, directory: Path) -> None:
@@ -103,19 +108,30 @@ def paragraph_windows(reader, paragraphs: list[Paragraph]) -> list[tuple[list[in
     return windows
 
 
-@torch.no_grad()
-def encode_shard(reader, paragraphs: list[Paragraph]) -> tuple[dict[str, torch.Tensor], float]:
-    """One shard's tensors (the layout in `store.py`) and the seconds spent in the encoder."""
+def paragraph_states(reader, paragraphs: list[Paragraph]) -> tuple[list[tuple[list[int], int]], list[torch.Tensor]]:
+    """`paragraph_windows` and each window's states, float32 on the host."""
     windows = paragraph_windows(reader, paragraphs)
+    states = encode_windows(reader.encoder, [torch.tensor(ids) for ids, _ in windows], reader.state_layers)
+    return windows, [s.float().cpu() for s in states]
+
+
+def fit_projection(reader, paragraphs: list[Paragraph], dims: int) -> Projection:
+    """The projection of a projected states format, fitted on these paragraphs' states (a build's first shard)."""
+    return Projection.fit(torch.cat(paragraph_states(reader, paragraphs)[1]), dims)
+
+
+@torch.no_grad()
+def encode_shard(reader, paragraphs: list[Paragraph], state_format: StateFormat = StateFormat(),
+                 projection: Projection | None = None) -> tuple[dict[str, torch.Tensor], float]:
+    """One shard's tensors (the layout in `store.py`) and the seconds spent in the encoder."""
     began = time.perf_counter()
-    states = [s.cpu() for s in encode_windows(reader.encoder, [torch.tensor(ids) for ids, _ in windows],
-                                              reader.state_layers)]
+    windows, states = paragraph_states(reader, paragraphs)
     seconds = time.perf_counter() - began
     width = reader.encoder.config.hidden_size  # the last layer's states are the last `width` of each row
     vectors = torch.stack([F.normalize(s[:, -width:].mean(dim=0), dim=0) for s in states])
     lengths = torch.tensor([len(ids) for ids, _ in windows])
     return {
-        "states": torch.cat(states).to(torch.float16),
+        **state_format.pack(torch.cat(states), len(reader.state_layers), projection),
         "offsets": F.pad(lengths.cumsum(0), (1, 0)),
         "keys": torch.tensor(np.frombuffer(b"".join(bytes.fromhex(window_key(torch.tensor(ids))) for ids, _ in windows),
                                            dtype=np.uint8).reshape(len(windows), 16).copy()),
@@ -196,13 +212,17 @@ def remove_unlisted(directory: Path, manifest: Manifest) -> None:
 
 
 def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, reader_name: str,
-                shard_paragraphs: int = SHARD_PARAGRAPHS, prune: bool = False, progress: bool = True) -> BuildReport:
-    """Bring the index at `directory` (created if absent) to hold `paragraphs`; see the module docstring."""
+                shard_paragraphs: int = SHARD_PARAGRAPHS, prune: bool = False, states: str | None = None,
+                progress: bool = True) -> BuildReport:
+    """Bring the index at `directory` (created if absent) to hold `paragraphs`; see the module docstring. `states`:
+    the format a new index stores (`state_format`; None: `DEFAULT_STATES`); an existing one's must be the same."""
     # cpu=True on a CPU reader: under torchrun without it every process would take itself for the only one
     directory = Path(directory)
     state = PartialState(cpu=next(reader.encoder.parameters()).device.type == "cpu")
     if shard_paragraphs < 1:
         raise ValueError(f"shard_paragraphs must be at least 1, got {shard_paragraphs}")
+    if states is not None:
+        StateFormat(states).check(reader_header(reader, reader_name).hidden_size)
     for paragraph in paragraphs:  # before any work: text a shard cannot hold would stop every build at its shard
         try:
             json_text([paragraph.title, list(paragraph.sentences)]).encode("utf-8")
@@ -213,24 +233,34 @@ def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, r
     try:
         with lock:
             return _build(reader, paragraphs, directory, state, reader_name=reader_name,
-                          shard_paragraphs=shard_paragraphs, prune=prune, progress=progress)
+                          shard_paragraphs=shard_paragraphs, prune=prune, states=states, progress=progress)
     except FolderLocked as err:
         raise IndexFolderError(str(err)) from None
 
 
-def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_paragraphs, prune, progress):
+def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_paragraphs, prune, states, progress):
     began = time.perf_counter()
     reader.eval()
-    wanted = reader_header(reader, reader_name)
+    wanted = reader_header(reader, reader_name, states or DEFAULT_STATES)
     damaged: list[str] = []
     if state.is_main_process:
         (directory / SHARDS).mkdir(exist_ok=True)
         for folder in (directory, directory / SHARDS, directory / RETRIEVAL_DIR):
             remove_dead_temps(folder)
         if not (directory / HEADER_FILE).exists():
-            write_file(directory / HEADER_FILE, lambda tmp: tmp.write_text(json_text(wanted.to_dict())))
-        check_reader(Header.read(directory), reader, directory)
+            write_header(directory, wanted)
+        header = Header.read(directory)
+        check_reader(header, reader, directory)
+        if states is not None and states != header.states:
+            raise IndexFolderError(f"{directory}: its states are stored as {header.states}, not {states}: build "
+                                   "another index (--out NEW_FOLDER) for another format")
         manifest, damaged = check_shards(directory, read_manifest_or_start_over(directory))
+        if header.projection_sha256 and not projection_whole(header, directory):
+            log.warning("%s: missing or damaged; it is fitted again and every shard encoded again",
+                        directory / PROJECTION_FILE)
+            damaged += [e.name for e in manifest.shards]
+            manifest = Manifest()
+            write_header(directory, dataclasses.replace(header, projection_sha256=""))
         remove_unlisted(directory, manifest)
         manifest.write(directory)
     state.wait_for_everyone()
@@ -239,6 +269,14 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
 
     manifest = Manifest.read(directory)
     plan = plan_build(directory, manifest, paragraphs, prune)
+    header = Header.read(directory)
+    if state.is_main_process and header.state_format.dims and not header.projection_sha256 and plan.todo:
+        # fitted once, before any shard is encoded with it (so no shard outlives the projection it was encoded with)
+        fit_projection(reader, plan.todo[:shard_paragraphs], header.state_format.dims).save(directory / PROJECTION_FILE)
+        write_header(directory, dataclasses.replace(header, projection_sha256=file_sha256(directory / PROJECTION_FILE)))
+    state.wait_for_everyone()
+    header = Header.read(directory)
+    projection = header.projection(directory) if plan.todo else None
     first = manifest.next_number(directory)
     chunks = [plan.todo[i:i + shard_paragraphs] for i in range(0, len(plan.todo), shard_paragraphs)]
     mine = list(range(state.process_index, len(chunks), state.num_processes))
@@ -247,7 +285,7 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
     bar = progress_bar(total=sum(len(chunks[i]) for i in mine), desc="index", unit="paragraph",
                        disable=not (progress and state.is_local_main_process))
     for i in mine:
-        tensors, seconds = encode_shard(reader, chunks[i])
+        tensors, seconds = encode_shard(reader, chunks[i], header.state_format, projection)
         encode_seconds += seconds
         path = directory / SHARDS / f"{first + i:06d}.safetensors"
         write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
@@ -274,6 +312,18 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
     return BuildReport(len(store), len(plan.todo), store.num_windows, plan.removed, damaged, encode_seconds,
                        time.perf_counter() - began, size)
+
+
+def projection_whole(header: Header, directory: Path) -> bool:
+    try:
+        header.projection(directory)
+        return True
+    except IndexFolderError:
+        return False
+
+
+def write_header(directory: Path, header: Header) -> None:
+    write_file(directory / HEADER_FILE, lambda tmp: tmp.write_text(json_text(header.to_dict())))
 
 
 def _windows(path: Path) -> int:

@@ -4,7 +4,9 @@ retrieval vectors; beside them a vector index, a lexical index and the title lin
     DIR/index.json              what built it (`Header`): the encoder's fingerprint, window packing and size
     DIR/manifest.json           the shards that are the index, in row order, with sizes and hashes (`manifest.py`)
     DIR/shards/NNNNNN.safetensors  one build step's paragraphs, written whole under a temporary name and renamed:
-        states (T, H) fp16      every window's encoder states ([CLS] ... [SEP]) back to back
+        states (T, H) fp16      every window's encoder states ([CLS] ... [SEP]) back to back, in the index's
+                                format (`state_format`): fp16; int8 with scales (T, layers) fp16; or D-wide int8
+                                codes with scales (T, 1) beside DIR/projection.safetensors
         offsets (W + 1,)        where each window's states start in `states`
         keys (W, 16) uint8      each window's content hash (`state_cache.window_key`)
         window_paragraph (W,)   each window's paragraph, as its place in the shard
@@ -31,10 +33,13 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..data.examples import Paragraph
 from ..readers.state_cache import ContextStateCache, encoder_states, window_key
-from .manifest import SHARDS, IndexFolderError, Manifest
+from ..readers.state_format import Projection, StateFormat
+from .manifest import SHARDS, IndexFolderError, Manifest, file_sha256
 
 HEADER_FILE = "index.json"
-FORMAT_VERSION = 2  # 2: a manifest, the text as a tensor; 1 (glob-listed shards, text in the header) is rebuilt
+PROJECTION_FILE = "projection.safetensors"
+SAFETENSORS_DTYPES = {torch.float16: "F16", torch.int8: "I8"}
+FORMAT_VERSION = 3  # 3: the states' format recorded; 2 (fp16 only) and 1 are built again
 REBUILD = "run `latentqa index` on this folder again to rebuild it"
 
 
@@ -47,6 +52,8 @@ class Header:
     window_tokens: int  # encoder positions per window
     hidden_size: int
     reader: str  # the reader folder it was built with (for `ask` without --model)
+    states: str = "fp16"  # how states are stored (`state_format.StateFormat`)
+    projection_sha256: str = ""  # the hash of DIR/projection.safetensors, for a projected format once fitted
     version: int = FORMAT_VERSION
 
     @classmethod
@@ -62,7 +69,30 @@ class Header:
         if header.version != FORMAT_VERSION:
             raise IndexFolderError(f"{path}: index format {header.version}, this latentqa reads {FORMAT_VERSION}: "
                                    "build a new index with `latentqa index --out NEW_FOLDER`")
+        try:
+            header.state_format.check(header.hidden_size)
+        except ValueError as err:
+            raise IndexFolderError(f"{path}: {err}") from None
         return header
+
+    @property
+    def state_format(self) -> StateFormat:
+        return StateFormat(self.states)
+
+    @property
+    def stored_width(self) -> int:
+        """The width of a stored token: the states' own, or the projection's directions."""
+        return self.state_format.dims or self.hidden_size
+
+    def projection(self, directory: Path) -> Projection | None:
+        """The fitted projection of a projected format, checked against the hash recorded here; None for the
+        others. One line naming the file where it is missing or differs."""
+        if self.state_format.dims is None:
+            return None
+        path = directory / PROJECTION_FILE
+        if not self.projection_sha256 or not path.is_file() or file_sha256(path) != self.projection_sha256:
+            raise IndexFolderError(f"{path}: missing or damaged (it differs from {HEADER_FILE}); {REBUILD}")
+        return Projection.load(path)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,9 +104,10 @@ def shard_text(paragraphs: list[Paragraph]) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = None):
+def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = None, header: Header | None = None):
     """A shard opened memory-mapped after checking that its tensors agree with each other (and with the counts the
-    manifest gives): (handle, its paragraphs, window_paragraph, keys, offsets). One line naming the file if not."""
+    manifest gives and the states format the header names): (handle, its paragraphs, window_paragraph, keys,
+    offsets). One line naming the file if not."""
     try:
         shard = safetensors.safe_open(str(path), "pt")
         text = bytes(shard.get_tensor("text").numpy())
@@ -89,9 +120,16 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
         consistent = (keys.shape == (len(owner), 16) and offsets.shape == (len(owner) + 1,) and offsets[0] == 0
                       and offsets[-1] == rows and bool(np.all(np.diff(offsets) > 0))
                       and bool(np.all((owner >= 0) & (owner < len(found)))) and bool(np.all(np.diff(owner) >= 0))
-                      and vectors == len(owner) and vector_width > 0 and width % vector_width == 0)
+                      and vectors == len(owner) and vector_width > 0)
         if not consistent or (paragraphs, windows) not in ((None, None), (len(found), len(owner))):
             raise ValueError("its tensors do not agree with each other or with the manifest")
+        if header is not None:  # the tensors the header's format stores, of its dtypes, widths and rows
+            if shard.get_slice("states").get_shape()[1] != header.stored_width:
+                raise ValueError(f"states {width} wide, the index stores {header.stored_width}")
+            for name, dtype in header.state_format.stored_tensors().items():
+                if name not in shard.keys() or shard.get_slice(name).get_dtype() != SAFETENSORS_DTYPES[dtype] or \
+                        shard.get_slice(name).get_shape()[0] != rows:
+                    raise ValueError(f"no {name} tensor of {rows} {dtype} rows (the index is {header.states})")
     except (safetensors.SafetensorError, OSError, KeyError, ValueError, TypeError) as err:
         raise IndexFolderError(f"{path}: damaged shard ({str(err).splitlines()[0]}); {REBUILD}") from None
     return shard, found, owner, keys, offsets
@@ -107,6 +145,7 @@ class IndexStore:
     def __init__(self, directory: str | Path, manifest: Manifest | None = None):
         self.directory = Path(directory)
         self.header = Header.read(self.directory)
+        self.format, self.projection = self.header.state_format, self.header.projection(self.directory)
         self.manifest = manifest if manifest is not None else Manifest.read(self.directory)
         self.paragraphs: list[Paragraph] = []
         self._shards, window_shard, window_local, paragraph_windows, keys = [], [], [], [0], []
@@ -115,7 +154,8 @@ class IndexStore:
             problem = entry.problem(self.directory, full=False)
             if problem:
                 raise IndexFolderError(f"{path}: {problem}; {REBUILD}")
-            shard, paragraphs, owner, shard_keys, offsets = open_shard(path, entry.paragraphs, entry.windows)
+            shard, paragraphs, owner, shard_keys, offsets = open_shard(path, entry.paragraphs, entry.windows,
+                                                                       self.header)
             self._shards.append((shard, offsets, path))
             self.paragraphs += paragraphs
             window_shard.append(np.full(len(owner), number))
@@ -147,10 +187,11 @@ class IndexStore:
         return int(self._key_order[at]) if at < len(self._sorted_keys) and self._sorted_keys[at] == wanted else None
 
     def window_states(self, window: int) -> torch.Tensor:
-        """One window's stored states, (Lw, H) fp16."""
+        """One window's stored states read back, (Lw, H) float32."""
         shard, offsets, _ = self._shards[self.window_shard[window]]
         local = self.window_local[window]
-        return shard.get_slice("states")[int(offsets[local]):int(offsets[local + 1])]
+        return self.format.unpack(lambda name, start, end: shard.get_slice(name)[start:end],
+                                  int(offsets[local]), int(offsets[local + 1]), self.projection)
 
     def paragraph_states(self, row: int) -> list[torch.Tensor]:
         """The stored states of each window of paragraph `row`, in reading order."""

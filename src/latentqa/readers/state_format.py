@@ -1,0 +1,117 @@
+"""How context states are stored on disk: the formats an index can hold (`latentqa index --states`).
+
+    fp16        the encoder's states as computed, 2 bytes a value
+    int8        each token's values of each stored layer rounded to 255 levels of their own scale (max |value| / 127,
+                kept in fp16): 1 byte a value
+    int8-pcaD   the states projected on the D directions of largest variance of the first paragraphs indexed
+                (`Projection`, fitted once and kept beside the index), then int8 with one scale a token: D bytes a
+                token instead of 2 × the width
+
+Every format reads back as float32 states of the full width, so a reader never knows which one it reads; what each
+costs in quality is measured in docs/index.md.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from ..atomic import write_file
+
+PCA_FORMAT = re.compile(r"int8-pca([1-9]\d*)")
+FORMATS_HELP = "fp16, int8 or int8-pcaD (D directions, e.g. int8-pca128)"
+INT8_LEVELS = 127
+DEFAULT_STATES = "fp16"  # the format of a new index where none is asked for
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The states' mean and their D directions of largest variance: a state x is stored as (x - mean) @ directionsᵀ
+    and read back as codes @ directions + mean."""
+
+    mean: torch.Tensor  # (H,) float32
+    directions: torch.Tensor  # (D, H) float32, orthonormal rows
+
+    @classmethod
+    def fit(cls, states: torch.Tensor, dims: int) -> "Projection":
+        """From (N, H) states; exact and deterministic: the eigenvectors of their covariance, in float64."""
+        if not 0 < dims <= states.shape[1]:
+            raise ValueError(f"a projection to {dims} directions needs 1 to {states.shape[1]} (the states' width)")
+        x = states.double()
+        mean = x.mean(dim=0)
+        centred = x - mean
+        _, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))  # ascending eigenvalues
+        return cls(mean.float(), vectors[:, -dims:].flip(1).T.contiguous().float())
+
+    def project(self, states: torch.Tensor) -> torch.Tensor:
+        return (states.float() - self.mean) @ self.directions.T
+
+    def restore(self, codes: torch.Tensor) -> torch.Tensor:
+        return codes.float() @ self.directions + self.mean
+
+    def save(self, path: Path) -> None:
+        write_file(path, lambda tmp: safetensors.torch.save_file({"mean": self.mean, "directions": self.directions},
+                                                                 str(tmp)))
+
+    @classmethod
+    def load(cls, path: Path) -> "Projection":
+        tensors = safetensors.torch.load_file(str(path))
+        return cls(tensors["mean"], tensors["directions"])
+
+
+def quantize(values: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, W) → int8 (T, W) and fp16 scales (T, groups): each token's `groups` equal slices of W have a scale of
+    their own (the stored layers differ in magnitude)."""
+    sliced = values.float().reshape(len(values), groups, -1)
+    # rounded to fp16 first, so that reading back uses the scale the codes were made with; an all-zero slice gets
+    # fp16's smallest normal number rather than 0
+    scales = (sliced.abs().amax(dim=-1) / INT8_LEVELS).half().clamp_min(torch.finfo(torch.float16).smallest_normal)
+    codes = (sliced / scales.float()[..., None]).round().clamp(-INT8_LEVELS, INT8_LEVELS).to(torch.int8)
+    return codes.reshape(values.shape), scales
+
+
+def dequantize(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    sliced = codes.float().reshape(len(codes), scales.shape[1], -1)
+    return (sliced * scales.float()[..., None]).reshape(codes.shape)
+
+
+@dataclass(frozen=True)
+class StateFormat:
+    name: str = "fp16"
+
+    def __post_init__(self):
+        if self.name not in ("fp16", "int8") and not PCA_FORMAT.fullmatch(self.name):
+            raise ValueError(f"states format {self.name!r} is not one latentqa reads: {FORMATS_HELP}")
+
+    @property
+    def dims(self) -> int | None:
+        """The directions of a projected format; None where the states keep their width."""
+        match = PCA_FORMAT.fullmatch(self.name)
+        return int(match.group(1)) if match else None
+
+    def check(self, width: int) -> None:
+        if self.dims is not None and self.dims > width:
+            raise ValueError(f"states format {self.name}: {self.dims} directions of states {width} wide")
+
+    def pack(self, states: torch.Tensor, groups: int, projection: Projection | None = None) -> dict[str, torch.Tensor]:
+        """(T, H) float states, H = `groups` stored layers side by side → the tensors a shard stores."""
+        if self.name == "fp16":
+            return {"states": states.to(torch.float16)}
+        if self.dims is not None:
+            states, groups = projection.project(states), 1
+        codes, scales = quantize(states, groups)
+        return {"states": codes, "scales": scales}
+
+    def unpack(self, read, start: int, end: int, projection: Projection | None = None) -> torch.Tensor:
+        """Tokens [start, end) back as (L, H) float32; `read(name, start, end)` gives the rows of a stored tensor."""
+        if self.name == "fp16":
+            return read("states", start, end).float()
+        states = dequantize(read("states", start, end), read("scales", start, end))
+        return states if self.dims is None else projection.restore(states)
+
+    def stored_tensors(self) -> dict[str, torch.dtype]:
+        """The tensors of tokens this format stores, with their dtypes."""
+        return {"states": torch.float16} if self.name == "fp16" else {"states": torch.int8, "scales": torch.float16}
