@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from .config import CACHE_DIR, CACHE_MB, TOP_K, ConfigError, EvalConfig, SpRule
+from .config import CACHE_DIR, CACHE_MB, COMPRESS_ABOVE, TOP_K, ConfigError, EvalConfig, SpRule
 from .data.examples import DataError
 from .readers.errors import ReaderFolderError
 from .data.windows import PACKINGS
@@ -168,7 +168,8 @@ def cmd_index(args) -> None:
     reader = load_reader_folder(folder, device=args.device)
     paragraphs, _ = load_corpus(args.data)
     report = build_index(reader, paragraphs, args.out, reader_name=str(folder.resolve()),
-                         shard_paragraphs=args.shard_paragraphs, prune=args.prune, states=args.states)
+                         shard_paragraphs=args.shard_paragraphs, prune=args.prune, states=args.states,
+                         compress_above=args.compress_above)
     print(f"index {args.out}: {report.line()}")
 
 
@@ -462,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--states", default=None, help="how a new index stores context states: " + FORMATS_HELP +
                    " (default: " + DEFAULT_STATES + "; sizes and quality in docs/index.md); an existing index keeps "
                    "its own")
+    p.add_argument("--compress-above", type=int, default=COMPRESS_ABOVE, metavar="WINDOWS", help="past this many "
+                   "windows (about 4 a paragraph) retrieval holds the vectors as FAISS IVF-PQ codes, its candidates "
+                   "scored again exactly from the shards, instead of all of them in memory")
     p.add_argument("--device", default="cpu", help="torch device of the encoder (cpu, cuda, ...)")
 
     p = add("score", cmd_score, "Score a prediction file with the official HotpotQA metrics (answer, supporting "

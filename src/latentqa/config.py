@@ -18,6 +18,7 @@ from .resources import SAMPLE_PATH
 # Defaults shared by several commands and the Python API, stated once here.
 CACHE_DIR = ".cache/latentqa"  # tokenized features and the embedded tiny models
 TOP_K = 10  # paragraphs a question reads from an index
+COMPRESS_ABOVE = 200_000  # index windows (about 50,000 paragraphs) past which retrieval's vectors are IVF-PQ codes
 CACHE_MB = 512  # memory a served reader keeps context states per window in (0: off)
 
 

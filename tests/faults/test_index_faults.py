@@ -93,11 +93,11 @@ def test_a_server_keeps_its_snapshot_while_a_build_grows_the_index(index_reader_
     opened_mid_build = []
     real = build_module.build_retrieval
 
-    def open_then_build(store):  # a reader opening between the last shard and the new retrieval files
+    def open_then_build(store, *args):  # a reader opening between the last shard and the new retrieval files
         with pytest.raises(IndexFolderError) as err:
             Retriever(IndexStore(directory))
         opened_mid_build.append(one_line(err))
-        real(store)
+        real(store, *args)
 
     monkeypatch.setattr(build_module, "build_retrieval", open_then_build)
     build(reader, corpus, directory)

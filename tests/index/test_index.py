@@ -254,3 +254,35 @@ def test_bench_index_prints_its_figures(built, sample_path, tmp_path, capsys):
         assert results["timing"][batch]["index_over_live"]["median"] > 0
     assert set(results["compressed_vectors"]["recall_both_gold"]) == {"dense", "two-hop"}
     assert "batch 8: from the index" in out and "two-hop" in out
+
+
+def test_past_the_threshold_retrieval_holds_compressed_vectors_and_rescores_exactly(built, index_reader_dir, corpus,
+                                                                                    sample_examples, tmp_path):
+    import shutil
+
+    from latentqa.index.retrieval import VECTORS_FILE, retrieval_files
+
+    shutil.copytree(built[0], tmp_path / "index")
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
+    assert build_index(reader, corpus, tmp_path / "index", reader_name="r", compress_above=100,
+                       progress=False).added == 0  # only retrieval is built again
+    store = IndexStore(tmp_path / "index")
+    assert store.num_windows > 100 and (retrieval_files(store) / VECTORS_FILE).is_file()
+    exact = latentqa.load_reader(index_reader_dir, cache_mb=0, index=built[0]).retriever
+    compressed = latentqa.load_reader(index_reader_dir, cache_mb=0, index=tmp_path / "index").retriever
+    assert compressed.vectors is None and compressed.vector_index.ntotal == store.num_windows
+    assert compressed.memory()["vectors"] < exact.memory()["vectors"]  # codes, lists and codebooks vs fp32
+    same = 0
+    pipeline = latentqa.load_reader(index_reader_dir, cache_mb=0, index=built[0])
+    for example in sample_examples[:12]:
+        vector = pipeline.question_vector(example.question)
+        dense_exact, dense_compressed = exact.dense_scores(vector), compressed.dense_scores(vector)
+        bounds = store.paragraph_windows
+        for row, score in dense_compressed.items():  # each an exact cosine of one of the paragraph's windows
+            cosines = exact.window_vectors(np.arange(bounds[row], bounds[row + 1])) @ vector
+            assert np.isclose(cosines, score, atol=1e-5).any() and score <= dense_exact.get(row, 1.0) + 1e-5
+        want, got = exact.search(example.question, vector, 5), compressed.search(example.question, vector, 5)
+        same += [h.title for h in want] == [h.title for h in got]
+    assert same >= 10
+    build_index(reader, corpus, tmp_path / "index", reader_name="r", progress=False)  # below the default: exact again
+    assert not (retrieval_files(IndexStore(tmp_path / "index")) / VECTORS_FILE).exists()

@@ -7,8 +7,9 @@
    (`timing.interleaved`), medians with their spread.
 3. Build: a slice of the index's paragraphs indexed again into a scratch folder: paragraphs a second, and the share
    of the build's time spent in the encoder (1.0: the store costs nothing).
-4. Size: bytes a paragraph on disk, and the vectors compressed as the path to millions of paragraphs takes them
-   (FAISS IVF-PQ, 8 dimensions a byte): the recall of dense and two-hop retrieval over them.
+4. Size: bytes a paragraph on disk and retrieval's memory; and the vectors compressed as an index of more than
+   `COMPRESS_ABOVE` windows holds them (FAISS IVF-PQ, 8 dimensions a byte, candidates scored again exactly): the
+   recall of dense and two-hop retrieval over them, and the memory.
 """
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from ..config import TOP_K
 from ..data.sources import load_examples
 from ..index.build import build_index
-from ..index.retrieval import METHODS, both_gold_recall
+from ..index.retrieval import METHODS, both_gold_recall, compressed_vectors
 from ..index.store import Header
 from ..progress import progress_bar
 from .timing import interleaved, machine, spread
@@ -56,11 +56,12 @@ def run_index_bench(index: str | Path, data: str, *, model: str | None = None, q
         return recall
 
     recall = recall_of(METHODS)
-    flat, retriever.vector_index = retriever.vector_index, compressed_vectors(retriever.vectors)
+    exact = retriever.vectors, retriever.vector_index, retriever.memory()
+    retriever.vectors, retriever.vector_index = None, compressed_vectors(store)  # as above `COMPRESS_ABOVE`
     compressed = {"kind": f"IVF{retriever.vector_index.nlist},PQ{retriever.vector_index.pq.M}x8, nprobe "
                           f"{retriever.vector_index.nprobe}", "bytes_per_vector": retriever.vector_index.pq.M,
-                  "recall_both_gold": recall_of(("dense", "two-hop"))}
-    retriever.vector_index = flat
+                  "recall_both_gold": recall_of(("dense", "two-hop")), "memory": retriever.memory()}
+    retriever.vectors, retriever.vector_index, memory = exact
 
     timing = {}
     for batch in (1, 8):
@@ -86,7 +87,7 @@ def run_index_bench(index: str | Path, data: str, *, model: str | None = None, q
         "index": str(index), "model": str(model), "paragraphs": len(store), "windows": store.num_windows,
         "questions": len(examples), "gold_paragraphs_in_index": round(held, 4), "top_k": top_k,
         "retrieval_config": dataclasses.asdict(chosen), "recall_both_gold": recall,
-        "compressed_vectors": compressed, "timing": timing,
+        "compressed_vectors": compressed, "timing": timing, "memory": memory,
         "build": {"paragraphs": report.added, "paragraphs_per_s": round(report.added / report.seconds, 2),
                   "encoder_share": round(report.encode_seconds / report.seconds, 4)},
         "bytes_per_paragraph": round(size / len(store)), "bytes": size, "machine": machine(indexed.device),
@@ -95,20 +96,6 @@ def run_index_bench(index: str | Path, data: str, *, model: str | None = None, q
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench-index.json").write_text(json.dumps(results, indent=2))
     return results
-
-
-def compressed_vectors(vectors: np.ndarray, nprobe: int = 16):
-    """The vectors in FAISS IVF-PQ (product codes of 8 dimensions a byte, about 4·sqrt(N) lists), what 5 million
-    paragraphs' vectors take to fit in memory."""
-    import faiss
-
-    count, width = vectors.shape
-    lists = max(1, min(int(4 * count ** 0.5), count // 39))  # FAISS wants about 39 training points a list
-    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(width), width, lists, width // 8, 8, faiss.METRIC_INNER_PRODUCT)
-    index.train(vectors)
-    index.add(vectors)
-    index.nprobe = min(nprobe, lists)
-    return index
 
 
 def format_index_results(r: dict) -> str:
@@ -122,6 +109,8 @@ def format_index_results(r: dict) -> str:
     for method, figures in c["recall_both_gold"].items():
         lines.append(f"  {method + ', ' + str(c['bytes_per_vector']) + ' B':<15}" +
                      "".join(f"{figures[k]:>7.3f}" for k in (2, 5, 10, 20)) + f"   ({c['kind']})")
+    mb = lambda memory: f"{sum(memory.values()) / 2**20:.1f} MB (vectors {memory['vectors'] / 2**20:.1f})"
+    lines.append(f"retrieval memory: {mb(r['memory'])}; with the vectors compressed {mb(c['memory'])}")
     for batch, t in r["timing"].items():
         s, ratio = t["seconds_per_question"], t["index_over_live"]
         lines.append(f"{batch.replace('_', ' ')}: from the index {s['index']['median'] * 1000:.0f} ms a question "

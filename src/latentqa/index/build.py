@@ -40,7 +40,7 @@ from ..progress import progress_bar
 from ..readers.state_cache import encode_windows, encoder_fingerprint, window_key
 from ..readers.state_format import DEFAULT_STATES, Projection, StateFormat
 from .manifest import SHARDS, IndexFolderError, Manifest, ShardEntry, file_sha256
-from .retrieval import RETRIEVAL_DIR, build_retrieval, retrieval_current
+from .retrieval import COMPRESS_ABOVE, RETRIEVAL_DIR, build_retrieval, retrieval_current
 from .store import HEADER_FILE, PROJECTION_FILE, Header, IndexStore, paragraphs_in, shard_text
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,10 @@ def remove_unlisted(directory: Path, manifest: Manifest) -> None:
 
 def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, reader_name: str,
                 shard_paragraphs: int = SHARD_PARAGRAPHS, prune: bool = False, states: str | None = None,
-                progress: bool = True) -> BuildReport:
+                compress_above: int = COMPRESS_ABOVE, progress: bool = True) -> BuildReport:
     """Bring the index at `directory` (created if absent) to hold `paragraphs`; see the module docstring. `states`:
-    the format a new index stores (`state_format`; None: `DEFAULT_STATES`); an existing one's must be the same."""
+    the format a new index stores (`state_format`; None: `DEFAULT_STATES`); an existing one's must be the same.
+    `compress_above`: the windows past which retrieval keeps its vectors compressed (`retrieval.py`)."""
     # cpu=True on a CPU reader: under torchrun without it every process would take itself for the only one
     directory = Path(directory)
     state = PartialState(cpu=next(reader.encoder.parameters()).device.type == "cpu")
@@ -233,12 +234,14 @@ def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, r
     try:
         with lock:
             return _build(reader, paragraphs, directory, state, reader_name=reader_name,
-                          shard_paragraphs=shard_paragraphs, prune=prune, states=states, progress=progress)
+                          shard_paragraphs=shard_paragraphs, prune=prune, states=states,
+                          compress_above=compress_above, progress=progress)
     except FolderLocked as err:
         raise IndexFolderError(str(err)) from None
 
 
-def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_paragraphs, prune, states, progress):
+def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_paragraphs, prune, states,
+           compress_above, progress):
     began = time.perf_counter()
     reader.eval()
     wanted = reader_header(reader, reader_name, states or DEFAULT_STATES)
@@ -305,8 +308,8 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
         for entry in plan.dropped:  # after the manifest stops naming them; a server that mapped them keeps its copy
             (directory / SHARDS / entry.name).unlink(missing_ok=True)
         store = IndexStore(directory, final)
-        if not retrieval_current(store):
-            build_retrieval(store)
+        if not retrieval_current(store, compress_above):
+            build_retrieval(store, compress_above)
     state.wait_for_everyone()
     store = IndexStore(directory)
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())

@@ -13,8 +13,10 @@ Files it adds to an index folder, rebuilt from all shards at the end of a build 
     retrieval.json       written last: the manifest digest they were built from, their folder, each file's size
                          and hash. A reader opens only files that match it, so a build finishing beside a server
                          never hands it a half-written or mismatched file; a new build writes a new folder.
-The vectors need no file of their own: the shards hold them, and the exact inner-product index (faiss IndexFlatIP)
-is built from them in memory when retrieval opens (never read from a file, whose index type faiss would trust).
+    retrieval/DIGEST/vectors.faiss       above `COMPRESS_ABOVE` windows only: their vectors as FAISS IVF-PQ codes
+Below that, the vectors need no file of their own: the shards hold them, and retrieval reads them into memory and
+searches them exactly. Above it, memory holds the codes (about 1/16 of the fp16 vectors) and the candidates they
+give are scored again with their exact vectors, read from the shards.
 """
 from __future__ import annotations
 
@@ -29,14 +31,16 @@ import numpy as np
 import safetensors.numpy
 
 from ..atomic import remove_dead_temps, temp_path, write_text
-from ..config import option
+from ..config import COMPRESS_ABOVE, option
 from ..data.examples import Paragraph
 from .manifest import IndexFolderError, file_sha256
 from .store import REBUILD, IndexStore
 
 log = logging.getLogger(__name__)
 
-BM25_DIR, LINKS_FILE = "bm25", "links.safetensors"
+BM25_DIR, LINKS_FILE, VECTORS_FILE = "bm25", "links.safetensors", "vectors.faiss"
+NPROBE = 16  # IVF lists searched a query
+TRAINING_VECTORS = 100_000  # at most, spread over the index, to train IVF-PQ on
 RETRIEVAL_DIR = "retrieval"
 BUILT_FILE = "retrieval.json"  # written last: which manifest the files were built from, and the files
 MAX_QUERY_TERMS = 256  # distinct terms of a query scored at most: bounds the work a question can ask for
@@ -102,9 +106,26 @@ def title_links(paragraphs: list[Paragraph]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64)
 
 
-def build_retrieval(store: IndexStore) -> None:
-    """Write the lexical index and the links of every paragraph in `store` into a new folder, then
-    `retrieval.json`, then remove the folders of earlier builds. The caller holds the index folder's lock."""
+def compressed_vectors(store: IndexStore):
+    """Every window's vector in FAISS IVF-PQ: about 4·sqrt(W) lists, product codes of 8 dimensions a byte, trained
+    on at most `TRAINING_VECTORS` windows spread over the index and filled a shard at a time (memory: the codes)."""
+    import faiss
+
+    count = store.num_windows
+    width = store.window_vectors(np.arange(1)).shape[1]
+    lists = max(1, min(int(4 * count ** 0.5), count // 39))  # FAISS wants about 39 training points a list
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(width), width, lists, width // 8, 8, faiss.METRIC_INNER_PRODUCT)
+    index.train(store.window_vectors(np.unique(np.linspace(0, count - 1, min(count, TRAINING_VECTORS)).astype(int))))
+    for start in range(0, count, 2**16):
+        index.add(store.window_vectors(np.arange(start, min(start + 2**16, count))))
+    index.nprobe = min(NPROBE, lists)
+    return index
+
+
+def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> None:
+    """Write the lexical index and the links of every paragraph in `store` (and, past `compress_above` windows,
+    the compressed vector index) into a new folder, then `retrieval.json`, then remove the folders of earlier
+    builds. The caller holds the index folder's lock."""
     import bm25s
 
     directory, digest = store.directory, store.manifest.digest()
@@ -120,6 +141,10 @@ def build_retrieval(store: IndexStore) -> None:
     lexical.save(str(tmp / BM25_DIR))
     indptr, indices = title_links(store.paragraphs)
     safetensors.numpy.save_file({"indptr": indptr, "indices": indices}, str(tmp / LINKS_FILE))
+    if store.num_windows > compress_above:
+        import faiss
+
+        faiss.write_index(compressed_vectors(store), str(tmp / VECTORS_FILE))
     files = {str(f.relative_to(tmp)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
              for f in sorted(tmp.rglob("*")) if f.is_file()}
     shutil.rmtree(folder, ignore_errors=True)  # a folder of this digest left by a killed build: not trusted
@@ -153,13 +178,14 @@ def retrieval_files(store: IndexStore) -> Path:
     return folder
 
 
-def retrieval_current(store: IndexStore) -> bool:
-    """Whether the retrieval files cover exactly `store`'s shards and are whole."""
+def retrieval_current(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> bool:
+    """Whether the retrieval files cover exactly `store`'s shards, are whole, and hold the vectors compressed
+    exactly when the index has more than `compress_above` windows."""
     try:
-        retrieval_files(store)
-        return True
+        folder = retrieval_files(store)
     except IndexFolderError:
         return False
+    return (folder / VECTORS_FILE).is_file() == (store.num_windows > compress_above)
 
 
 class Retriever:
@@ -171,19 +197,33 @@ class Retriever:
 
         folder = retrieval_files(store)
         self.store, self.config = store, config
-        self.vectors = store.vectors()
-        self.vector_index = faiss.IndexFlatIP(self.vectors.shape[1])
-        self.vector_index.add(self.vectors)
         self.window_paragraph = store.window_paragraphs()
-        try:  # the files match retrieval.json's hashes; what remains is a file that was wrong when written
+        try:  # the files match retrieval.json's hashes (written by a build of ours); what remains is a wrong write
+            compressed = (folder / VECTORS_FILE).is_file()
+            self.vector_index = faiss.read_index(str(folder / VECTORS_FILE)) if compressed else None
+            self.vectors = None if compressed else store.vectors()  # (W, H): searched exactly
+            if compressed:
+                self.vector_index.nprobe = min(NPROBE, self.vector_index.nlist)
             self.lexical = bm25s.BM25.load(str(folder / BM25_DIR))
             links = safetensors.numpy.load_file(str(folder / LINKS_FILE))
             self.link_indptr, self.link_indices = links["indptr"], links["indices"]
-        except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
+        except (OSError, ValueError, KeyError, RuntimeError, safetensors.SafetensorError) as err:
             raise IndexFolderError(f"{folder}: unreadable retrieval files ({type(err).__name__}); {REBUILD}") from None
-        if len(self.link_indptr) != len(store) + 1 or self.lexical.scores["num_docs"] != len(store):
+        if len(self.link_indptr) != len(store) + 1 or self.lexical.scores["num_docs"] != len(store) or (
+                self.vector_index is not None and self.vector_index.ntotal != store.num_windows):
             raise IndexFolderError(f"{folder}: retrieval files for another number of paragraphs; {REBUILD}")
         self.stemmer = _stemmer()
+
+    def memory(self) -> dict[str, int]:
+        """Bytes retrieval holds in memory: the vectors (or their codes and lists), BM25's arrays, the links."""
+        if self.vectors is not None:
+            vectors = self.vectors.nbytes
+        else:  # the codes and their ids in the lists, the lists' centroids, the product quantizer's centroids
+            index = self.vector_index
+            vectors = index.ntotal * (index.code_size + 8) + index.nlist * index.d * 4 + index.pq.centroids.size() * 4
+        lexical = sum(a.nbytes for a in self.lexical.scores.values() if isinstance(a, np.ndarray))
+        return {"vectors": int(vectors), "bm25": int(lexical),
+                "links": int(self.link_indptr.nbytes + self.link_indices.nbytes + self.window_paragraph.nbytes)}
 
     def links(self, row: int) -> np.ndarray:
         return self.link_indices[self.link_indptr[row]:self.link_indptr[row + 1]]
@@ -206,16 +246,24 @@ class Retriever:
             scores += count * self.lexical.get_scores_from_ids(terms[counts == count].tolist())
         return scores
 
+    def window_vectors(self, windows: np.ndarray) -> np.ndarray:
+        return self.vectors[windows] if self.vectors is not None else self.store.window_vectors(windows)
+
     def dense_scores(self, vector: np.ndarray, rows: np.ndarray | None = None) -> dict[int, float]:
-        """Each paragraph's best window cosine with the question vector: over the vector index's top windows, or
-        over all windows of `rows`."""
-        if rows is None:
-            scores, windows = self.vector_index.search(vector[None].astype(np.float32), self.config.dense_depth)
-            pairs = zip(self.window_paragraph[windows[0][windows[0] >= 0]].tolist(), scores[0].tolist())
-        else:
+        """Each paragraph's best window cosine with the question vector (exact): over the `dense_depth` windows
+        nearest to it (exactly, or the compressed index's candidates), or over all windows of `rows`."""
+        vector = vector.astype(np.float32)
+        if rows is not None:
             bounds = self.store.paragraph_windows
             windows = np.concatenate([np.arange(bounds[r], bounds[r + 1]) for r in rows])
-            pairs = zip(self.window_paragraph[windows].tolist(), (self.vectors[windows] @ vector).tolist())
+        elif self.vectors is not None:
+            cosines = self.vectors @ vector
+            depth = min(self.config.dense_depth, len(cosines))
+            windows = np.argpartition(-cosines, depth - 1)[:depth]
+        else:
+            _, found = self.vector_index.search(vector[None], self.config.dense_depth)
+            windows = found[0][found[0] >= 0]
+        pairs = zip(self.window_paragraph[windows].tolist(), (self.window_vectors(windows) @ vector).tolist())
         best: dict[int, float] = {}
         for row, score in pairs:
             best[row] = max(score, best.get(row, -1.0))

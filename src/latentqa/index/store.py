@@ -201,6 +201,18 @@ class IndexStore:
         """Every window's retrieval vector, (W, H) float32, in window order."""
         return np.concatenate([shard.get_tensor("vectors").float().numpy() for shard, _, _ in self._shards])
 
+    def window_vectors(self, windows: np.ndarray) -> np.ndarray:
+        """The retrieval vectors of these windows, (n, H) float32, read from the shards (memory-mapped)."""
+        width = self._shards[0][0].get_slice("vectors").get_shape()[1]
+        out = np.empty((len(windows), width), dtype=np.float32)
+        for number in np.unique(self.window_shard[windows]):
+            at = np.flatnonzero(self.window_shard[windows] == number)
+            local = self.window_local[windows[at]]
+            low, high = int(local.min()), int(local.max()) + 1  # one read of the span, then the rows wanted
+            span = self._shards[number][0].get_slice("vectors")[low:high]
+            out[at] = span[torch.as_tensor(local - low)].float().numpy()
+        return out
+
     def shard_of(self, window: int) -> Path:
         return self._shards[self.window_shard[window]][2]
 
