@@ -26,10 +26,12 @@ def corpus(sample_path):
 
 @pytest.fixture(scope="module")
 def built(index_reader_dir, corpus, tmp_path_factory):
-    """An index of the corpus built at once, 40 paragraphs a shard."""
+    """An index of the corpus built at once, 40 paragraphs a shard, in fp16: the states a reader's own fp16 cache
+    holds, so that an answer from it can equal one from the paragraphs (the other formats: test_state_formats.py)."""
     reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
     out = tmp_path_factory.mktemp("index") / "index"
-    report = build_index(reader, corpus, out, reader_name=str(index_reader_dir), shard_paragraphs=40, progress=False)
+    report = build_index(reader, corpus, out, reader_name=str(index_reader_dir), shard_paragraphs=40, states="fp16",
+                         progress=False)
     return out, report
 
 
@@ -50,11 +52,13 @@ def test_interrupted_build_resumes_to_the_same_index(built, index_reader_dir, co
 
     monkeypatch.setattr(build_module, "encode_shard", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+        build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, states="fp16",
+                    progress=False)
     assert len(IndexStore(tmp_path / "index")) == 80  # two shards kept, the third never written
     calls.clear()
     monkeypatch.setattr(build_module, "encode_shard", lambda *args: (calls.append(len(args[1])), real(*args))[1])
-    report = build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    report = build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, states="fp16",
+                         progress=False)
     assert calls == [40] and report.added == 40 and report.paragraphs == 120  # only what was missing
 
     (store_a, states_a), (store_b, states_b) = stored(built[0]), stored(tmp_path / "index")
@@ -229,16 +233,31 @@ def test_two_processes_build_the_index_one_process_builds(built, index_reader_di
 
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"title": p.title, "sentences": list(p.sentences)}) + "\n" for p in corpus))
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             "29541", "-m", "latentqa.cli", "index", "--model", str(index_reader_dir), "--data", str(path),
-                             "--out", str(tmp_path / "index"), "--shard-paragraphs", "40"],
-                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def torchrun(out, states):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--master_port", "29541", "-m", "latentqa.cli", "index", "--model",
+                                 str(index_reader_dir), "--data", str(path), "--out", str(out), "--shard-paragraphs",
+                                 "40", "--states", states],
+                                capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun(tmp_path / "index", "fp16")
     (one, one_states), (two, two_states) = stored(built[0]), stored(tmp_path / "index")
     assert one.paragraphs == two.paragraphs and np.array_equal(one._sorted_keys, two._sorted_keys)
     for title, states in one_states.items():
         for a, b in zip(states, two_states[title], strict=True):
             torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=2e-3)
+    # a projected format: the main process fits the projection on the first shard before any process encodes
+    torchrun(tmp_path / "pca", "int8-pca16")
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
+    build_index(reader, corpus, tmp_path / "pca-one", reader_name="r", shard_paragraphs=40, states="int8-pca16",
+                progress=False)
+    (one, one_states), (two, two_states) = stored(tmp_path / "pca-one"), stored(tmp_path / "pca")
+    torch.testing.assert_close(one.projection.directions.abs(), two.projection.directions.abs(), atol=1e-3, rtol=0)
+    for title, states in one_states.items():
+        for a, b in zip(states, two_states[title], strict=True):
+            torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
     assert len(list((tmp_path / "index" / "shards").iterdir())) == 3
 
 

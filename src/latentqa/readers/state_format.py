@@ -24,7 +24,9 @@ from ..atomic import write_file
 PCA_FORMAT = re.compile(r"int8-pca([1-9]\d*)")
 FORMATS_HELP = "fp16, int8 or int8-pcaD (D directions, e.g. int8-pca128)"
 INT8_LEVELS = 127
-DEFAULT_STATES = "fp16"  # the format of a new index where none is asked for
+# a new index's format where none is asked for: the smallest within the quality target on real questions
+# (docs/index.md, "Stored states")
+DEFAULT_STATES = "int8"
 
 
 @dataclass(frozen=True)
