@@ -305,3 +305,45 @@ def test_past_the_threshold_retrieval_holds_compressed_vectors_and_rescores_exac
     assert same >= 10
     build_index(reader, corpus, tmp_path / "index", reader_name="r", progress=False)  # below the default: exact again
     assert not (retrieval_files(IndexStore(tmp_path / "index")) / VECTORS_FILE).exists()
+
+
+def test_an_index_grown_in_two_runs_retrieves_what_one_built_at_once_does(built, index_reader_dir, corpus,
+                                                                          sample_examples, tmp_path, monkeypatch):
+    import bm25s
+
+    from latentqa.index.retrieval import Retriever, build_retrieval
+
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
+    real, tokenized = bm25s.tokenize, []
+    monkeypatch.setattr(bm25s, "tokenize", lambda texts, **kw: (tokenized.append(len(texts)), real(texts, **kw))[1])
+    build_index(reader, corpus[:80], tmp_path / "index", reader_name="r", shard_paragraphs=40, states="fp16",
+                progress=False)
+    assert tokenized == [40, 40]
+    tokenized.clear()
+    build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, progress=False)
+    assert tokenized == [40]  # only the new shard: the others' tokens are kept in retrieval/terms
+    monkeypatch.undo()
+    pipeline = latentqa.load_reader(index_reader_dir, cache_mb=0, index=built[0])
+    once = pipeline.retriever
+
+    def assert_retrieves_as_once(grown):
+        assert grown.store.paragraphs == once.store.paragraphs
+        for example in sample_examples[:12]:
+            vector = pipeline.question_vector(example.question)
+            assert np.array_equal(grown.lexical_scores(example.question), once.lexical_scores(example.question))
+            assert grown.search(example.question, vector, 10) == once.search(example.question, vector, 10)
+
+    store = IndexStore(tmp_path / "index")
+    assert_retrieves_as_once(Retriever(store))
+    direct = Retriever(store)  # BM25 over the whole corpus tokenized at once, as bm25s is used alone
+    direct.lexical = bm25s.BM25()
+    direct.lexical.index(bm25s.tokenize([f"{p.title}. {' '.join(p.sentences)}" for p in corpus], stopwords="en",
+                                        stemmer=direct.stemmer, show_progress=False), show_progress=False)
+    for example in sample_examples[:12]:
+        assert np.array_equal(direct.lexical_scores(example.question), once.lexical_scores(example.question))
+    terms = sorted((tmp_path / "index" / "retrieval" / "terms").iterdir())
+    assert len(terms) == 3
+    terms[0].write_bytes(b"not safetensors")  # a damaged terms file is tokenized again
+    build_retrieval(store)
+    assert_retrieves_as_once(Retriever(store))
+    assert len(list((tmp_path / "index" / "retrieval" / "terms").iterdir())) == 3

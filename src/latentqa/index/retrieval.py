@@ -14,6 +14,9 @@ Files it adds to an index folder, rebuilt from all shards at the end of a build 
                          and hash. A reader opens only files that match it, so a build finishing beside a server
                          never hands it a half-written or mismatched file; a new build writes a new folder.
     retrieval/DIGEST/vectors.faiss       above `COMPRESS_ABOVE` windows only: their vectors as FAISS IVF-PQ codes
+    retrieval/terms/SHARD_HASH.safetensors   each shard's paragraphs tokenized for BM25 (stemming is most of BM25's
+                         cost), kept across builds: a build tokenizes only the shards it has not seen, and BM25's
+                         table is then made from the token ids of all
 Below that, the vectors need no file of their own: the shards hold them, and retrieval reads them into memory and
 searches them exactly. Above it, memory holds the codes (about 1/16 of the fp16 vectors) and the candidates they
 give are scored again with their exact vectors, read from the shards.
@@ -30,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 
-from ..atomic import remove_dead_temps, temp_path, write_text
+from ..atomic import remove_dead_temps, temp_path, write_file, write_text
 from ..config import COMPRESS_ABOVE, option
 from ..data.examples import Paragraph
-from .manifest import IndexFolderError, file_sha256
+from .manifest import IndexFolderError, ShardEntry, file_sha256
 from .store import REBUILD, IndexStore
 
 log = logging.getLogger(__name__)
 
-BM25_DIR, LINKS_FILE, VECTORS_FILE = "bm25", "links.safetensors", "vectors.faiss"
+BM25_DIR, LINKS_FILE, VECTORS_FILE, TERMS_DIR = "bm25", "links.safetensors", "vectors.faiss", "terms"
 NPROBE = 16  # IVF lists searched a query
 TRAINING_VECTORS = 100_000  # at most, spread over the index, to train IVF-PQ on
 RETRIEVAL_DIR = "retrieval"
@@ -136,8 +139,7 @@ def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> 
     tmp = temp_path(folder)
     tmp.mkdir()
     lexical = bm25s.BM25()
-    lexical.index(bm25s.tokenize([_document(p) for p in store.paragraphs], stopwords="en", stemmer=_stemmer(),
-                                 show_progress=False), show_progress=False)
+    lexical.index(lexical_tokens(store), show_progress=False)
     lexical.save(str(tmp / BM25_DIR))
     indptr, indices = title_links(store.paragraphs)
     safetensors.numpy.save_file({"indptr": indptr, "indices": indices}, str(tmp / LINKS_FILE))
@@ -152,8 +154,62 @@ def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> 
     write_text(directory / BUILT_FILE, json.dumps({"manifest": digest, "folder": f"{RETRIEVAL_DIR}/{folder.name}",
                                                     "files": files}, indent=1))
     for old in root.iterdir():
-        if old != folder and not old.name.startswith("."):
+        if old not in (folder, root / TERMS_DIR) and not old.name.startswith("."):
             shutil.rmtree(old, ignore_errors=True)
+    kept = {_terms_path(store.directory, entry) for entry in store.manifest.shards}
+    for old in (root / TERMS_DIR).iterdir():  # the terms of shards that left the index, and dead temporaries
+        if old not in kept:
+            old.unlink(missing_ok=True)
+
+
+def _terms_path(directory: Path, entry: ShardEntry) -> Path:
+    return directory / RETRIEVAL_DIR / TERMS_DIR / f"{entry.sha256[:32]}.safetensors"
+
+
+def shard_terms(store: IndexStore, entry: ShardEntry, paragraphs: list[Paragraph]):
+    """A shard's paragraphs as BM25 tokens: (its vocabulary, every token's place in it, where each paragraph's
+    tokens start), read from retrieval/terms/ or tokenized (English stopwords, Snowball stemmer) and kept there. A
+    file that cannot be read or does not fit the shard is tokenized again."""
+    import bm25s
+
+    path = _terms_path(store.directory, entry)
+    try:
+        stored = safetensors.numpy.load_file(str(path))
+        vocab = json.loads(bytes(stored["vocab"]).decode("utf-8"))
+        ids, starts = stored["ids"], stored["starts"]
+        if len(starts) == len(paragraphs) + 1 and starts[-1] == len(ids) and (ids < len(vocab)).all():
+            return vocab, ids, starts
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
+        log.warning("%s: unreadable (%s); the shard is tokenized again", path, type(err).__name__)
+    tokens = bm25s.tokenize([_document(p) for p in paragraphs], stopwords="en", stemmer=_stemmer(),
+                            show_progress=False)
+    vocab = sorted(tokens.vocab, key=tokens.vocab.get)
+    ids = np.asarray([i for doc in tokens.ids for i in doc], dtype=np.int64)
+    starts = np.cumsum([0] + [len(doc) for doc in tokens.ids]).astype(np.int64)
+    text = np.frombuffer(json.dumps(vocab, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+    path.parent.mkdir(exist_ok=True)
+    write_file(path, lambda tmp: safetensors.numpy.save_file({"vocab": text, "ids": ids, "starts": starts}, str(tmp)),
+               durable=False)  # checked when read; a lost file is tokenized again
+    return vocab, ids, starts
+
+
+def lexical_tokens(store: IndexStore):
+    """Every paragraph's BM25 tokens, shard by shard (`shard_terms`), in one vocabulary: what bm25s indexes. BM25
+    scores do not depend on the tokens' numbering, so an index grown shard by shard scores as one built at once."""
+    from bm25s.tokenization import Tokenized
+
+    vocab: dict[str, int] = {}
+    documents: list[list[int]] = []
+    row = 0
+    for entry in store.manifest.shards:
+        paragraphs = store.paragraphs[row:row + entry.paragraphs]
+        row += entry.paragraphs
+        local, ids, starts = shard_terms(store, entry, paragraphs)
+        mapped = np.asarray([vocab.setdefault(term, len(vocab)) for term in local], dtype=np.int64)[ids]
+        documents += [mapped[starts[i]:starts[i + 1]].tolist() for i in range(len(paragraphs))]
+    return Tokenized(ids=documents, vocab=vocab)
 
 
 def retrieval_files(store: IndexStore) -> Path:
