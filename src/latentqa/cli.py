@@ -341,6 +341,16 @@ def cmd_bench_index(args) -> None:
     print(f"json: {Path(args.out_dir) / 'bench-index.json'}")
 
 
+def cmd_bench_scale(args) -> None:
+    from .benchmark.options import ScaleOptions
+    from .benchmark.scale import format_scale_results, run_scale_bench
+
+    options = _from_flags(args, ScaleOptions)
+    results = run_scale_bench(**dataclasses.asdict(options))
+    print(format_scale_results(results))
+    print(f"json: {Path(options.out_dir) / 'bench-scale.json'}\nplot: {Path(options.out_dir) / 'bench-scale.png'}")
+
+
 # --- parser -------------------------------------------------------------------------------------------------
 
 SOURCE_HELP = ("data source: a HotpotQA .json file, a .parquet file, a folder (parquet files or a Hub snapshot, "
@@ -570,6 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-paragraphs", type=int, default=256, help="paragraphs indexed again to time the build")
     p.add_argument("--max-new-tokens", type=int, default=16, help="answer length")
     p.add_argument("--out-dir", default="runs/bench-index", help="where bench-index.json goes")
+
+    p = add("bench-scale", cmd_bench_scale, "Measure the index as it grows: build synthetic corpora of each size "
+                                            "with a stand-in encoder (embeddings only, MiniLM's width), then time "
+                                            "two-hop queries at batch 1; build time without the encoder, disk and "
+                                            "memory a paragraph, query p50/p99, each fitted as a power of N and "
+                                            "carried to HotpotQA's 5.2 M Wikipedia paragraphs; JSON and a plot.")
+    from .benchmark.options import ScaleOptions
+
+    add_fields(p, ScaleOptions)
 
     p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")

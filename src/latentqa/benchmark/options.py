@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import at_least, option
+from ..config import COMPRESS_ABOVE, at_least, option
+from ..readers.state_format import StateFormat
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,22 @@ class BenchOptions:
                 "batch_size": self.batch_size, "repeats": self.repeats or (1 if self.quick else 5),
                 "warmup": self.warmup, "quick": self.quick, "gradient_checkpointing": not self.no_gradient_checkpointing,
                 "device": self.device, "modes": self.modes, "latents": tuple(sorted(set(self.latents)))}
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    sizes: tuple[int, ...] = option((10_000, 100_000, 1_000_000), "synthetic paragraphs of each index built")
+    states: str = option("int8", "how the indexes store context states (`latentqa index --states`)")
+    queries: int = option(200, "questions timed at batch 1 on each index")
+    compress_above: int = option(COMPRESS_ABOVE, "windows past which retrieval holds its vectors compressed")
+    encoder_paragraphs: int = option(64, "paragraphs the real encoder (all-MiniLM-L6-v2) encodes to time it")
+    keep: bool = option(False, "keep each index and corpus file (by default removed once measured: 10^6 int8 "
+                               "paragraphs take about 70 GB)")
+    out_dir: str = option("runs/bench-scale", "where bench-scale.json and bench-scale.png go")
+
+    def __post_init__(self):
+        at_least(self, 1, "queries", "compress_above")
+        at_least(self, 0, "encoder_paragraphs")
+        if not self.sizes or min(self.sizes) < 2:
+            raise ValueError(f"sizes must be at least 2 each, got {list(self.sizes)}")
+        StateFormat(self.states)  # "states format 'int9' is not one ...": the flag named by its first word

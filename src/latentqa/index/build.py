@@ -80,6 +80,7 @@ class BuildReport:
     removed: int  # paragraphs taken out: changed (then encoded again) or, with prune, gone from the corpus
     repaired: list[str]  # shard files found damaged or missing, whose paragraphs were encoded again
     encode_seconds: float  # this process's encoder time
+    retrieval_seconds: float  # building retrieval (BM25, title links, compressed vectors); 0 where it was current
     seconds: float
     bytes: int  # the index folder on disk
 
@@ -283,7 +284,7 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
     first = manifest.next_number(directory)
     chunks = [plan.todo[i:i + shard_paragraphs] for i in range(0, len(plan.todo), shard_paragraphs)]
     mine = list(range(state.process_index, len(chunks), state.num_processes))
-    encode_seconds = 0.0
+    encode_seconds = retrieval_seconds = 0.0
     written: list[ShardEntry] = []
     bar = progress_bar(total=sum(len(chunks[i]) for i in mine), desc="index", unit="paragraph",
                        disable=not (progress and state.is_local_main_process))
@@ -309,12 +310,14 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
             (directory / SHARDS / entry.name).unlink(missing_ok=True)
         store = IndexStore(directory, final)
         if not retrieval_current(store, compress_above):
+            retrieval_began = time.perf_counter()
             build_retrieval(store, compress_above)
+            retrieval_seconds = time.perf_counter() - retrieval_began
     state.wait_for_everyone()
     store = IndexStore(directory)
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
     return BuildReport(len(store), len(plan.todo), store.num_windows, plan.removed, damaged, encode_seconds,
-                       time.perf_counter() - began, size)
+                       retrieval_seconds, time.perf_counter() - began, size)
 
 
 def projection_whole(header: Header, directory: Path) -> bool:

@@ -17,6 +17,7 @@ Files it adds to an index folder, rebuilt from all shards at the end of a build 
     retrieval/terms/SHARD_HASH.safetensors   each shard's paragraphs tokenized for BM25 (stemming is most of BM25's
                          cost), kept across builds: a build tokenizes only the shards it has not seen, and BM25's
                          table is then made from the token ids of all
+    retrieval/links/                     each shard's paragraphs' named titles, kept across builds (`links.py`)
 Below that, the vectors need no file of their own: the shards hold them, and retrieval reads them into memory and
 searches them exactly. Above it, memory holds the codes (about 1/16 of the fp16 vectors) and the candidates they
 give are scored again with their exact vectors, read from the shards.
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ import safetensors.numpy
 from ..atomic import remove_dead_temps, temp_path, write_file, write_text
 from ..config import COMPRESS_ABOVE, option
 from ..data.examples import Paragraph
+from .lexical import Lexical, Part, stemmer
+from .links import LINKS_DIR, build_links, remove_unlisted
 from .manifest import IndexFolderError, ShardEntry, file_sha256
 from .store import REBUILD, IndexStore
 
@@ -46,11 +48,7 @@ NPROBE = 16  # IVF lists searched a query
 TRAINING_VECTORS = 100_000  # at most, spread over the index, to train IVF-PQ on
 RETRIEVAL_DIR = "retrieval"
 BUILT_FILE = "retrieval.json"  # written last: which manifest the files were built from, and the files
-MAX_QUERY_TERMS = 256  # distinct terms of a query scored at most: bounds the work a question can ask for
 METHODS = ("bm25", "dense", "fused", "two-hop")
-MAX_TITLE_WORDS = 10
-WORD = re.compile(r"\w+")
-DISAMBIGUATION = re.compile(r"\s*\([^)]*\)\s*$")  # "Alder (band)" is named "Alder" in text
 
 
 @dataclass(frozen=True)
@@ -78,35 +76,6 @@ class Hit:
 
 def _document(paragraph: Paragraph) -> str:
     return f"{paragraph.title}. {' '.join(paragraph.sentences)}"
-
-
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def _title_key(title: str) -> str:
-    return " ".join(WORD.findall(DISAMBIGUATION.sub("", title).lower()))
-
-
-def title_links(paragraphs: list[Paragraph]) -> tuple[np.ndarray, np.ndarray]:
-    """For each paragraph, the other paragraphs whose title (lower case, without a trailing "(...)") its text
-    names as whole words: CSR (indptr (P + 1,), indices)."""
-    by_key: dict[str, list[int]] = {}
-    for row, paragraph in enumerate(paragraphs):
-        key = _title_key(paragraph.title)
-        if key:
-            by_key.setdefault(key, []).append(row)
-    longest = min(MAX_TITLE_WORDS, max(len(key.split()) for key in by_key) if by_key else 1)
-    indptr, indices = [0], []
-    for row, paragraph in enumerate(paragraphs):
-        words = WORD.findall(" ".join(paragraph.sentences).lower())
-        named = {other for n in range(1, longest + 1) for i in range(len(words) - n + 1)
-                 for other in by_key.get(" ".join(words[i:i + n]), ()) if other != row}
-        indices += sorted(named)
-        indptr.append(len(indices))
-    return np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64)
 
 
 def compressed_vectors(store: IndexStore):
@@ -141,7 +110,8 @@ def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> 
     lexical = bm25s.BM25()
     lexical.index(lexical_tokens(store), show_progress=False)
     lexical.save(str(tmp / BM25_DIR))
-    indptr, indices = title_links(store.paragraphs)
+    shards = [(entry.sha256, entry.paragraphs) for entry in store.manifest.shards]
+    indptr, indices = build_links(root / LINKS_DIR, shards, store.paragraphs, Lexical(lexical))
     safetensors.numpy.save_file({"indptr": indptr, "indices": indices}, str(tmp / LINKS_FILE))
     if store.num_windows > compress_above:
         import faiss
@@ -154,12 +124,13 @@ def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> 
     write_text(directory / BUILT_FILE, json.dumps({"manifest": digest, "folder": f"{RETRIEVAL_DIR}/{folder.name}",
                                                     "files": files}, indent=1))
     for old in root.iterdir():
-        if old not in (folder, root / TERMS_DIR) and not old.name.startswith("."):
+        if old not in (folder, root / TERMS_DIR, root / LINKS_DIR) and not old.name.startswith("."):
             shutil.rmtree(old, ignore_errors=True)
     kept = {_terms_path(store.directory, entry) for entry in store.manifest.shards}
     for old in (root / TERMS_DIR).iterdir():  # the terms of shards that left the index, and dead temporaries
         if old not in kept:
             old.unlink(missing_ok=True)
+    remove_unlisted(root / LINKS_DIR, shards)
 
 
 def _terms_path(directory: Path, entry: ShardEntry) -> Path:
@@ -183,7 +154,7 @@ def shard_terms(store: IndexStore, entry: ShardEntry, paragraphs: list[Paragraph
         pass
     except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
         log.warning("%s: unreadable (%s); the shard is tokenized again", path, type(err).__name__)
-    tokens = bm25s.tokenize([_document(p) for p in paragraphs], stopwords="en", stemmer=_stemmer(),
+    tokens = bm25s.tokenize([_document(p) for p in paragraphs], stopwords="en", stemmer=stemmer(),
                             show_progress=False)
     vocab = sorted(tokens.vocab, key=tokens.vocab.get)
     ids = np.asarray([i for doc in tokens.ids for i in doc], dtype=np.int64)
@@ -248,7 +219,6 @@ class Retriever:
     """Ranked paragraphs of an index for a question (its text and its unit vector from the reader's encoder)."""
 
     def __init__(self, store: IndexStore, config: RetrievalConfig = RetrievalConfig()):
-        import bm25s
         import faiss
 
         folder = retrieval_files(store)
@@ -260,15 +230,14 @@ class Retriever:
             self.vectors = None if compressed else store.vectors()  # (W, H): searched exactly
             if compressed:
                 self.vector_index.nprobe = min(NPROBE, self.vector_index.nlist)
-            self.lexical = bm25s.BM25.load(str(folder / BM25_DIR))
+            self.lexical = Lexical.load(folder / BM25_DIR)
             links = safetensors.numpy.load_file(str(folder / LINKS_FILE))
             self.link_indptr, self.link_indices = links["indptr"], links["indices"]
         except (OSError, ValueError, KeyError, RuntimeError, safetensors.SafetensorError) as err:
             raise IndexFolderError(f"{folder}: unreadable retrieval files ({type(err).__name__}); {REBUILD}") from None
-        if len(self.link_indptr) != len(store) + 1 or self.lexical.scores["num_docs"] != len(store) or (
+        if len(self.link_indptr) != len(store) + 1 or self.lexical.num_docs != len(store) or (
                 self.vector_index is not None and self.vector_index.ntotal != store.num_windows):
             raise IndexFolderError(f"{folder}: retrieval files for another number of paragraphs; {REBUILD}")
-        self.stemmer = _stemmer()
 
     def memory(self) -> dict[str, int]:
         """Bytes retrieval holds in memory: the vectors (or their codes and lists), BM25's arrays, the links."""
@@ -277,8 +246,7 @@ class Retriever:
         else:  # the codes and their ids in the lists, the lists' centroids, the product quantizer's centroids
             index = self.vector_index
             vectors = index.ntotal * (index.code_size + 8) + index.nlist * index.d * 4 + index.pq.centroids.size() * 4
-        lexical = sum(a.nbytes for a in self.lexical.scores.values() if isinstance(a, np.ndarray))
-        return {"vectors": int(vectors), "bm25": int(lexical),
+        return {"vectors": int(vectors), "bm25": self.lexical.nbytes,
                 "links": int(self.link_indptr.nbytes + self.link_indices.nbytes + self.window_paragraph.nbytes)}
 
     def links(self, row: int) -> np.ndarray:
@@ -286,21 +254,8 @@ class Retriever:
 
     def lexical_scores(self, query: str) -> np.ndarray:
         """BM25 of `query` against every paragraph, (P,); zeros for a query with no indexed term ("?", "Is it?").
-        BM25 is a sum over the query's terms, so each distinct term is scored once and weighted by its count: a
-        question of 400 repeated words costs what one word costs. Past `MAX_QUERY_TERMS` distinct terms the rest
-        are left out."""
-        import bm25s
-
-        tokens = bm25s.tokenize([query], stopwords="en", stemmer=self.stemmer, show_progress=False,
-                                return_ids=False)[0]
-        ids = np.asarray(self.lexical.get_tokens_ids(tokens), dtype=np.int64)
-        terms, first, counts = np.unique(ids, return_index=True, return_counts=True)
-        keep = np.argsort(first, kind="stable")[:MAX_QUERY_TERMS]  # the query's first distinct terms
-        terms, counts = terms[keep], counts[keep]
-        scores = np.zeros(len(self.store), dtype=np.float64)
-        for count in np.unique(counts):
-            scores += count * self.lexical.get_scores_from_ids(terms[counts == count].tolist())
-        return scores
+        Past `MAX_QUERY_TERMS` distinct terms the rest are left out (`lexical.py`)."""
+        return self.lexical.scores([self.lexical.part(query)])
 
     def window_vectors(self, windows: np.ndarray) -> np.ndarray:
         return self.vectors[windows] if self.vectors is not None else self.store.window_vectors(windows)
@@ -331,32 +286,36 @@ class Retriever:
         if c.method == "dense":
             ranked = sorted(self.dense_scores(vector).items(), key=lambda kv: -kv[1])[:k]
             return self._hits(ranked)
-        lexical = self.lexical_scores(question)
+        asked = self.lexical.part(question)
         if c.method == "bm25":
-            rows = np.argsort(-lexical, kind="stable")[:k]
-            return self._hits([(int(r), float(lexical[r])) for r in rows])
-        top = max(float(lexical.max()), 1e-9)
+            rows, scores = self.lexical.top([asked], k)
+            return self._hits(zip(rows.tolist(), scores.tolist()))
+        depth = max(k, c.first_hop)
+        best = self.lexical.top([asked], depth)
+        top = max(float(best[1][0]), 1e-9)
         dense = self.dense_scores(vector)
 
         def fused(rows) -> dict[int, float]:
-            cosines = self.dense_scores(vector, np.asarray(sorted(rows)))
-            return {r: lexical[r] / top + c.dense_weight * cosines[r] for r in rows}
+            rows = np.asarray(sorted(rows), dtype=np.int64)
+            cosines = self.dense_scores(vector, rows)
+            lexical = self.lexical.scores([asked], rows)
+            return {r: lexical[i] / top + c.dense_weight * cosines[r] for i, r in enumerate(rows.tolist())}
 
-        depth = max(k, c.first_hop)
-        first = fused(set(np.argsort(-lexical, kind="stable")[:depth].tolist())
-                      | set(sorted(dense, key=dense.get, reverse=True)[:depth]))
+        first = fused(set(best[0].tolist()) | set(sorted(dense, key=dense.get, reverse=True)[:depth]))
         ranked_first = sorted(first.items(), key=lambda kv: -kv[1])
         if c.method == "fused":
             return self._hits(ranked_first[:k])
-        return self._hits(self._pairs(lexical, ranked_first, fused)[:k])
+        return self._hits(self._pairs(asked, best, ranked_first, fused)[:k])
 
-    def _pairs(self, lexical: np.ndarray, ranked_first: list[tuple[int, float]], fused) -> list[tuple[int, float]]:
+    def _pairs(self, asked: Part, best: tuple[np.ndarray, np.ndarray], ranked_first: list[tuple[int, float]], fused) -> list[tuple[int, float]]:
         c = self.config
         heads = [row for row, _ in ranked_first[:c.first_hop]]
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}
+        if len(best[0]) < c.second_hop + 1:
+            best = self.lexical.top([asked], c.second_hop + 1)
         for a in heads:  # BM25 adds over terms: the question and a's title, the question scored once
-            hop = lexical + self.lexical_scores(self.store.paragraphs[a].title)
-            candidates[a] |= set(np.argsort(-hop, kind="stable")[:c.second_hop + 1].tolist())
+            title = self.lexical.part(self.store.paragraphs[a].title)
+            candidates[a] |= set(self.lexical.top_with(asked, best, title, c.second_hop + 1).tolist())
             candidates[a].discard(a)
         score = fused(set(heads).union(*candidates.values()))
         names = {row: set(self.links(row).tolist()) for row in score}

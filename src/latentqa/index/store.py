@@ -39,6 +39,7 @@ from .manifest import SHARDS, IndexFolderError, Manifest, file_sha256
 HEADER_FILE = "index.json"
 PROJECTION_FILE = "projection.safetensors"
 SAFETENSORS_DTYPES = {torch.float16: "F16", torch.int8: "I8"}
+NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32, "I8": np.int8}
 FORMAT_VERSION = 3  # 3: the states' format recorded; 2 (fp16 only) and 1 are built again
 REBUILD = "run `latentqa index` on this folder again to rebuild it"
 
@@ -135,6 +136,17 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
     return shard, found, owner, keys, offsets
 
 
+def mapped_tensor(path: Path, name: str) -> np.ndarray:
+    """A tensor of a safetensors file as a read-only numpy memory map: a row costs a page read, not a call into
+    safetensors (the file's layout: 8 bytes of header length, the JSON header, then the tensors' bytes)."""
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        entry = json.loads(file.read(length))[name]
+    start, _ = entry["data_offsets"]
+    return np.memmap(path, dtype=NUMPY_DTYPES[entry["dtype"]], mode="r", offset=8 + length + start,
+                     shape=tuple(entry["shape"]))
+
+
 def paragraphs_in(path: Path) -> list[Paragraph]:
     return open_shard(path)[1]
 
@@ -172,6 +184,7 @@ class IndexStore:
         self._key_order = np.argsort(flat_keys, kind="stable")
         self._sorted_keys = flat_keys[self._key_order]
         self.rows = {p.title: row for row, p in enumerate(self.paragraphs)}
+        self._vectors: list[np.ndarray] | None = None  # each shard's vectors mapped, once asked for
 
     def __len__(self) -> int:
         return len(self.paragraphs)
@@ -203,14 +216,13 @@ class IndexStore:
 
     def window_vectors(self, windows: np.ndarray) -> np.ndarray:
         """The retrieval vectors of these windows, (n, H) float32, read from the shards (memory-mapped)."""
-        width = self._shards[0][0].get_slice("vectors").get_shape()[1]
-        out = np.empty((len(windows), width), dtype=np.float32)
-        for number in np.unique(self.window_shard[windows]):
-            at = np.flatnonzero(self.window_shard[windows] == number)
-            local = self.window_local[windows[at]]
-            low, high = int(local.min()), int(local.max()) + 1  # one read of the span, then the rows wanted
-            span = self._shards[number][0].get_slice("vectors")[low:high]
-            out[at] = span[torch.as_tensor(local - low)].float().numpy()
+        if self._vectors is None:
+            self._vectors = [mapped_tensor(path, "vectors") for _, _, path in self._shards]
+        out = np.empty((len(windows), self._vectors[0].shape[1]), dtype=np.float32)
+        shards = self.window_shard[windows]
+        for number in np.unique(shards):
+            at = np.flatnonzero(shards == number)
+            out[at] = self._vectors[number][self.window_local[windows[at]]]
         return out
 
     def shard_of(self, window: int) -> Path:

@@ -1,0 +1,70 @@
+"""BM25 from postings (`index/lexical.py`): the best k equal a stable sort of every paragraph's score, and every
+score equals bm25s's own, bit for bit."""
+import bm25s
+import numpy as np
+import pytest
+
+from latentqa.benchmark.scale import SyntheticCorpus
+from latentqa.index.lexical import Lexical, stemmer
+
+
+@pytest.fixture(scope="module")
+def lexical():
+    corpus = SyntheticCorpus()
+    paragraphs = [corpus.paragraph(i) for i in range(1500)]
+    model = bm25s.BM25()
+    model.index(bm25s.tokenize([f"{p.title}. {' '.join(p.sentences)}" for p in paragraphs], stopwords="en",
+                               stemmer=stemmer(), show_progress=False), show_progress=False)
+    return Lexical(model), paragraphs
+
+
+def queries(paragraphs):
+    rng = np.random.default_rng(0)
+    for row in rng.integers(len(paragraphs), size=40):
+        words = " ".join(paragraphs[row].sentences).split()
+        yield " ".join(rng.choice(words, size=min(12, len(words)), replace=False)), paragraphs[row + 1].title
+    yield "the of and", "Is it?"  # stopwords only: no term
+    yield "word " * 300 + paragraphs[3].title, paragraphs[3].title  # a term repeated: weighted by its count
+
+
+def test_scores_equal_bm25s_bit_for_bit(lexical):
+    index, paragraphs = lexical
+    for question, _ in queries(paragraphs):
+        part = index.part(question)
+        expected = np.zeros(index.num_docs)
+        for count, terms in part:
+            if len(terms):
+                expected += count * index.model.get_scores_from_ids(terms.tolist())
+        assert np.array_equal(index.scores([part]), expected)
+        rows = np.unique(np.random.default_rng(1).integers(index.num_docs, size=200))
+        assert np.array_equal(index.scores([part], rows), expected[rows])
+
+
+@pytest.mark.parametrize("k", [1, 6, 11, 200])
+def test_the_best_k_equal_a_stable_sort_of_every_score(lexical, k):
+    index, paragraphs = lexical
+    for question, title in queries(paragraphs):
+        for parts in ([index.part(question)], [index.part(question), index.part(title)], [index.part(title)]):
+            every = index.scores(parts)
+            rows, scores = index.top(parts, k)
+            expected = np.argsort(-every, kind="stable")[:k]
+            assert rows.tolist() == expected.tolist()
+            assert np.array_equal(scores, every[expected])
+        base, extra = index.part(question), index.part(title)
+        for prefix in (k, k + 7):  # any prefix of at least k of the question's own ranking
+            with_title = index.top_with(base, index.top([base], prefix), extra, k)
+            assert with_title.tolist() == index.top([base, extra], k)[0].tolist()
+
+
+def test_a_query_scores_the_postings_of_its_rare_terms_not_those_of_its_frequent_ones(lexical, monkeypatch):
+    index, paragraphs = lexical
+    words = SyntheticCorpus().words[:100]
+    held = {word: sum(len(index._postings(t)[0]) for _, terms in index.part(word) for t in terms) for word in words}
+    frequent = max(held, key=held.get)
+    assert held[frequent] > index.num_docs / 3
+    scored = []
+    scores = index.scores
+    monkeypatch.setattr(index, "scores", lambda parts, rows=None: (scored.append(len(rows)), scores(parts, rows))[1])
+    rows, _ = index.top([index.part(f"{frequent} {paragraphs[10].title}")], 5)
+    assert 10 in rows  # its own title finds it
+    assert max(scored) < held[frequent] / 10  # the frequent word's shares looked up for the title's paragraphs only
