@@ -68,3 +68,19 @@ def test_a_query_scores_the_postings_of_its_rare_terms_not_those_of_its_frequent
     rows, _ = index.top([index.part(f"{frequent} {paragraphs[10].title}")], 5)
     assert 10 in rows  # its own title finds it
     assert max(scored) < held[frequent] / 10  # the frequent word's shares looked up for the title's paragraphs only
+
+
+def test_postings_out_of_row_order_are_refused(lexical):
+    index, _ = lexical
+    term = int(np.argmax(np.diff(index.indptr)))  # the longest postings
+    model = index.model
+    scores = dict(model.scores)
+    indices = scores["indices"].copy()
+    start = index.indptr[term]
+    indices[start], indices[start + 1] = indices[start + 1], indices[start]
+    model.scores = {**scores, "indices": indices}
+    try:
+        with pytest.raises(ValueError, match="row order"):
+            Lexical(model)
+    finally:
+        model.scores = scores

@@ -40,6 +40,10 @@ class Lexical:
         self.data, self.indices, self.indptr = scores["data"], scores["indices"], scores["indptr"]
         self.num_docs = int(scores["num_docs"])
         starts, lengths = self.indptr[:-1], np.diff(self.indptr)
+        ascending = np.diff(self.indices.astype(np.int64)) > 0
+        ascending[starts[(starts > 0) & (starts < len(self.indices))] - 1] = True  # where one term's postings end
+        if not ascending.all():  # binary search needs each term's rows in order (scipy's CSC keeps them so)
+            raise ValueError("BM25 postings out of row order")
         self.bound = np.zeros(len(lengths), dtype=np.float64)  # each term's largest share
         held = np.flatnonzero(lengths)
         self.bound[held] = np.maximum.reduceat(self.data, starts[held]) if len(held) else 0.0
