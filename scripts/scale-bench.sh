@@ -7,7 +7,7 @@
 set -euo pipefail
 out=$1; states=${2:-int8-pca64}
 latentqa bench-scale --sizes 10000 100000 1000000 --states "$states" --out-dir "$out"
-latentqa bench-scale --sizes 100000 --states "$states" --keep --queries 20 --encoder-paragraphs 0 \
+latentqa bench-scale --sizes 100000 --states "$states" --keep --grow 0 --queries 20 --encoder-paragraphs 0 \
   --out-dir "$out/one-process"
 OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node 2 -m latentqa.cli index \
   --model "$out/one-process/standin-reader" --data "$out/one-process/corpus-100000.jsonl" \

@@ -47,7 +47,7 @@ def test_fit_power_recovers_a_power_law_and_carries_it():
 def test_bench_scale_builds_and_queries_each_size(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench-scale", "--sizes", "60", "120", "--queries", "8", "--encoder-paragraphs", "4",
-                 "--compress-above", "300", "--out-dir", str(out)]) == 0
+                 "--compress-above", "300", "--grow", "0.25", "--out-dir", str(out)]) == 0
     results = json.loads((out / "bench-scale.json").read_text())
     small, large = results["sizes"]
     assert (small["n"], large["n"]) == (60, 120) and small["paragraphs"] == 60 and large["paragraphs"] == 120
@@ -58,6 +58,9 @@ def test_bench_scale_builds_and_queries_each_size(tmp_path, capsys):
         assert 0 < row["encoder_seconds"] < row["build_seconds"] and 0 < row["retrieval_seconds"] < row["build_seconds"]
         assert 0 < row["query_p50_ms"] <= row["query_p99_ms"] and row["queries"] == 8
         assert row["build_peak_rss_mb"] > 100 and row["query_rss_mb"] > 0
+    for row, added in zip(results["sizes"], (15, 30)):  # grown by a quarter: only the new paragraphs encoded
+        assert row["grown"]["added"] == added and row["grown"]["paragraphs"] == row["n"] + added
+        assert 0 < row["grown"]["retrieval_seconds"] < row["grown"]["build_seconds"]
     assert not list(out.glob("index-*")) and not list(out.glob("corpus-*"))  # removed once measured
     disk = results["fits"]["bytes"]
     assert disk["slope"] == pytest.approx(math.log(large["bytes"] / small["bytes"]) / math.log(2), abs=1e-3)

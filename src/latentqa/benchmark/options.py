@@ -51,13 +51,15 @@ class ScaleOptions:
     queries: int = option(200, "questions timed at batch 1 on each index")
     compress_above: int = option(COMPRESS_ABOVE, "windows past which retrieval holds its vectors compressed")
     encoder_paragraphs: int = option(64, "paragraphs the real encoder (all-MiniLM-L6-v2) encodes to time it")
+    grow: float = option(0.01, "then add this share of new paragraphs to each index and time that build: what "
+                               "keeping a large index current costs (0: not)")
     keep: bool = option(False, "keep each index and corpus file (by default removed once measured: 10^6 int8 "
                                "paragraphs take about 70 GB)")
     out_dir: str = option("runs/bench-scale", "where bench-scale.json and bench-scale.png go")
 
     def __post_init__(self):
         at_least(self, 1, "queries", "compress_above")
-        at_least(self, 0, "encoder_paragraphs")
+        at_least(self, 0, "encoder_paragraphs", "grow")
         if not self.sizes or min(self.sizes) < 2:
             raise ValueError(f"sizes must be at least 2 each, got {list(self.sizes)}")
         StateFormat(self.states)  # "states format 'int9' is not one ...": the flag named by its first word

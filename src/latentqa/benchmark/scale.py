@@ -136,7 +136,7 @@ def _build_in_child(reader_dir: str, corpus_path: str, index_dir: str, states: s
     paragraphs, _ = load_corpus(corpus_path)
     report = build_index(reader, paragraphs, index_dir, reader_name=reader_dir, states=states,
                          compress_above=compress_above)
-    return {"paragraphs": report.paragraphs, "windows": report.windows, "build_seconds": report.seconds,
+    return {"paragraphs": report.paragraphs, "added": report.added, "windows": report.windows, "build_seconds": report.seconds,
             "encoder_seconds": report.encode_seconds, "retrieval_seconds": report.retrieval_seconds,
             "bytes": report.bytes, "build_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -232,9 +232,10 @@ def fit_power(sizes: list[int], values: list[float]) -> dict:
 
 
 def run_scale_bench(sizes: list[int], *, states: str = "int8", queries: int = 200, compress_above: int = COMPRESS_ABOVE,
-                    encoder_paragraphs: int = 64, keep: bool = False, seed: int = 0,
+                    encoder_paragraphs: int = 64, grow: float = 0.01, keep: bool = False, seed: int = 0,
                     out_dir: str | Path = "runs/bench-scale") -> dict:
-    """Build and query an index of each of `sizes` synthetic paragraphs; figures, fits and plot in `out_dir`."""
+    """Build and query an index of each of `sizes` synthetic paragraphs, then grow it by the share `grow` of new
+    ones; figures, fits and plot in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reader_dir = build_standin_reader(out, seed)
@@ -250,6 +251,11 @@ def run_scale_bench(sizes: list[int], *, states: str = "int8", queries: int = 20
                "build_seconds_without_encoder": built["build_seconds"] - built["encoder_seconds"],
                "bytes_per_paragraph": built["bytes"] / n, "windows_per_paragraph": built["windows"] / n,
                "vectors_compressed": built["windows"] > compress_above}
+        if grow:  # what a build adding a few paragraphs to a large index costs, retrieval files included
+            grown = corpus.write(n + max(1, round(n * grow)), out / f"corpus-{n}-grown.jsonl")
+            row["grown"] = _in_child(_build_in_child, str(reader_dir), str(grown), str(index_dir), states,
+                                     compress_above)
+            grown.unlink()
         rows.append(row)
         print(format_row(row), file=sys.stderr, flush=True)
         if not keep:
@@ -296,7 +302,9 @@ def format_row(r: dict) -> str:
             f"the encoder, retrieval {r['retrieval_seconds']:.1f} s), {r['bytes_per_paragraph'] / 1024:.1f} KB a "
             f"paragraph, build peak {r['build_peak_rss_mb']:.0f} MB; open {r['open_seconds']:.1f} s, "
             f"{r['query_rss_mb']:.0f} MB; query p50 {r['query_p50_ms']:.1f} ms, p99 {r['query_p99_ms']:.1f} ms"
-            + (" (vectors compressed)" if r["vectors_compressed"] else ""))
+            + (" (vectors compressed)" if r["vectors_compressed"] else "")
+            + (f"; grown by {r['grown']['paragraphs'] - r['n']}: build {r['grown']['build_seconds']:.1f} s, retrieval "
+               f"{r['grown']['retrieval_seconds']:.1f} s" if "grown" in r else ""))
 
 
 def format_scale_results(r: dict) -> str:

@@ -90,7 +90,8 @@ class BuildReport:
         return (f"{self.paragraphs} paragraphs ({self.added} added{removed}{repaired}), "
                 f"{self.windows} windows, "
                 f"{self.bytes / 2**20:.1f} MB ({self.bytes / max(self.paragraphs, 1) / 1024:.1f} KB a paragraph), "
-                f"{self.seconds:.1f} s ({self.encode_seconds:.1f} s in the encoder)")
+                f"{self.seconds:.1f} s ({self.encode_seconds:.1f} s in the encoder, "
+                f"{self.retrieval_seconds:.1f} s building retrieval)")
 
 
 def paragraph_windows(reader, paragraphs: list[Paragraph]) -> list[tuple[list[int], int]]:
