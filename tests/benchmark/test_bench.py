@@ -48,16 +48,6 @@ def test_bench_quick_writes_every_contender_with_spreads(tmp_path, capsys):
         and "speed vs k=8" in out
 
 
-def test_interleaved_timing_rotates_the_order():
-    from latentqa.benchmark.timing import interleaved
-
-    calls = []
-    tasks = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    seconds = interleaved(tasks, warmup=1, repeats=3, sync=lambda: None)
-    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
-    assert all(len(v) == 3 for v in seconds.values())
-
-
 def test_bench_contexts_have_exactly_the_nominal_length():
     import numpy as np
 

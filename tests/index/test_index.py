@@ -163,24 +163,6 @@ def test_two_hop_reaches_a_paragraph_the_question_does_not_name(built, index_rea
     assert sum(linked) >= 0.6 * len(linked) > 0
 
 
-def test_corpus_files_load_with_counts_or_stop_on_the_line(tmp_path):
-    lines = [{"title": "A", "sentences": ["One.", "Two."]}, {"title": "B", "text": "Three. Four five."},
-             {"title": "A", "sentences": ["Another text."]}, {"title": "C", "sentences": ["", "  "]},
-             {"title": "B", "text": "Three. Four five."}]
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
-    paragraphs, report = load_corpus(str(path))
-    assert [(p.title, p.sentences) for p in paragraphs] == [("A", ("One.", "Two.")), ("B", ("Three.", "Four five."))]
-    assert {kind.split(" ")[0]: titles for kind, titles in report.left_out.items()} == {"empty": ["C"], "a": ["A"]}
-    path.write_bytes(path.read_bytes() + b'{"title": "D", "text": "caf\xe9"}\n')
-    with pytest.raises(Exception, match=r"corpus.jsonl, line 7: not UTF-8"):
-        load_corpus(str(path))
-    path.write_text(json.dumps(lines[0]) + "\n" + json.dumps(lines[1])[:20])
-    with pytest.raises(Exception, match=r"corpus.jsonl, line 2: not valid JSON.*truncated"):
-        load_corpus(str(path))
-    assert main(["index", "--model", "nowhere", "--data", str(path), "--out", str(tmp_path / "i")]) == 2
-
-
 def test_cli_index_ask_and_predict_from_the_index(index_reader_dir, sample_path, tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
     paragraphs = load_corpus(str(sample_path))[0][:60]
