@@ -20,6 +20,7 @@ CACHE_DIR = ".cache/latentqa"  # tokenized features and the embedded tiny models
 TOP_K = 10  # paragraphs a question reads from an index
 COMPRESS_ABOVE = 200_000  # index windows (about 50,000 paragraphs) past which retrieval's vectors are IVF-PQ codes
 CACHE_MB = 512  # memory a served reader keeps context states per window in (0: off)
+CACHE_FORMATS = ("fp32", "fp16", "int8")  # how the state cache holds states; a projected format is an index's alone
 
 
 class ConfigError(ValueError):
@@ -150,12 +151,18 @@ class TrainConfig:
                                            "reused in every later epoch and evaluation (0: off)")
     state_cache_dir: str | None = option(None, "also keep the cached context states on disk here, for later runs "
                                                "(None: memory only)")
+    state_cache_states: str = option("fp16", "how cached states are held, in memory and on disk (readers/"
+                                             "state_format.py): fp16, int8 (half the bytes, states within about 1%) "
+                                             "or fp32 (exact)")
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.best_metric not in ("loss", "em", "f1", "sp_f1", "joint_f1"):
             raise ConfigError(f"best_metric must be loss, em, f1, sp_f1 or joint_f1, got {self.best_metric!r}")
+        if self.state_cache_states not in CACHE_FORMATS:
+            raise ConfigError(f"state_cache_states must be one of {', '.join(CACHE_FORMATS)}, got "
+                              f"{self.state_cache_states!r}")
         at_least(self, 0, "state_cache_mb")
         at_least(self, 1, "epochs", "batch_size", "grad_accum", "keep_last", "max_nonfinite_steps", "log_every_steps",
                  "max_steps")

@@ -43,11 +43,12 @@ def test_repeated_windows_are_encoded_and_counted_once(encoder):
     ids, mask = _windows(SHARED * 8)
     states = cache.encode(encoder, ids, mask)
     assert sum(calls) == 3 and len(cache.entries) == 3
-    assert cache.bytes == sum(t.numel() * t.element_size() for t in cache.entries.values())
+    held = lambda: sum(t.numel() * t.element_size() for entry in cache.entries.values() for t in entry.values())
+    assert cache.bytes == held()
     for copy in range(1, 8):  # every copy got its window's states
         torch.testing.assert_close(states[3 * copy:3 * copy + 3], states[:3])
     cache.encode(encoder, ids, mask)
-    assert sum(calls) == 3 and cache.bytes == sum(t.numel() * t.element_size() for t in cache.entries.values())
+    assert sum(calls) == 3 and cache.bytes == held()
     small = ContextStateCache(max_mb=cache.bytes / 2**20)  # room for the three windows, no more
     small.encode(encoder, ids, mask)
     assert len(small.entries) == 3  # was 0: each copy added its size again and pushed everything out
@@ -76,7 +77,7 @@ def test_the_key_holds_the_encoders_config(tiny_models):
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "wrong shape"])
 def test_a_bad_entry_on_disk_is_recomputed_and_rewritten(encoder, tmp_path, damage, caplog):
     ids, mask = _windows(SHARED)
-    expected = ContextStateCache(max_mb=1, directory=tmp_path, dtype="float32").encode(encoder, ids, mask)
+    expected = ContextStateCache(max_mb=1, directory=tmp_path, states="fp32").encode(encoder, ids, mask)
     files = sorted(tmp_path.rglob("*.safetensors"))
     assert len(files) == 3
     if damage == "truncated":
@@ -89,10 +90,10 @@ def test_a_bad_entry_on_disk_is_recomputed_and_rewritten(encoder, tmp_path, dama
         import safetensors.torch
         safetensors.torch.save_file({"states": torch.zeros(2, 7)}, str(files[0]))
     with caplog.at_level(logging.WARNING):
-        again = ContextStateCache(max_mb=1, directory=tmp_path, dtype="float32").encode(encoder, ids, mask)
+        again = ContextStateCache(max_mb=1, directory=tmp_path, states="fp32").encode(encoder, ids, mask)
     torch.testing.assert_close(again, expected)
     assert "unreadable" in caplog.text
-    fresh = ContextStateCache(max_mb=1, directory=tmp_path, dtype="float32")
+    fresh = ContextStateCache(max_mb=1, directory=tmp_path, states="fp32")
     torch.testing.assert_close(fresh.encode(encoder, ids, mask), expected)
     assert fresh.disk_hits == 3  # the bad entry was rewritten whole
 
@@ -102,7 +103,7 @@ def test_a_full_disk_turns_the_cache_to_memory_only(encoder, tmp_path, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(state_cache.safetensors.torch, "save_file", full)
-    cache = ContextStateCache(max_mb=1, directory=tmp_path, dtype="float32")
+    cache = ContextStateCache(max_mb=1, directory=tmp_path, states="fp32")
     ids, mask = _windows(SHARED)
     with caplog.at_level(logging.WARNING):
         states = cache.encode(encoder, ids, mask)
@@ -110,7 +111,7 @@ def test_a_full_disk_turns_the_cache_to_memory_only(encoder, tmp_path, monkeypat
     assert caplog.text.count("memory only") == 1 and not cache.writes_to_disk
     assert cache.hits == 3 and not list(tmp_path.rglob("*.safetensors*"))  # no temporary file left either
     monkeypatch.undo()
-    torch.testing.assert_close(states, ContextStateCache(max_mb=0, dtype="float32").encode(encoder, ids, mask))
+    torch.testing.assert_close(states, ContextStateCache(max_mb=0, states="fp32").encode(encoder, ids, mask))
 
 
 WRITER = """
@@ -121,7 +122,7 @@ encoder = AutoModel.from_pretrained(sys.argv[1]).eval()
 ids = torch.arange(2, 2 + 40 * 9).reshape(40, 9) % 200 + 5
 mask = torch.ones_like(ids)
 for _ in range(3):  # each round through a fresh cache object: every read from disk, or computed and written
-    states = ContextStateCache(max_mb=0, directory=sys.argv[2], dtype="float32").encode(encoder, ids, mask)
+    states = ContextStateCache(max_mb=0, directory=sys.argv[2], states="fp32").encode(encoder, ids, mask)
 torch.save(states, sys.argv[3])
 """
 

@@ -136,7 +136,8 @@ def _build_in_child(reader_dir: str, corpus_path: str, index_dir: str, states: s
     paragraphs, _ = load_corpus(corpus_path)
     report = build_index(reader, paragraphs, index_dir, reader_name=reader_dir, states=states,
                          compress_above=compress_above)
-    return {"paragraphs": report.paragraphs, "added": report.added, "windows": report.windows, "build_seconds": report.seconds,
+    return {"paragraphs": report.paragraphs, "added": report.added, "windows": report.windows,
+            "build_seconds": report.seconds,
             "encoder_seconds": report.encode_seconds, "retrieval_seconds": report.retrieval_seconds,
             "bytes": report.bytes, "build_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

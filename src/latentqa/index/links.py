@@ -102,7 +102,8 @@ class TitleLog:
 
     def write(self, path: Path) -> None:
         text = json.dumps([self.keys, self.log_id], ensure_ascii=False).encode("utf-8")
-        write_file(path, lambda tmp: safetensors.numpy.save_file({"log": np.frombuffer(text, dtype=np.uint8)}, str(tmp)))
+        log_bytes = np.frombuffer(text, dtype=np.uint8)
+        write_file(path, lambda tmp: safetensors.numpy.save_file({"log": log_bytes}, str(tmp)))
 
     @property
     def longest(self) -> int:

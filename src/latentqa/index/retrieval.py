@@ -307,7 +307,8 @@ class Retriever:
             return self._hits(ranked_first[:k])
         return self._hits(self._pairs(asked, best, ranked_first, fused)[:k])
 
-    def _pairs(self, asked: Part, best: tuple[np.ndarray, np.ndarray], ranked_first: list[tuple[int, float]], fused) -> list[tuple[int, float]]:
+    def _pairs(self, asked: Part, best: tuple[np.ndarray, np.ndarray], ranked_first: list[tuple[int, float]],
+               fused) -> list[tuple[int, float]]:
         c = self.config
         heads = [row for row, _ in ranked_first[:c.first_hop]]
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}

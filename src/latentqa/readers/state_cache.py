@@ -5,7 +5,8 @@ served request over the same window can reuse them instead of running the encode
 of both: a window's ids (padding stripped) and a fingerprint of the encoder's config and weights, recomputed only
 when a weight tensor was replaced or modified in place (PyTorch counts those in `Tensor._version`), so a changed
 encoder never gets the states of the old one. States are kept in an LRU bounded in megabytes, optionally backed by a
-folder on disk that later runs read (one safetensors file per window).
+folder on disk that later runs read (one safetensors file per window), both in one of the index's stored-state
+formats (`state_format`: fp32, fp16 or int8).
 
 The folder is safe to share: entries are written under unique temporary names and renamed (`atomic`), an entry
 that cannot be read or has the wrong shape is recomputed and rewritten, and when a write fails (a full disk) the
@@ -27,11 +28,12 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from ..atomic import write_file
+from ..config import CACHE_FORMATS
+from .state_format import StateFormat
 
 log = logging.getLogger(__name__)
 
 ENCODE_CHUNK = 64  # windows per encoder call when filling the cache
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
@@ -89,17 +91,18 @@ class ContextStateCache:
     """Encoder states per window, keyed by (encoder weights, window ids); see the module docstring.
 
     max_mb bounds the states held in memory (least recently used go first); directory, when given, keeps every
-    computed window on disk too. dtype is how states are stored (float16 halves memory; float32 is exact)."""
+    computed window on disk too. states is how they are stored, in memory and on disk (`CACHE_FORMATS`: fp16 halves
+    fp32's memory, int8 halves fp16's; fp32 is exact)."""
 
-    def __init__(self, *, max_mb: float, directory: str | Path | None = None, dtype: str = "float16"):
+    def __init__(self, *, max_mb: float, directory: str | Path | None = None, states: str = "fp16"):
         if max_mb < 0:
             raise ValueError(f"state cache size must be >= 0 MB, got {max_mb}")
-        if dtype not in DTYPES:
-            raise ValueError(f"state cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if states not in CACHE_FORMATS:
+            raise ValueError(f"state cache format must be one of {', '.join(CACHE_FORMATS)}, got {states!r}")
         self.max_bytes = int(max_mb * 2**20)
         self.directory = Path(directory) if directory else None
-        self.dtype = DTYPES[dtype]
-        self.entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.format = StateFormat(states)
+        self.entries: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()  # each window's stored tensors
         self.bytes = 0
         self.hits = self.misses = self.disk_hits = 0
         self._fingerprint: str | None = None
@@ -123,21 +126,24 @@ class ContextStateCache:
                layers: tuple[int, ...] = (-1,)) -> torch.Tensor:
         """The encoder's states (of `layers`, side by side) of every window, (W, Lw) → (W, Lw, H × layers) float32,
         from the cache where it holds them; the missing windows go through the encoder together, in one batch."""
-        prefix = self.fingerprint(encoder) + ("" if layers == (-1,) else "_" + "_".join(map(str, layers)))
+        prefix = self.fingerprint(encoder) + ("" if layers == (-1,) else "_" + "_".join(map(str, layers))) + \
+            ("" if self.format.name == "fp16" else f"_{self.format.name}")  # formats side by side in one folder
         lengths = window_mask.sum(dim=1).tolist()
         host_ids = window_ids.cpu()  # one transfer, not one per window
         keys = [f"{prefix}-{window_key(ids[:n])}" for ids, n in zip(host_ids, lengths)]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a window repeated in the call: once
         width = encoder.config.hidden_size * len(layers)
-        found = {i: self._get(key, (lengths[i], width)) for key, i in first.items()}
-        missing = [i for i, states in found.items() if states is None]
+        stored = {i: self._get(key, (lengths[i], width), len(layers)) for key, i in first.items()}
+        missing = [i for i, tensors in stored.items() if tensors is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         computed = encode_windows(encoder, [window_ids[i, :lengths[i]] for i in missing], layers)
         for i, states in zip(missing, computed):
-            found[i] = states.to(self.dtype)
-            self._put(keys[i], found[i])
-        states = pad_sequence([found[first[key]].cpu() for key in keys], batch_first=True)  # (W, max length, H)
+            stored[i] = self.format.pack(states.detach().cpu(), len(layers))
+            self._put(keys[i], stored[i])
+        found = {i: self.format.unpack(lambda name, start, end: tensors[name][start:end], 0, lengths[i])
+                 for i, tensors in stored.items()}
+        states = pad_sequence([found[first[key]] for key in keys], batch_first=True)  # (W, max length, H)
         states = F.pad(states, (0, 0, 0, window_ids.shape[1] - states.shape[1]))  # (W, Lw, H); padding is 0
         return states.to(window_ids.device, torch.float32)  # one transfer
 
@@ -147,46 +153,52 @@ class ContextStateCache:
         prefix, name = key.split("-", 1)
         return self.directory / prefix / name[:2] / f"{name}.safetensors"
 
-    def _get(self, key: str, shape: tuple[int, int]) -> torch.Tensor | None:
-        states = self.entries.get(key)
-        if states is not None:
+    def _get(self, key: str, shape: tuple[int, int], layers: int) -> dict[str, torch.Tensor] | None:
+        tensors = self.entries.get(key)
+        if tensors is not None:
             self.entries.move_to_end(key)
-            return states
+            return tensors
         if self.directory is None or not self._path(key).exists():
             return None
         path = self._path(key)
+        expected = {name: (dtype, (shape[0], shape[1] if name == "states" else layers))
+                    for name, dtype in self.format.stored_tensors().items()}
         try:
-            states = safetensors.torch.load_file(str(path))["states"]
-            if tuple(states.shape) != shape:
-                raise ValueError(f"states of shape {tuple(states.shape)}, expected {shape}")
+            tensors = safetensors.torch.load_file(str(path))
+            found = {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
+            if found != expected:  # another shape, or another format's file (the cache folder was shared)
+                raise ValueError(f"tensors {found}, expected {expected}")
         except (safetensors.SafetensorError, OSError, KeyError, ValueError) as err:  # truncated, empty, foreign
             log.warning("state cache: %s is unreadable (%s): recomputed", path, err)
             return None
         self.disk_hits += 1
-        states = states.to(self.dtype)
-        self._remember(key, states)
-        return states
+        self._remember(key, tensors)
+        return tensors
 
-    def _put(self, key: str, states: torch.Tensor) -> None:
-        states = states.detach().cpu().contiguous()
+    def _put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = {name: t.contiguous() for name, t in tensors.items()}
         if self.writes_to_disk:
             path = self._path(key)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # not fsynced: an entry a power cut empties is unreadable, found so on read and recomputed
-                write_file(path, lambda tmp: safetensors.torch.save_file({"states": states}, str(tmp)), durable=False)
+                write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)), durable=False)
             except OSError as err:  # a full disk, a read-only folder: keep going in memory
                 self.writes_to_disk = False
                 log.warning("state cache: cannot write to %s (%s): from now on states are kept in memory only",
                             self.directory, err)
-        self._remember(key, states)
+        self._remember(key, tensors)
 
-    def _remember(self, key: str, states: torch.Tensor) -> None:
-        size = states.numel() * states.element_size()
+    def _remember(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        size = _nbytes(tensors)
         if size > self.max_bytes or key in self.entries:
             return
-        self.entries[key] = states
+        self.entries[key] = tensors
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, old = self.entries.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+            self.bytes -= _nbytes(old)
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())

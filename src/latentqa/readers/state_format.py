@@ -1,6 +1,7 @@
-"""How context states are stored on disk: the formats an index can hold (`latentqa index --states`).
+"""How context states are stored: the formats an index (`latentqa index --states`) and the state cache hold.
 
-    fp16        the encoder's states as computed, 2 bytes a value
+    fp32        the encoder's states as computed, 4 bytes a value (exact)
+    fp16        the encoder's states rounded to fp16, 2 bytes a value
     int8        each token's values of each stored layer rounded to 255 levels of their own scale (max |value| / 127,
                 kept in fp16): 1 byte a value
     int8-pcaD   the states projected on the D directions of largest variance of the first paragraphs indexed
@@ -22,7 +23,8 @@ import torch
 from ..atomic import write_file
 
 PCA_FORMAT = re.compile(r"int8-pca([1-9]\d*)")
-FORMATS_HELP = "fp16, int8 or int8-pcaD (D directions, e.g. int8-pca128)"
+FORMATS_HELP = "fp32, fp16, int8 or int8-pcaD (D directions, e.g. int8-pca128)"
+FLOATS = {"fp32": torch.float32, "fp16": torch.float16}
 INT8_LEVELS = 127
 # a new index's format where none is asked for: the smallest within the quality target on real questions
 # (docs/index.md, "Stored states")
@@ -85,7 +87,7 @@ class StateFormat:
     name: str = "fp16"
 
     def __post_init__(self):
-        if self.name not in ("fp16", "int8") and not PCA_FORMAT.fullmatch(self.name):
+        if self.name not in (*FLOATS, "int8") and not PCA_FORMAT.fullmatch(self.name):
             raise ValueError(f"states format {self.name!r} is not one latentqa reads: {FORMATS_HELP}")
 
     @property
@@ -100,8 +102,8 @@ class StateFormat:
 
     def pack(self, states: torch.Tensor, groups: int, projection: Projection | None = None) -> dict[str, torch.Tensor]:
         """(T, H) float states, H = `groups` stored layers side by side → the tensors a shard stores."""
-        if self.name == "fp16":
-            return {"states": states.to(torch.float16)}
+        if self.name in FLOATS:
+            return {"states": states.to(FLOATS[self.name])}
         if self.dims is not None:
             states, groups = projection.project(states), 1
         codes, scales = quantize(states, groups)
@@ -109,11 +111,13 @@ class StateFormat:
 
     def unpack(self, read, start: int, end: int, projection: Projection | None = None) -> torch.Tensor:
         """Tokens [start, end) back as (L, H) float32; `read(name, start, end)` gives the rows of a stored tensor."""
-        if self.name == "fp16":
+        if self.name in FLOATS:
             return read("states", start, end).float()
         states = dequantize(read("states", start, end), read("scales", start, end))
         return states if self.dims is None else projection.restore(states)
 
     def stored_tensors(self) -> dict[str, torch.dtype]:
         """The tensors of tokens this format stores, with their dtypes."""
-        return {"states": torch.float16} if self.name == "fp16" else {"states": torch.int8, "scales": torch.float16}
+        if self.name in FLOATS:
+            return {"states": FLOATS[self.name]}
+        return {"states": torch.int8, "scales": torch.float16}

@@ -350,7 +350,8 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
                     cfg.state_cache_mb, "" if cfg.state_cache_dir else ", or set train.state_cache_dir")
     else:
         log.info("caching context states (about %.0f MB)", needed)
-    reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir))
+    reader.use_state_cache(ContextStateCache(max_mb=cfg.state_cache_mb, directory=cfg.state_cache_dir,
+                                             states=cfg.state_cache_states))
 
 
 def fit_heads(reader, features, collate, accelerator, source: str) -> None:
