@@ -90,7 +90,7 @@ def _fsync(path: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    write_file(path, lambda tmp: tmp.write_text(text))
+    write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def publish_or_adopt(tmp: Path, final: Path) -> bool:

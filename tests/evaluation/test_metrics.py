@@ -1,10 +1,7 @@
-import json
-
 import pytest
 
-from latentqa.data.examples import DataError, Example
+from latentqa.data.examples import Example
 from latentqa.evaluation.metrics import answer_scores, normalize_answer, score, sp_scores
-from latentqa.evaluation.predictions import read_predictions, write_predictions
 
 
 def test_normalisation():
@@ -68,28 +65,6 @@ def test_answer_only_predictions_mark_sp_absent():
     m = score(_gold(), {"q1": "New York", "q2": "no", "q3": "paris"}, None)
     assert m["em"] == pytest.approx(2 / 3)
     assert m["sp_em"] is None and m["joint_f1"] is None and m["missing_sp"] is None
-
-
-def test_prediction_files_round_trip_and_bad_files_are_named(tmp_path):
-    path = write_predictions(tmp_path / "pred.json", {"q1": "x"}, {"q1": [["A", 0]]})
-    assert read_predictions(path, ["q1", "q2"]) == ({"q1": "x"}, {"q1": [["A", 0]]})
-    assert read_predictions(write_predictions(tmp_path / "a.json", {"q1": "x"}, None), ["q1"]) == ({"q1": "x"}, None)
-    bad = {
-        "nojson.json": "{not json",
-        "shape.json": json.dumps(["q1"]),
-        "answer.json": json.dumps({"answer": {"q1": 3}}),
-        "sp.json": json.dumps({"answer": {"q1": "x"}, "sp": {"q1": [["A", "zero"]]}}),
-        "unknown.json": json.dumps({"answer": {"q1": "x", "zz9": "y"}}),
-    }
-    for name, text in bad.items():
-        (tmp_path / name).write_text(text)
-        with pytest.raises(DataError) as info:
-            read_predictions(tmp_path / name, ["q1"])
-        assert str(tmp_path / name) in str(info.value)
-    with pytest.raises(DataError, match="zz9"):
-        read_predictions(tmp_path / "unknown.json", ["q1"])
-    with pytest.raises(DataError, match="id q1"):
-        read_predictions(tmp_path / "sp.json", ["q1"])
 
 
 def test_bucket_labels_cover_every_value():

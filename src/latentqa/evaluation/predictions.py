@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..atomic import write_text
 from ..data.examples import DataError
 
 
@@ -11,9 +12,7 @@ def write_predictions(path: str | Path, answers: dict[str, str], sp: dict[str, l
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"answer": answers, **({"sp": sp} if sp is not None else {})}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(payload, indent=1, ensure_ascii=False))
     return path
 
 
