@@ -154,7 +154,7 @@ def test_state_cache_and_index_keep_both_layers_the_head_reads(tiny_models, samp
     cached = reader.generate(batch)
     assert torch.equal(cached.answer_spans, live.answer_spans)
     width = reader.encoder.config.hidden_size
-    assert next(iter(reader.state_cache.entries.values())).shape[-1] == 2 * width
+    assert next(iter(reader.state_cache.entries.values()))["states"].shape[-1] == 2 * width
     columns = encode_examples(sample_examples[:1], reader.features, question_tokenizer=reader.t5_tokenizer,
                               context_tokenizer=reader.context_tokenizer, progress=False)
     assert columns["answer_type"] == [1]  # the first sample question's answer is "yes"
