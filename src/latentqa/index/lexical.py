@@ -92,7 +92,7 @@ class Lexical:
         return self.indices[start:end], self.data[start:end]
 
     def scores(self, parts: list[Part], rows: np.ndarray | None = None) -> np.ndarray:
-        """BM25 of the query for each of `rows` (sorted, distinct; None: every paragraph), float64."""
+        """BM25 of the query for each of `rows` (distinct, in any order; None: every paragraph), float64."""
         size = self.num_docs if rows is None else len(rows)
         total = np.zeros(size, dtype=np.float64)
         for part in parts:
