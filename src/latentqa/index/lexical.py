@@ -1,13 +1,13 @@
-"""BM25 over an index's paragraphs, scored from the postings of a question's terms: a question costs what its
-rarest terms' postings hold, not what the index holds.
+"""BM25 over an index's paragraphs, scored from the postings of a question's terms.
 
 bm25s keeps, per term, the BM25 share of every paragraph holding it (a CSC matrix: `indptr`, `indices` sorted by
-paragraph, `data`); it scores a question by adding those shares into an array as long as the index. Here the best
-k paragraphs are found exactly without that array (MaxScore): terms are taken by their largest share, most
-telling first, and the paragraphs their postings hold are scored in full (the other terms' shares looked up by
-binary search); once the k-th best of them scores more than every term left could add, no other paragraph can
-enter. Scores equal bm25s's bit for bit: each paragraph's shares are added in float32 in the question's term order,
-as bm25s adds them.
+paragraph, `data`). A question is scored once, into an array as long as the index (8 bytes a paragraph: 42 MB at
+5.2 M), by adding its terms' postings; its best k come from one partition of that array, and the second hop (the
+question plus a title) looks the question's scores up for the title's postings. Measured at 10^6 synthetic
+paragraphs (docs/index.md), this costs a fraction of finding the best k from the postings alone (MaxScore), whose
+bounds stay loose for questions of 12 to 15 terms. Scores equal bm25s's bit for bit: each paragraph's shares are
+added in float32 in the question's term order, as bm25s adds them; scores of chosen rows (binary search in the
+postings) equal the same rows of the full array.
 
 A query is a list of parts whose scores add (the question; the question and a paragraph's title); a part is its
 distinct terms grouped by how often the text repeats them, [(count, term ids)], each group scored once and
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 MAX_QUERY_TERMS = 256  # distinct terms of a query scored at most: bounds the work a question can ask for
-ROUNDING = 1e-5  # relative slack on the bound of the terms left, for float32 sums in another order
 
 Part = list[tuple[int, np.ndarray]]
 
@@ -39,14 +38,11 @@ class Lexical:
         scores = model.scores
         self.data, self.indices, self.indptr = scores["data"], scores["indices"], scores["indptr"]
         self.num_docs = int(scores["num_docs"])
-        starts, lengths = self.indptr[:-1], np.diff(self.indptr)
+        starts = self.indptr[:-1]
         ascending = np.diff(self.indices.astype(np.int64)) > 0
         ascending[starts[(starts > 0) & (starts < len(self.indices))] - 1] = True  # where one term's postings end
         if not ascending.all():  # binary search needs each term's rows in order (scipy's CSC keeps them so)
             raise ValueError("BM25 postings out of row order")
-        self.bound = np.zeros(len(lengths), dtype=np.float64)  # each term's largest share
-        held = np.flatnonzero(lengths)
-        self.bound[held] = np.maximum.reduceat(self.data, starts[held]) if len(held) else 0.0
         self.stemmer = stemmer()
 
     @classmethod
@@ -57,7 +53,7 @@ class Lexical:
 
     @property
     def nbytes(self) -> int:
-        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes + self.bound.nbytes)
+        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes)
 
     def part(self, text: str) -> Part:
         """`text`'s indexed terms (English stopwords, Snowball stemmer), the first `MAX_QUERY_TERMS` distinct ones,
@@ -108,57 +104,30 @@ class Lexical:
                     found = at < len(held)
                     found[found] = held[at[found]] == rows[found]
                     shares[found] += data[at[found]]
-                scores += count * shares
-            total = total + scores
+                scores += shares if count == 1 else count * shares  # weighted in float32; 1 × x is x
+            total += scores
         return total
 
-    def top(self, parts: list[Part], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The `k` best paragraphs for the query and their scores, best first, ties by row (as a stable sort of
-        every paragraph's score would give them); paragraphs holding no term fill the list by row, at 0.
+    @staticmethod
+    def top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` best rows of `scores` (every paragraph's, from `scores(parts)`) and their scores, best first, ties
+        by row: what a stable sort of every score gives, from one partition instead of a sort."""
+        k = min(k, len(scores))
+        if k == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        above = np.flatnonzero(scores > kth)
+        rows = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+        order = np.lexsort((rows, -scores[rows]))
+        return rows[order], scores[rows[order]]
 
-        MaxScore: the terms most telling first, the paragraphs their postings hold are scored with those terms
-        alone, and the k best of these in full, whose lowest score is a floor under the k-th best. Once the floor
-        is above what every other term together could add, no paragraph outside these postings can enter, and
-        of those inside only the ones whose partial score plus that bound reaches the floor are scored in full."""
-        items = sorted(((count * self.bound[term], count, term) for part in parts for count, terms in part
-                        for term in terms.tolist()), reverse=True)
-        left = (np.cumsum([bound for bound, _, _ in items][::-1])[::-1] * (1 + ROUNDING)).tolist() + [0.0]
-        rows = np.zeros(0, dtype=np.int64)
-        for m in range(1, len(items) + 1):
-            held = [self._postings(term) for _, _, term in items[:m]]
-            rows, inverse = np.unique(np.concatenate([h for h, _ in held]), return_inverse=True)
-            if len(rows) < k:
-                continue
-            partial = np.bincount(inverse, np.concatenate([count * d.astype(np.float64)
-                                                           for (_, count, _), (_, d) in zip(items, held)]))
-            probe = np.sort(rows[np.argpartition(-partial, k - 1)[:k]])
-            floor = float(self.scores(parts, probe).min()) * (1 - ROUNDING)
-            if floor > left[m]:
-                rows = rows[partial + left[m] >= floor]
-                break
-        rows = rows.astype(np.int64)
-        scores = self.scores(parts, rows)
-        order = np.lexsort((rows, -scores))[:k]
-        rows, scores = rows[order], scores[order]
-        if len(rows) < k:  # every paragraph holding a term is in: the rest score 0
-            rest = np.setdiff1d(np.arange(min(self.num_docs, k + len(rows))), rows)[:k - len(rows)]
-            rows, scores = np.concatenate([rows, rest]), np.concatenate([scores, np.zeros(len(rest))])
-        return rows, scores
-
-    def top_with(self, base: Part, best: tuple[np.ndarray, np.ndarray], extra: Part, k: int) -> np.ndarray:
-        """The `k` best rows for `base` and `extra` together, given `best`, a prefix of at least k of base's own
-        ranking with its scores (`top`); the same rows as `top([base, extra], k)`. A paragraph outside that prefix
-        scores at most what its last row scores for base, plus its own `extra` score, which is 0 outside `extra`'s
-        postings: only the paragraphs of those postings that this bound puts at or above the k-th best of the
-        prefix are scored for base."""
-        rows, base_scores = best
-        ranked = base_scores + self.scores([extra], rows)  # as `scores([base, extra])` adds its parts
-        floor = float(np.partition(ranked, len(rows) - k)[len(rows) - k]) * (1 - ROUNDING)
-        held = np.setdiff1d(np.concatenate([self.postings(term) for _, terms in extra for term in terms.tolist()]
-                                           + [np.zeros(0, dtype=np.int64)]), rows).astype(np.int64)
-        extra_scores = self.scores([extra], held)
-        keep = float(base_scores[-1]) * (1 + ROUNDING) + extra_scores >= floor
-        held = held[keep]
-        rows = np.concatenate([rows, held])
-        scores = np.concatenate([ranked, self.scores([base], held) + extra_scores[keep]])
-        return rows[np.lexsort((rows, -scores))[:k]]
+    def top_with(self, base: np.ndarray, best: np.ndarray, extra: Part, k: int) -> np.ndarray:
+        """The `k` best rows for a query of two parts, given `base`, every paragraph's score for the first (the
+        question), `best`, at least its k best rows (`top`), and `extra` (a title): the same rows as
+        `top(scores([base_part, extra]), k)`. A paragraph outside `extra`'s postings scores its base score alone, so
+        only the base's best k and those postings compete."""
+        held = (self.postings(term) for _, terms in extra for term in terms.tolist())
+        rows = np.sort(np.concatenate([best[:k], *held]))
+        rows = rows[np.concatenate([[True], rows[1:] != rows[:-1]])]  # distinct: a sort, cheaper than a hash here
+        scores = base[rows] + self.scores([extra], rows)  # as `scores` adds a query's parts
+        return rows[self.top(scores, k)[0]]  # rows ascending: ties by place are ties by row

@@ -36,7 +36,7 @@ import safetensors.numpy
 from ..atomic import remove_dead_temps, temp_path, write_file, write_text
 from ..config import COMPRESS_ABOVE, option
 from ..data.examples import Paragraph
-from .lexical import Lexical, Part, stemmer
+from .lexical import Lexical, stemmer
 from .links import LINKS_DIR, build_links, remove_unlisted
 from .manifest import IndexFolderError, ShardEntry, file_sha256
 from .store import REBUILD, IndexStore
@@ -287,36 +287,36 @@ class Retriever:
             ranked = sorted(self.dense_scores(vector).items(), key=lambda kv: -kv[1])[:k]
             return self._hits(ranked)
         asked = self.lexical.part(question)
+        lexical = self.lexical.scores([asked])  # every paragraph's, once: the hops below look it up
         if c.method == "bm25":
-            rows, scores = self.lexical.top([asked], k)
+            rows, scores = self.lexical.top(lexical, k)
             return self._hits(zip(rows.tolist(), scores.tolist()))
         depth = max(k, c.first_hop)
-        best = self.lexical.top([asked], depth)
-        top = max(float(best[1][0]), 1e-9)
+        best, best_scores = self.lexical.top(lexical, depth)
+        top = max(float(best_scores[0]), 1e-9)
         dense = self.dense_scores(vector)
 
         def fused(rows) -> dict[int, float]:
             rows = np.asarray(sorted(rows), dtype=np.int64)
             cosines = self.dense_scores(vector, rows)
-            lexical = self.lexical.scores([asked], rows)
-            return {r: lexical[i] / top + c.dense_weight * cosines[r] for i, r in enumerate(rows.tolist())}
+            return {r: lexical[r] / top + c.dense_weight * cosines[r] for r in rows.tolist()}
 
-        first = fused(set(best[0].tolist()) | set(sorted(dense, key=dense.get, reverse=True)[:depth]))
+        first = fused(set(best.tolist()) | set(sorted(dense, key=dense.get, reverse=True)[:depth]))
         ranked_first = sorted(first.items(), key=lambda kv: -kv[1])
         if c.method == "fused":
             return self._hits(ranked_first[:k])
-        return self._hits(self._pairs(asked, best, ranked_first, fused)[:k])
+        return self._hits(self._pairs(lexical, best, ranked_first, fused)[:k])
 
-    def _pairs(self, asked: Part, best: tuple[np.ndarray, np.ndarray], ranked_first: list[tuple[int, float]],
+    def _pairs(self, lexical: np.ndarray, best: np.ndarray, ranked_first: list[tuple[int, float]],
                fused) -> list[tuple[int, float]]:
         c = self.config
         heads = [row for row, _ in ranked_first[:c.first_hop]]
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}
-        if len(best[0]) < c.second_hop + 1:
-            best = self.lexical.top([asked], c.second_hop + 1)
+        if len(best) < c.second_hop + 1:
+            best = self.lexical.top(lexical, c.second_hop + 1)[0]
         for a in heads:  # BM25 adds over terms: the question and a's title, the question scored once
             title = self.lexical.part(self.store.paragraphs[a].title)
-            candidates[a] |= set(self.lexical.top_with(asked, best, title, c.second_hop + 1).tolist())
+            candidates[a] |= set(self.lexical.top_with(lexical, best, title, c.second_hop + 1).tolist())
             candidates[a].discard(a)
         score = fused(set(heads).union(*candidates.values()))
         names = {row: set(self.links(row).tolist()) for row in score}
