@@ -80,3 +80,11 @@ def test_postings_out_of_row_order_are_refused(lexical):
             Lexical(model)
     finally:
         model.scores = scores
+
+
+def test_parts_of_several_texts_equal_each_text_alone(lexical):
+    index, paragraphs = lexical
+    texts = [p.title for p in paragraphs[:20]] + ["", "the of and", "word " * 5 + "other word"]
+    for together, text in zip(index.parts(texts), texts):
+        alone = index.part(text)
+        assert [(count, terms.tolist()) for count, terms in together] == [(c, t.tolist()) for c, t in alone]

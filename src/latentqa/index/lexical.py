@@ -58,15 +58,21 @@ class Lexical:
     def part(self, text: str) -> Part:
         """`text`'s indexed terms (English stopwords, Snowball stemmer), the first `MAX_QUERY_TERMS` distinct ones,
         grouped by count, fewest first: a question of 400 repeated words costs what one word costs."""
+        return self.parts([text])[0]
+
+    def parts(self, texts: list[str]) -> list[Part]:
+        """`part` of each text, tokenized in one call (a call costs more than a title's words)."""
         import bm25s
 
-        tokens = bm25s.tokenize([text], stopwords="en", stemmer=self.stemmer, show_progress=False,
-                                return_ids=False)[0]
-        ids = np.asarray(self.model.get_tokens_ids(tokens), dtype=np.int64)
-        terms, first, counts = np.unique(ids, return_index=True, return_counts=True)
-        keep = np.argsort(first, kind="stable")[:MAX_QUERY_TERMS]  # the query's first distinct terms
-        terms, counts = terms[keep], counts[keep]
-        return [(int(count), terms[counts == count]) for count in np.unique(counts)]
+        found = []
+        for tokens in bm25s.tokenize(texts, stopwords="en", stemmer=self.stemmer, show_progress=False,
+                                     return_ids=False):
+            ids = np.asarray(self.model.get_tokens_ids(tokens), dtype=np.int64)
+            terms, first, counts = np.unique(ids, return_index=True, return_counts=True)
+            keep = np.argsort(first, kind="stable")[:MAX_QUERY_TERMS]  # the query's first distinct terms
+            terms, counts = terms[keep], counts[keep]
+            found.append([(int(count), terms[counts == count]) for count in np.unique(counts)])
+        return found
 
     def terms(self, text: str) -> list[int] | None:
         """`text`'s distinct indexed terms, rarest first; None where one of them is in no paragraph."""

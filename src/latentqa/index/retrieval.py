@@ -314,8 +314,8 @@ class Retriever:
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}
         if len(best) < c.second_hop + 1:
             best = self.lexical.top(lexical, c.second_hop + 1)[0]
-        for a in heads:  # BM25 adds over terms: the question and a's title, the question scored once
-            title = self.lexical.part(self.store.paragraphs[a].title)
+        titles = self.lexical.parts([self.store.paragraphs[a].title for a in heads])
+        for a, title in zip(heads, titles):  # BM25 adds over terms: the question and a's title, the question once
             candidates[a] |= set(self.lexical.top_with(lexical, best, title, c.second_hop + 1).tolist())
             candidates[a].discard(a)
         score = fused(set(heads).union(*candidates.values()))
