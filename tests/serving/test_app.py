@@ -1,6 +1,6 @@
-"""Real HTTP on loopback against a tiny served reader: answers equal `latentqa predict`'s, concurrent requests
-each get their own, bad input gets a 4xx naming the field, the cache changes nothing but speed, a query that
-fails inside the model fails alone, and SIGTERM lets the requests in flight finish."""
+"""The server (`serving/app.py`), over real HTTP on loopback against a tiny served reader: answers equal `latentqa
+predict`'s, concurrent requests each get their own, bad input gets a 4xx naming the field, the cache changes nothing
+but speed, a query that fails inside the model fails alone, and SIGTERM lets the requests in flight finish."""
 import signal
 import threading
 import time
