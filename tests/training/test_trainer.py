@@ -346,35 +346,3 @@ def test_resume_from_a_checkpoint_path_on_the_command_line(tiny_models, tmp_path
     assert main(["train", "--config", str(config_path)]) == 2  # without --resume: never trained over
     assert "holds a run with checkpoints up to step-00000004; continue it with --resume" in capsys.readouterr().err
     assert _metrics(run) == again_rows and _final_weights(run, 4).keys() == first.keys()  # nothing written
-
-
-def test_only_the_expected_shared_tensor_warning_is_dropped():
-    import logging
-
-    from latentqa.training.checkpoints import TiedEmbeddingsNote
-
-    def record(message):
-        return logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, message, None, None)
-
-    note = TiedEmbeddingsNote()
-    assert not note.filter(record("[RANK 0] Removed shared tensor {'t5.lm_head.weight', "
-                                  "'t5.decoder.embed_tokens.weight'} while saving. This should be OK"))
-    assert note.filter(record("[RANK 0] Removed shared tensor {'selector.latents'} while saving."))
-    assert note.filter(record("something else"))
-
-
-def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it():
-    from accelerate import Accelerator
-
-    from latentqa.training.interrupt import stop_requests
-
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with stop_requests(Accelerator(cpu=True)) as stop_requested:
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and not stop_requested()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        with stop_requests(Accelerator(cpu=True)) as stop_requested:
-            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # ours, while training
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
