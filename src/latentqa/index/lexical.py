@@ -5,7 +5,7 @@ paragraph, `data`). A question is scored once, into an array as long as the inde
 5.2 M), by adding its terms' postings; its best k come from one partition of that array, and the second hop (the
 question plus a title) looks the question's scores up for the title's postings. Measured at 10^6 synthetic
 paragraphs (docs/index.md), this costs a fraction of finding the best k from the postings alone (MaxScore), whose
-bounds stay loose for questions of 12 to 15 terms. Scores equal bm25s's bit for bit: each paragraph's shares are
+bounds stay loose for questions of 12 to 16 terms. Scores equal bm25s's bit for bit: each paragraph's shares are
 added in float32 in the question's term order, as bm25s adds them; scores of chosen rows (binary search in the
 postings) equal the same rows of the full array.
 
