@@ -57,7 +57,8 @@ def test_bench_scale_builds_and_queries_each_size(tmp_path, capsys):
     for row in results["sizes"]:
         assert 0 < row["encoder_seconds"] < row["build_seconds"] and 0 < row["retrieval_seconds"] < row["build_seconds"]
         assert 0 < row["query_p50_ms"] <= row["query_p99_ms"] and row["queries"] == 8
-        assert row["build_peak_rss_mb"] > 100 and row["query_rss_mb"] > 0
+        assert row["build_peak_rss_mb"] > 100 and row["query_anon_mb"] > 0
+        assert row["query_rss_mb"] == pytest.approx(row["query_anon_mb"] + row["query_file_mb"])
     for row, added in zip(results["sizes"], (15, 30)):  # grown by a quarter: only the new paragraphs encoded
         assert row["grown"]["added"] == added and row["grown"]["paragraphs"] == row["n"] + added
         assert 0 < row["grown"]["retrieval_seconds"] < row["grown"]["build_seconds"]

@@ -1,11 +1,16 @@
 """An index's stored states (`index/store.py`): they are the encoder's states of that paragraph, and readers whose
 states are not the index's are refused."""
+import json
+import shutil
+
 import pytest
+import safetensors.torch
 import torch
 
 import latentqa
 from latentqa.index.build import build_index, paragraph_windows
-from latentqa.index.store import IndexFolderError, IndexStore
+from latentqa.data.examples import Paragraph
+from latentqa.index.store import IndexFolderError, IndexStore, StoredParagraphs
 from latentqa.serving.pipeline import ReaderPipeline
 from tests.conftest import tiny_reader
 
@@ -42,3 +47,33 @@ def test_readers_whose_states_are_not_the_index_s_are_refused(built, tiny_models
     with pytest.raises(IndexFolderError, match="greedy"):
         build_index(cases["greedy"], [], built[0].parent / "other", reader_name="r", progress=False)
 
+
+
+def test_paragraphs_read_back_as_built_by_row_and_by_slice(built, corpus):
+    store = IndexStore(built[0])
+    assert len(store.paragraphs) == len(corpus) and store.paragraphs[:] == list(corpus)
+    assert store.paragraphs[57] == corpus[57] and store.paragraphs[118:] == list(corpus[118:])
+    assert store.rows[corpus[57].title] == 57
+
+
+def test_stored_paragraphs_keep_any_text():
+    stored = StoredParagraphs()
+    stored.extend([["Zoë", ["Ça va.", ""]], ["Empty", []]])
+    stored.extend([["日本", ["東京 is 🗼."]]])
+    assert stored[:] == [Paragraph("Zoë", ("Ça va.", "")), Paragraph("Empty", ()), Paragraph("日本", ("東京 is 🗼.",))]
+    assert stored[-1] == stored[2] and len(stored) == 3
+    with pytest.raises(IndexError):
+        stored[3]
+
+
+def test_a_shard_whose_text_is_not_paragraphs_is_named(built, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(built[0], copy)
+    shard = sorted((copy / "shards").iterdir())[0]
+    tensors = safetensors.torch.load_file(str(shard))
+    size = len(tensors["text"])
+    numbers = json.dumps([1] * len(json.loads(bytes(tensors["text"].numpy())))).encode()  # as many items
+    tensors["text"] = torch.frombuffer(bytearray(numbers.ljust(size)), dtype=torch.uint8)  # same bytes, same size
+    safetensors.torch.save_file(tensors, str(shard))
+    with pytest.raises(IndexFolderError, match=f"{shard}: damaged shard \\(its text is not paragraphs\\)"):
+        IndexStore(copy)

@@ -43,6 +43,7 @@ FULLWIKI_PARAGRAPHS = 5_233_329  # the introductory paragraphs of HotpotQA's ful
 STANDIN_WIDTH, STANDIN_POSITIONS, STANDIN_VOCAB = 384, 512, 8000  # MiniLM's width and positions
 SERIES = {  # what is fitted and carried to the full corpus: (figure key, unit)
     "build_seconds_without_encoder": "s", "bytes": "B", "build_peak_rss_mb": "MB", "query_rss_mb": "MB",
+    "query_anon_mb": "MB",
     "query_p50_ms": "ms", "query_p99_ms": "ms"}
 
 
@@ -119,9 +120,14 @@ def build_standin_reader(out_dir: Path, seed: int = 0) -> Path:
     return reader.save_pretrained(reader_dir)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _memory_mb() -> dict[str, float]:
+    """Resident memory: all of it, the process's own (anonymous) and its mapped files' pages. The last are the
+    page cache's, shared and given back under pressure, and how many count depends on what the cache holds."""
+    fields = {"RssAnon:": "anon", "RssFile:": "file"}
+    with open("/proc/self/status") as status:
+        found = {fields[line.split()[0]]: int(line.split()[1]) / 1024 for line in status
+                 if line.split()[:1] and line.split()[0] in fields}
+    return {"rss": found["anon"] + found["file"], **found}
 
 
 def _build_in_child(reader_dir: str, corpus_path: str, index_dir: str, states: str, compress_above: int) -> dict:
@@ -165,12 +171,12 @@ def _query_in_child(index_dir: str, queries: int, seed: int) -> dict:
 
     torch.set_num_threads(1)  # reading a few windows' states: a second thread only adds waits (p90 10x on 2 cores)
 
-    before = _rss_mb()
+    before = _memory_mb()
     began = time.perf_counter()
     store = IndexStore(index_dir)
     retriever = Retriever(store)
     open_seconds = time.perf_counter() - began
-    opened = _rss_mb()
+    opened = _memory_mb()
     rng = np.random.default_rng(seed)
     asked = []
     for row in rng.integers(len(store), size=queries):
@@ -187,7 +193,8 @@ def _query_in_child(index_dir: str, queries: int, seed: int) -> dict:
         start = time.perf_counter()
         answer_from_index(question, vector)
         seconds.append(time.perf_counter() - start)
-    return {"open_seconds": open_seconds, "query_rss_mb": opened - before, "retrieval_memory": retriever.memory(),
+    return {"open_seconds": open_seconds, **{f"query_{kind}_mb": opened[kind] - before[kind] for kind in opened},
+            "retrieval_memory": retriever.memory(),
             "query_p50_ms": 1000 * statistics.median(seconds),
             "query_p99_ms": 1000 * float(np.quantile(seconds, 0.99)), "queries": queries}
 
@@ -302,7 +309,7 @@ def format_row(r: dict) -> str:
     return (f"N={r['n']:>8}: build {r['build_seconds']:.1f} s ({r['build_seconds_without_encoder']:.1f} s without "
             f"the encoder, retrieval {r['retrieval_seconds']:.1f} s), {r['bytes_per_paragraph'] / 1024:.1f} KB a "
             f"paragraph, build peak {r['build_peak_rss_mb']:.0f} MB; open {r['open_seconds']:.1f} s, "
-            f"{r['query_rss_mb']:.0f} MB; query p50 {r['query_p50_ms']:.1f} ms, p99 {r['query_p99_ms']:.1f} ms"
+            f"{r['query_rss_mb']:.0f} MB ({r['query_anon_mb']:.0f} MB its own); query p50 {r['query_p50_ms']:.1f} ms, p99 {r['query_p99_ms']:.1f} ms"
             + (" (vectors compressed)" if r["vectors_compressed"] else "")
             + (f"; grown by {r['grown']['paragraphs'] - r['n']}: build {r['grown']['build_seconds']:.1f} s, retrieval "
                f"{r['grown']['retrieval_seconds']:.1f} s" if "grown" in r else ""))
@@ -335,6 +342,8 @@ def plot_scale(r: dict, path: Path) -> Path:
         ax.plot(sizes, [row[name] for row in r["sizes"]], "o-", label="measured")
         if name == "query_p50_ms":
             ax.plot(sizes, [row["query_p99_ms"] for row in r["sizes"]], "s--", label="p99")
+        if name == "query_rss_mb":
+            ax.plot(sizes, [row["query_anon_mb"] for row in r["sizes"]], "s--", label="its own (anonymous)")
         fit = r["fits"].get(name, {})
         if fit.get("fullwiki") is not None:
             ax.plot([sizes[-1], r["fullwiki_paragraphs"]], [r["sizes"][-1][name], fit["fullwiki"]], ":",

@@ -22,6 +22,8 @@ Shard files open memory-mapped; a window's states are read only when asked for.
 from __future__ import annotations
 
 import json
+from array import array
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,8 +113,7 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
     offsets). One line naming the file if not."""
     try:
         shard = safetensors.safe_open(str(path), "pt")
-        text = bytes(shard.get_tensor("text").numpy())
-        found = [Paragraph(title, tuple(sentences)) for title, sentences in json.loads(text.decode("utf-8"))]
+        found = json.loads(bytes(shard.get_tensor("text").numpy()).decode("utf-8"))  # [[title, [sentences]], ...]
         owner = shard.get_tensor("window_paragraph").numpy()
         keys = shard.get_tensor("keys").numpy()
         offsets = shard.get_tensor("offsets").numpy()
@@ -148,7 +149,44 @@ def mapped_tensor(path: Path, name: str) -> np.ndarray:
 
 
 def paragraphs_in(path: Path) -> list[Paragraph]:
-    return open_shard(path)[1]
+    return [Paragraph(title, tuple(sentences)) for title, sentences in open_shard(path)[1]]
+
+
+class StoredParagraphs(Sequence):
+    """An index's paragraphs by row, held as their titles and every sentence's UTF-8 bytes in one buffer; a
+    `Paragraph` is made when a row is asked for. A Python string a sentence held 1.1 KB a paragraph (1 GB at 10^6);
+    this holds about the text's bytes."""
+
+    def __init__(self):
+        self.titles: list[str] = []
+        self._text = bytearray()
+        self._bounds = array("q", [0])  # sentence i: _text[bounds[i]:bounds[i + 1]]
+        self._first = array("q", [0])  # paragraph p: sentences [first[p], first[p + 1])
+
+    def extend(self, shard: list) -> None:
+        """Add a shard's paragraphs, [[title, [sentences]], ...] as its text holds them."""
+        for title, texts in shard:
+            self.titles.append(title)
+            for text in texts:
+                self._text += text.encode("utf-8")
+                self._bounds.append(len(self._text))
+            self._first.append(len(self._bounds) - 1)
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def __eq__(self, other):
+        if not isinstance(other, StoredParagraphs):
+            return NotImplemented
+        return (self.titles, self._text, self._bounds, self._first) == \
+            (other.titles, other._text, other._bounds, other._first)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        row = range(len(self))[row]  # a negative row counts from the end; past the end: IndexError
+        bounds = self._bounds[self._first[row]:self._first[row + 1] + 1]
+        return Paragraph(self.titles[row], tuple(self._text[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:])))
 
 
 class IndexStore:
@@ -159,7 +197,7 @@ class IndexStore:
         self.header = Header.read(self.directory)
         self.format, self.projection = self.header.state_format, self.header.projection(self.directory)
         self.manifest = manifest if manifest is not None else Manifest.read(self.directory)
-        self.paragraphs: list[Paragraph] = []
+        self.paragraphs = StoredParagraphs()
         self._shards, window_shard, window_local, paragraph_windows, keys = [], [], [], [0], []
         for number, entry in enumerate(self.manifest.shards):
             path = self.directory / SHARDS / entry.name
@@ -169,7 +207,10 @@ class IndexStore:
             shard, paragraphs, owner, shard_keys, offsets = open_shard(path, entry.paragraphs, entry.windows,
                                                                        self.header)
             self._shards.append((shard, offsets, path))
-            self.paragraphs += paragraphs
+            try:
+                self.paragraphs.extend(paragraphs)
+            except (ValueError, TypeError, AttributeError):  # JSON that is not [[title, [sentences]], ...]
+                raise IndexFolderError(f"{path}: damaged shard (its text is not paragraphs); {REBUILD}") from None
             window_shard.append(np.full(len(owner), number))
             window_local.append(np.arange(len(owner)))
             paragraph_windows += (paragraph_windows[-1] + np.cumsum(np.bincount(owner, minlength=len(paragraphs)))
@@ -183,7 +224,7 @@ class IndexStore:
         flat_keys = np.ascontiguousarray(np.concatenate(keys)).view("S16").ravel()  # (W,) 16-byte strings
         self._key_order = np.argsort(flat_keys, kind="stable")
         self._sorted_keys = flat_keys[self._key_order]
-        self.rows = {p.title: row for row, p in enumerate(self.paragraphs)}
+        self.rows = {title: row for row, title in enumerate(self.paragraphs.titles)}
         self._vectors: list[np.ndarray] | None = None  # each shard's vectors mapped, once asked for
 
     def __len__(self) -> int:
