@@ -1,8 +1,9 @@
-"""An index's stored states (`index/store.py`): they are the encoder's states of that paragraph, and readers whose
-states are not the index's are refused."""
+"""An index's store (`index/store.py`): its states are the encoder's states of that paragraph, readers whose states
+are not the index's are refused, and its paragraphs and small tensors read back as written."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -77,3 +78,15 @@ def test_a_shard_whose_text_is_not_paragraphs_is_named(built, tmp_path):
     safetensors.torch.save_file(tensors, str(shard))
     with pytest.raises(IndexFolderError, match=f"{shard}: damaged shard \\(its text is not paragraphs\\)"):
         IndexStore(copy)
+
+
+def test_tensors_read_without_a_map_equal_safetensors_own(built):
+    import safetensors.numpy
+
+    from latentqa.index.store import read_tensors
+
+    shard = sorted((built[0] / "shards").iterdir())[1]
+    names = ("text", "window_paragraph", "keys", "offsets")
+    expected = safetensors.numpy.load_file(str(shard))
+    for name, found in read_tensors(shard, names).items():
+        assert found.dtype == expected[name].dtype and np.array_equal(found, expected[name]), name

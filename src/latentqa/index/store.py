@@ -41,7 +41,7 @@ from .manifest import SHARDS, IndexFolderError, Manifest, file_sha256
 HEADER_FILE = "index.json"
 PROJECTION_FILE = "projection.safetensors"
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.int8: "I8"}
-NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32, "I8": np.int8}
+NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32, "I8": np.int8, "U8": np.uint8, "I64": np.int64}
 FORMAT_VERSION = 3  # 3: the states' format recorded; 2 (fp16 only) and 1 are built again
 REBUILD = "run `latentqa index` on this folder again to rebuild it"
 
@@ -113,10 +113,9 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
     offsets). One line naming the file if not."""
     try:
         shard = safetensors.safe_open(str(path), "pt")
-        found = json.loads(bytes(shard.get_tensor("text").numpy()).decode("utf-8"))  # [[title, [sentences]], ...]
-        owner = shard.get_tensor("window_paragraph").numpy()
-        keys = shard.get_tensor("keys").numpy()
-        offsets = shard.get_tensor("offsets").numpy()
+        small = read_tensors(path, ("text", "window_paragraph", "keys", "offsets"))
+        found = json.loads(small["text"].tobytes().decode("utf-8"))  # [[title, [sentences]], ...]
+        owner, keys, offsets = small["window_paragraph"], small["keys"], small["offsets"]
         rows, width = shard.get_slice("states").get_shape()
         vectors, vector_width = shard.get_slice("vectors").get_shape()  # the last layer's width: states may hold two
         consistent = (keys.shape == (len(owner), 16) and offsets.shape == (len(owner) + 1,) and offsets[0] == 0
@@ -135,6 +134,23 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
     except (safetensors.SafetensorError, OSError, KeyError, ValueError, TypeError) as err:
         raise IndexFolderError(f"{path}: damaged shard ({str(err).splitlines()[0]}); {REBUILD}") from None
     return shard, found, owner, keys, offsets
+
+
+def read_tensors(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Tensors of a safetensors file read with plain reads. Read through a memory map, a shard's few small tensors
+    brought the mapped pages around them (states) into resident memory: 2.9 MB for 0.2 MB of text, 0.3 GB an
+    index of 10^5 paragraphs, as much as the page cache held."""
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(length))
+        found = {}
+        for name in names:
+            entry = header[name]
+            start, end = entry["data_offsets"]
+            file.seek(8 + length + start)
+            found[name] = np.frombuffer(file.read(end - start), dtype=NUMPY_DTYPES[entry["dtype"]]).reshape(
+                entry["shape"])
+    return found
 
 
 def mapped_tensor(path: Path, name: str) -> np.ndarray:
