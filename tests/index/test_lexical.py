@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from latentqa.benchmark.scale import SyntheticCorpus
-from latentqa.index.lexical import Lexical, stemmer
+from latentqa.index.lexical import Lexical, Tokens, bm25, stemmer
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,25 @@ def test_parts_of_several_texts_equal_each_text_alone(lexical):
     for together, text in zip(index.parts(texts), texts):
         alone = index.part(text)
         assert [(count, terms.tolist()) for count, terms in together] == [(c, t.tolist()) for c, t in alone]
+
+
+def test_the_table_built_from_arrays_is_bm25s_own_bit_for_bit(lexical):
+    _, paragraphs = lexical
+    tokenized = bm25s.tokenize([f"{p.title}. {' '.join(p.sentences)}" for p in paragraphs], stopwords="en",
+                               stemmer=stemmer(), show_progress=False)
+    tokenized.ids[7] = []  # a paragraph with no indexed term
+    vocab = dict(tokenized.vocab)  # before bm25s adds its empty token to it
+    own = bm25s.BM25()
+    own.index(tokenized, show_progress=False)
+    ids = np.asarray([i for doc in tokenized.ids for i in doc], dtype=np.int64)
+    starts = np.cumsum([0] + [len(doc) for doc in tokenized.ids])
+    built = bm25()
+    built.index(Tokens(ids=(ids, starts), vocab=dict(vocab)), show_progress=False)
+    for name in ("data", "indices", "indptr"):
+        assert built.scores[name].dtype == own.scores[name].dtype, name
+        assert np.array_equal(built.scores[name], own.scores[name]), name
+    assert built.scores["num_docs"] == own.scores["num_docs"] and built.vocab_dict == own.vocab_dict
+    other = bm25()
+    other.method = "bm25+"
+    with pytest.raises(ValueError, match="Lucene's BM25, not 'bm25\\+'"):
+        other.index(Tokens(ids=(ids, starts), vocab=dict(vocab)), show_progress=False)

@@ -15,6 +15,8 @@ weighted by its count.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,54 @@ def stemmer():
     import Stemmer
 
     return Stemmer.Stemmer("english")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A corpus's BM25 tokens as arrays: every token's term id, where each document's tokens start (P + 1), and
+    the vocabulary (term -> id). `bm25s.BM25.index` takes it as it takes its own `Tokenized`."""
+
+    ids: tuple[np.ndarray, np.ndarray]
+    vocab: dict[str, int]
+
+
+def bm25():
+    """A bm25s.BM25 (BM25 as Lucene scores it, bm25s's default) whose `index` takes `Tokens` and builds its table
+    with array operations (`bm25_table`), where bm25s loops over documents in Python, every token a Python int."""
+    import bm25s
+
+    class ArrayBM25(bm25s.BM25):
+        def build_index_from_ids(self, unique_token_ids, corpus_token_ids, show_progress=True, leave_progress=False):
+            if self.method != "lucene":
+                raise ValueError(f"bm25_table computes Lucene's BM25, not {self.method!r}")
+            ids, starts = corpus_token_ids
+            self.nonoccurrence_array = None  # as bm25s sets it for Lucene's BM25 (saved with the table)
+            return bm25_table(ids, starts, len(unique_token_ids), k1=self.k1, b=self.b)
+
+    return ArrayBM25()
+
+
+def bm25_table(ids: np.ndarray, starts: np.ndarray, vocab_size: int, k1: float, b: float) -> dict:
+    """BM25 (Lucene's) of every (document, term) pair as bm25s stores it, a CSC matrix of float32 shares, and the
+    same bit for bit (tested): each share computed with bm25s's operations in its order and dtypes (idf by
+    `math.log`, the length norm in float64, stored as float32)."""
+    num_docs = len(starts) - 1
+    lengths = np.diff(starts).astype(np.int64)
+    average = lengths.mean()  # as bm25s: the mean of an int64 array
+    pairs, counts = np.unique(ids.astype(np.int64) * num_docs + np.repeat(np.arange(num_docs), lengths),
+                              return_counts=True)  # term-major: (term, document) in CSC order
+    terms, rows = np.divmod(pairs, num_docs)
+    del pairs
+    doc_freqs = np.bincount(terms, minlength=vocab_size)
+    idf = np.zeros(vocab_size, dtype=np.float32)
+    for term in np.flatnonzero(doc_freqs).tolist():
+        df = int(doc_freqs[term])
+        idf[term] = math.log(1 + (num_docs - df + 0.5) / (df + 0.5))
+    tf = counts.astype(np.float32)
+    tfc = tf / (k1 * ((1 - b) + b * lengths[rows] / average) + tf)  # float64, as bm25s's float64 length norm makes it
+    data = (idf[terms] * tfc).astype(np.float32)
+    indptr = np.concatenate([[0], np.cumsum(doc_freqs)]).astype(np.int64)
+    return {"data": data, "indices": rows.astype(np.int32), "indptr": indptr, "num_docs": num_docs}  # scipy's dtypes
 
 
 class Lexical:

@@ -36,7 +36,7 @@ import safetensors.numpy
 from ..atomic import remove_dead_temps, temp_path, write_file, write_text
 from ..config import COMPRESS_ABOVE, option
 from ..data.examples import Paragraph
-from .lexical import Lexical, stemmer
+from .lexical import Lexical, Tokens, bm25, stemmer
 from .links import LINKS_DIR, build_links, remove_unlisted
 from .manifest import IndexFolderError, ShardEntry, file_sha256
 from .store import REBUILD, IndexStore
@@ -98,8 +98,6 @@ def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> 
     """Write the lexical index and the links of every paragraph in `store` (and, past `compress_above` windows,
     the compressed vector index) into a new folder, then `retrieval.json`, then remove the folders of earlier
     builds. The caller holds the index folder's lock."""
-    import bm25s
-
     directory, digest = store.directory, store.manifest.digest()
     root = directory / RETRIEVAL_DIR
     root.mkdir(exist_ok=True)
@@ -107,7 +105,7 @@ def build_retrieval(store: IndexStore, compress_above: int = COMPRESS_ABOVE) -> 
     folder = root / digest[:16]
     tmp = temp_path(folder)
     tmp.mkdir()
-    lexical = bm25s.BM25()
+    lexical = bm25()
     lexical.index(lexical_tokens(store), show_progress=False)
     lexical.save(str(tmp / BM25_DIR))
     shards = [(entry.sha256, entry.paragraphs) for entry in store.manifest.shards]
@@ -166,21 +164,18 @@ def shard_terms(store: IndexStore, entry: ShardEntry, paragraphs: list[Paragraph
     return vocab, ids, starts
 
 
-def lexical_tokens(store: IndexStore):
-    """Every paragraph's BM25 tokens, shard by shard (`shard_terms`), in one vocabulary: what bm25s indexes. BM25
+def lexical_tokens(store: IndexStore) -> Tokens:
+    """Every paragraph's BM25 tokens, shard by shard (`shard_terms`), in one vocabulary: what BM25 indexes. BM25
     scores do not depend on the tokens' numbering, so an index grown shard by shard scores as one built at once."""
-    from bm25s.tokenization import Tokenized
-
     vocab: dict[str, int] = {}
-    documents: list[list[int]] = []
-    row = 0
+    ids, starts, row = [], [np.zeros(1, dtype=np.int64)], 0
     for entry in store.manifest.shards:
         paragraphs = store.paragraphs[row:row + entry.paragraphs]
         row += entry.paragraphs
-        local, ids, starts = shard_terms(store, entry, paragraphs)
-        mapped = np.asarray([vocab.setdefault(term, len(vocab)) for term in local], dtype=np.int64)[ids]
-        documents += [mapped[starts[i]:starts[i + 1]].tolist() for i in range(len(paragraphs))]
-    return Tokenized(ids=documents, vocab=vocab)
+        local, shard_ids, shard_starts = shard_terms(store, entry, paragraphs)
+        ids.append(np.asarray([vocab.setdefault(term, len(vocab)) for term in local], dtype=np.int64)[shard_ids])
+        starts.append(starts[-1][-1] + shard_starts[1:])
+    return Tokens(ids=(np.concatenate(ids), np.concatenate(starts)), vocab=vocab)
 
 
 def retrieval_files(store: IndexStore) -> Path:
