@@ -7,7 +7,8 @@ question plus a title) looks the question's scores up for the title's postings. 
 paragraphs (docs/index.md), this costs a fraction of finding the best k from the postings alone (MaxScore), whose
 bounds stay loose for questions of 12 to 16 terms. Scores equal bm25s's bit for bit: each paragraph's shares are
 added in float32 in the question's term order, as bm25s adds them; scores of chosen rows (binary search in the
-postings) equal the same rows of the full array.
+postings) equal the same rows of the full array. The table itself is built from arrays of token ids
+(`bm25_table`), bit for bit bm25s's own.
 
 A query is a list of parts whose scores add (the question; the question and a paragraph's title); a part is its
 distinct terms grouped by how often the text repeats them, [(count, term ids)], each group scored once and

@@ -135,10 +135,10 @@ def _terms_path(directory: Path, entry: ShardEntry) -> Path:
     return directory / RETRIEVAL_DIR / TERMS_DIR / f"{entry.sha256[:32]}.safetensors"
 
 
-def shard_terms(store: IndexStore, entry: ShardEntry, paragraphs: list[Paragraph]):
-    """A shard's paragraphs as BM25 tokens: (its vocabulary, every token's place in it, where each paragraph's
-    tokens start), read from retrieval/terms/ or tokenized (English stopwords, Snowball stemmer) and kept there. A
-    file that cannot be read or does not fit the shard is tokenized again."""
+def shard_terms(store: IndexStore, entry: ShardEntry, first_row: int):
+    """The paragraphs of a shard (rows from `first_row`) as BM25 tokens: (its vocabulary, every token's place in
+    it, where each paragraph's tokens start), read from retrieval/terms/ or tokenized (English stopwords, Snowball
+    stemmer) and kept there. A file that cannot be read or does not fit the shard is tokenized again."""
     import bm25s
 
     path = _terms_path(store.directory, entry)
@@ -146,12 +146,13 @@ def shard_terms(store: IndexStore, entry: ShardEntry, paragraphs: list[Paragraph
         stored = safetensors.numpy.load_file(str(path))
         vocab = json.loads(bytes(stored["vocab"]).decode("utf-8"))
         ids, starts = stored["ids"], stored["starts"]
-        if len(starts) == len(paragraphs) + 1 and starts[-1] == len(ids) and (ids < len(vocab)).all():
+        if len(starts) == entry.paragraphs + 1 and starts[-1] == len(ids) and (ids < len(vocab)).all():
             return vocab, ids, starts
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
         log.warning("%s: unreadable (%s); the shard is tokenized again", path, type(err).__name__)
+    paragraphs = store.paragraphs[first_row:first_row + entry.paragraphs]
     tokens = bm25s.tokenize([_document(p) for p in paragraphs], stopwords="en", stemmer=stemmer(),
                             show_progress=False)
     vocab = sorted(tokens.vocab, key=tokens.vocab.get)
@@ -170,9 +171,8 @@ def lexical_tokens(store: IndexStore) -> Tokens:
     vocab: dict[str, int] = {}
     ids, starts, row = [], [np.zeros(1, dtype=np.int64)], 0
     for entry in store.manifest.shards:
-        paragraphs = store.paragraphs[row:row + entry.paragraphs]
+        local, shard_ids, shard_starts = shard_terms(store, entry, row)
         row += entry.paragraphs
-        local, shard_ids, shard_starts = shard_terms(store, entry, paragraphs)
         ids.append(np.asarray([vocab.setdefault(term, len(vocab)) for term in local], dtype=np.int64)[shard_ids])
         starts.append(starts[-1][-1] + shard_starts[1:])
     return Tokens(ids=(np.concatenate(ids), np.concatenate(starts)), vocab=vocab)
@@ -309,7 +309,7 @@ class Retriever:
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}
         if len(best) < c.second_hop + 1:
             best = self.lexical.top(lexical, c.second_hop + 1)[0]
-        titles = self.lexical.parts([self.store.paragraphs[a].title for a in heads])
+        titles = self.lexical.parts([self.store.paragraphs.titles[a] for a in heads])
         for a, title in zip(heads, titles):  # BM25 adds over terms: the question and a's title, the question once
             candidates[a] |= set(self.lexical.top_with(lexical, best, title, c.second_hop + 1).tolist())
             candidates[a].discard(a)
@@ -330,7 +330,7 @@ class Retriever:
         return ranked + [(row, s) for row, s in ranked_first if row not in seen]
 
     def _hits(self, ranked) -> list[Hit]:
-        return [Hit(int(row), self.store.paragraphs[row].title, round(float(score), 6)) for row, score in ranked]
+        return [Hit(int(row), self.store.paragraphs.titles[row], round(float(score), 6)) for row, score in ranked]
 
 
 def both_gold_recall(ranked: list[list[str]], gold: list[set[str]], ks=(2, 5, 10, 20)) -> dict[int, float]:
