@@ -136,31 +136,35 @@ def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = 
     return shard, found, owner, keys, offsets
 
 
+def _tensor_header(file) -> tuple[int, dict]:
+    """Where a safetensors file's tensor bytes start, and its header (the file's layout: 8 bytes of header length,
+    the JSON header, then the tensors' bytes, each at its `data_offsets` from there)."""
+    length = int.from_bytes(file.read(8), "little")
+    return 8 + length, json.loads(file.read(length))
+
+
 def read_tensors(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Tensors of a safetensors file read with plain reads. Read through a memory map, a shard's few small tensors
     brought the mapped pages around them (states) into resident memory: 2.9 MB for 0.2 MB of text, 0.3 GB an
     index of 10^5 paragraphs, as much as the page cache held."""
+    found = {}
     with open(path, "rb") as file:
-        length = int.from_bytes(file.read(8), "little")
-        header = json.loads(file.read(length))
-        found = {}
+        data, header = _tensor_header(file)
         for name in names:
-            entry = header[name]
-            start, end = entry["data_offsets"]
-            file.seek(8 + length + start)
-            found[name] = np.frombuffer(file.read(end - start), dtype=NUMPY_DTYPES[entry["dtype"]]).reshape(
-                entry["shape"])
+            start, end = header[name]["data_offsets"]
+            file.seek(data + start)
+            found[name] = np.frombuffer(file.read(end - start), dtype=NUMPY_DTYPES[header[name]["dtype"]]).reshape(
+                header[name]["shape"])
     return found
 
 
 def mapped_tensor(path: Path, name: str) -> np.ndarray:
     """A tensor of a safetensors file as a read-only numpy memory map: a row costs a page read, not a call into
-    safetensors (the file's layout: 8 bytes of header length, the JSON header, then the tensors' bytes)."""
+    safetensors."""
     with open(path, "rb") as file:
-        length = int.from_bytes(file.read(8), "little")
-        entry = json.loads(file.read(length))[name]
-    start, _ = entry["data_offsets"]
-    return np.memmap(path, dtype=NUMPY_DTYPES[entry["dtype"]], mode="r", offset=8 + length + start,
+        data, header = _tensor_header(file)
+    entry = header[name]
+    return np.memmap(path, dtype=NUMPY_DTYPES[entry["dtype"]], mode="r", offset=data + entry["data_offsets"][0],
                      shape=tuple(entry["shape"]))
 
 
