@@ -123,10 +123,12 @@ def build_standin_reader(out_dir: Path, seed: int = 0) -> Path:
 def _memory_mb() -> dict[str, float]:
     """Resident memory: all of it, the process's own (anonymous) and its mapped files' pages. The last are the
     page cache's, shared and given back under pressure, and how many count depends on what the cache holds."""
-    fields = {"RssAnon:": "anon", "RssFile:": "file"}
+    fields, found = {"RssAnon": "anon", "RssFile": "file"}, {}
     with open("/proc/self/status") as status:
-        found = {fields[line.split()[0]]: int(line.split()[1]) / 1024 for line in status
-                 if line.split()[:1] and line.split()[0] in fields}
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in fields:
+                found[fields[name]] = int(value.split()[0]) / 1024  # "RssAnon:  1234 kB"
     return {"rss": found["anon"] + found["file"], **found}
 
 
@@ -309,7 +311,8 @@ def format_row(r: dict) -> str:
     return (f"N={r['n']:>8}: build {r['build_seconds']:.1f} s ({r['build_seconds_without_encoder']:.1f} s without "
             f"the encoder, retrieval {r['retrieval_seconds']:.1f} s), {r['bytes_per_paragraph'] / 1024:.1f} KB a "
             f"paragraph, build peak {r['build_peak_rss_mb']:.0f} MB; open {r['open_seconds']:.1f} s, "
-            f"{r['query_rss_mb']:.0f} MB ({r['query_anon_mb']:.0f} MB its own); query p50 {r['query_p50_ms']:.1f} ms, p99 {r['query_p99_ms']:.1f} ms"
+            f"{r['query_rss_mb']:.0f} MB ({r['query_anon_mb']:.0f} MB its own); query p50 {r['query_p50_ms']:.1f} ms, "
+            f"p99 {r['query_p99_ms']:.1f} ms"
             + (" (vectors compressed)" if r["vectors_compressed"] else "")
             + (f"; grown by {r['grown']['paragraphs'] - r['n']}: build {r['grown']['build_seconds']:.1f} s, retrieval "
                f"{r['grown']['retrieval_seconds']:.1f} s" if "grown" in r else ""))

@@ -109,8 +109,8 @@ def shard_text(paragraphs: list[Paragraph]) -> torch.Tensor:
 
 def open_shard(path: Path, paragraphs: int | None = None, windows: int | None = None, header: Header | None = None):
     """A shard opened memory-mapped after checking that its tensors agree with each other (and with the counts the
-    manifest gives and the states format the header names): (handle, its paragraphs, window_paragraph, keys,
-    offsets). One line naming the file if not."""
+    manifest gives and the states format the header names): (handle, its paragraphs as its text holds them,
+    [[title, [sentences]], ...], window_paragraph, keys, offsets). One line naming the file if not."""
     try:
         shard = safetensors.safe_open(str(path), "pt")
         small = read_tensors(path, ("text", "window_paragraph", "keys", "offsets"))
