@@ -19,7 +19,6 @@ from .resources import SAMPLE_PATH
 CACHE_DIR = ".cache/latentqa"  # tokenized features and the embedded tiny models
 TOP_K = 10  # paragraphs a question reads from an index
 COMPRESS_ABOVE = 200_000  # index windows (about 50,000 paragraphs) past which retrieval's vectors are IVF-PQ codes
-BM25_DEPTH = 4096  # postings a question's term reads at most, its best shares (`index/lexical.py`, docs/index.md)
 CACHE_MB = 512  # memory a served reader keeps context states per window in (0: off)
 CACHE_FORMATS = ("fp32", "fp16", "int8")  # how the state cache holds states; a projected format is an index's alone
 

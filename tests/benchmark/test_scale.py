@@ -47,7 +47,7 @@ def test_fit_power_recovers_a_power_law_and_carries_it():
 def test_bench_scale_builds_and_queries_each_size(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench-scale", "--sizes", "60", "120", "--queries", "8", "--encoder-paragraphs", "4",
-                 "--compress-above", "300", "--grow", "0.25", "--bm25-depth", "8", "--out-dir", str(out)]) == 0
+                 "--compress-above", "300", "--grow", "0.25", "--out-dir", str(out)]) == 0
     results = json.loads((out / "bench-scale.json").read_text())
     small, large = results["sizes"]
     assert (small["n"], large["n"]) == (60, 120) and small["paragraphs"] == 60 and large["paragraphs"] == 120
@@ -59,8 +59,6 @@ def test_bench_scale_builds_and_queries_each_size(tmp_path, capsys):
         assert 0 < row["query_p50_ms"] <= row["query_p99_ms"] and row["queries"] == 8
         assert row["build_peak_rss_mb"] > 100 and row["query_anon_mb"] > 0
         assert row["query_rss_mb"] == pytest.approx(row["query_anon_mb"] + row["query_file_mb"])
-        assert row["bm25_depth"] == 8 and 0 <= row["same_top_k_as_exact"] <= row["top_k_overlap_with_exact"] <= 1
-        assert row["source_in_exact_top_k"] >= 0.75  # a question holds its paragraph's title and 16 of its words
     for row, added in zip(results["sizes"], (15, 30)):  # grown by a quarter: only the new paragraphs encoded
         assert row["grown"]["added"] == added and row["grown"]["paragraphs"] == row["n"] + added
         assert 0 < row["grown"]["retrieval_seconds"] < row["grown"]["build_seconds"]

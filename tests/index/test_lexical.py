@@ -1,6 +1,5 @@
 """BM25 from postings (`index/lexical.py`): every score equals bm25s's own, bit for bit, and the best k (of the
-question, and of the question with a title) equal a stable sort of every paragraph's score; with postings cut to
-their best shares, the best k are ranked by exact scores from the rows those shares hold."""
+question, and of the question with a title) equal a stable sort of every paragraph's score."""
 import bm25s
 import numpy as np
 import pytest
@@ -52,63 +51,10 @@ def test_the_best_k_equal_a_stable_sort_of_every_score(lexical, k):
             assert rows.tolist() == expected.tolist()
             assert np.array_equal(scores, every[expected])
         base, extra = index.part(question), index.part(title)
-        scored = index.query([base])
-        every = index.scores([base])
-        held = np.flatnonzero(every)
-        assert not scored.cut and scored.rows.tolist() == held.tolist()
-        assert np.array_equal(scored.read, every[held])
-        rows, scores = scored.top(k)
-        assert rows.tolist() == index.top(every, k)[0].tolist() and np.array_equal(scores, every[rows])
-        assert scored.top_with(extra, k).tolist() == index.top(index.scores([base, extra]), k)[0].tolist()
-
-
-@pytest.mark.parametrize("k", [1, 6, 11])
-def test_cut_postings_rank_the_rows_their_best_shares_hold_by_exact_scores(lexical, k, monkeypatch):
-    index, paragraphs = lexical
-    depth = 40
-    cut = Lexical(index.model, depth)
-    lengths = np.diff(index.indptr)
-    assert set(cut.champions) == set(np.flatnonzero(lengths > depth).tolist())
-    for term, (rows, shares) in cut.champions.items():  # each long term keeps its `depth` best shares
-        all_rows, all_shares = index._postings(term)
-        assert len(rows) == depth and np.all(np.diff(rows) > 0) and np.isin(rows, all_rows).all()
-        assert shares.min() >= np.sort(all_shares)[-depth]
-    monkeypatch.setattr("latentqa.index.lexical.RESCORED", 10**6)  # every row read is scored exactly
-    some_cut = 0
-    for question, title in queries(paragraphs):
-        base, extra = cut.part(question), cut.part(title)
-        scored = cut.query([base])
-        some_cut += scored.cut
-        readable = np.zeros(index.num_docs, dtype=bool)
-        for _, terms in base:
-            for term in terms.tolist():
-                readable[cut._read(term)[0]] = True
-        every = index.scores([base])
-        expected = index.top(readable * every, k)[0][:min(k, int(readable.sum()))]  # exact, on the rows read
-        rows, scores = scored.top(k)
-        assert rows[:len(expected)].tolist() == expected.tolist()
-        assert np.array_equal(scores, every[rows])
-        # with a title: the question's best k and the rows the title's read postings hold, by exact score
-        competing = np.zeros(index.num_docs, dtype=bool)
-        competing[rows] = True
-        for _, terms in extra:
-            for term in terms.tolist():
-                competing[cut._read(term)[0]] = True
-        both = index.scores([base, extra])
-        expected = index.top(competing * both, k)[0][:int(competing.sum())]
-        assert scored.top_with(extra, k).tolist() == expected.tolist()
-    assert some_cut > 20
-    assert Lexical(index.model, int(lengths.max())).champions == {}  # deep enough: nothing cut, exact
-
-
-def test_cut_postings_score_exactly_the_best_rows_by_the_shares_read(lexical):
-    index, paragraphs = lexical
-    cut = Lexical(index.model, 40)
-    for question, _ in queries(paragraphs):
-        scored = cut.query([cut.part(question)])
-        rows, scores = scored.top(6)
-        assert np.array_equal(scores, index.scores([cut.part(question)], rows))
-        assert np.all(np.diff(scores) <= 0)
+        for prefix in (k, k + 7):  # any prefix of at least k of the question's own ranking
+            scores = index.scores([base])
+            with_title = index.top_with(scores, index.top(scores, prefix)[0], extra, k)
+            assert with_title.tolist() == index.top(index.scores([base, extra]), k)[0].tolist()
 
 
 def test_ties_at_the_kth_score_go_to_the_lower_rows():

@@ -2,7 +2,6 @@
 the threshold the vectors are held compressed and candidates rescored exactly, an index grown in two runs retrieves
 what one built at once does."""
 import numpy as np
-import pytest
 
 import latentqa
 from latentqa.index.build import build_index
@@ -107,31 +106,3 @@ def test_an_index_grown_in_two_runs_retrieves_what_one_built_at_once_does(built,
     assert_retrieves_as_once(Retriever(store))
     assert len(list((tmp_path / "index" / "retrieval" / "terms").iterdir())) == 3
 
-
-
-
-def test_bm25_read_to_a_depth_ranks_by_exact_scores_and_past_every_posting_is_exact(built, index_reader_dir,
-                                                                                   sample_examples):
-    from latentqa.index.retrieval import RetrievalConfig, Retriever
-
-    pipeline = latentqa.load_reader(index_reader_dir, cache_mb=0, index=built[0])
-    store = pipeline.retriever.store
-    assert pipeline.retriever.lexical.champions == {}  # the default depth is past every term's postings here
-    every = Retriever(store, RetrievalConfig(bm25_depth=0))
-    bm25_exact = Retriever(store, RetrievalConfig(method="bm25", bm25_depth=0))
-    bm25_cut = Retriever(store, RetrievalConfig(method="bm25", bm25_depth=3))
-    two_hop_cut = Retriever(store, RetrievalConfig(bm25_depth=3))
-    assert len(bm25_cut.lexical.champions) > 10
-    differ = 0
-    for example in sample_examples[:12]:
-        question, vector = example.question, pipeline.question_vector(example.question)
-        assert pipeline.retriever.search(question, vector, 10) == every.search(question, vector, 10)
-        scores = every.lexical_scores(question)
-        hits = bm25_cut.search(question, vector, 10)
-        assert [h.score for h in hits] == [round(float(scores[h.row]), 6) for h in hits]  # exact scores
-        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-        differ += [h.row for h in hits] != [h.row for h in bm25_exact.search(question, vector, 10)]
-        assert len({h.row for h in two_hop_cut.search(question, vector, 10)}) == 10
-    assert differ > 0  # three postings a term is too few to find the exact ranking
-    with pytest.raises(ValueError, match="bm25_depth must be at least 0"):
-        RetrievalConfig(bm25_depth=-1)

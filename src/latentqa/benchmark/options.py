@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import BM25_DEPTH, COMPRESS_ABOVE, at_least, option
+from ..config import COMPRESS_ABOVE, at_least, option
 from ..readers.state_format import StateFormat
 
 
@@ -50,8 +50,6 @@ class ScaleOptions:
     states: str = option("int8", "how the indexes store context states (`latentqa index --states`)")
     queries: int = option(200, "questions timed at batch 1 on each index")
     compress_above: int = option(COMPRESS_ABOVE, "windows past which retrieval holds its vectors compressed")
-    bm25_depth: int = option(BM25_DEPTH, "postings a question's term reads at most when timed (0: all); each "
-                                          "question is then ranked with all of them too, to compare")
     encoder_paragraphs: int = option(64, "paragraphs the real encoder (all-MiniLM-L6-v2) encodes to time it")
     grow: float = option(0.01, "then add this share of new paragraphs to each index and time that build: what "
                                "keeping a large index current costs (0: not)")
@@ -61,7 +59,7 @@ class ScaleOptions:
 
     def __post_init__(self):
         at_least(self, 1, "queries", "compress_above")
-        at_least(self, 0, "encoder_paragraphs", "grow", "bm25_depth")
+        at_least(self, 0, "encoder_paragraphs", "grow")
         if not self.sizes or min(self.sizes) < 2:
             raise ValueError(f"sizes must be at least 2 each, got {list(self.sizes)}")
         StateFormat(self.states)  # "states format 'int9' is not one ...": the flag named by its first word

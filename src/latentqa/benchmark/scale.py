@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import BM25_DEPTH, COMPRESS_ABOVE, TOP_K
+from ..config import COMPRESS_ABOVE, TOP_K
 from ..data.examples import Paragraph
 from ..index.links import WORD
 from ..progress import progress_bar
@@ -165,11 +165,10 @@ def synthetic_vector(store, row: int, rng: np.random.Generator) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def _query_in_child(index_dir: str, queries: int, bm25_depth: int, seed: int) -> dict:
+def _query_in_child(index_dir: str, queries: int, seed: int) -> dict:
     import torch
 
-    from ..index.lexical import Lexical
-    from ..index.retrieval import RetrievalConfig, Retriever
+    from ..index.retrieval import Retriever
     from ..index.store import IndexStore
 
     torch.set_num_threads(1)  # reading a few windows' states: a second thread only adds waits (p90 10x on 2 cores)
@@ -177,38 +176,29 @@ def _query_in_child(index_dir: str, queries: int, bm25_depth: int, seed: int) ->
     before = _memory_mb()
     began = time.perf_counter()
     store = IndexStore(index_dir)
-    retriever = Retriever(store, RetrievalConfig(bm25_depth=bm25_depth))
+    retriever = Retriever(store)
     open_seconds = time.perf_counter() - began
     opened = _memory_mb()
     rng = np.random.default_rng(seed)
-    asked, sources = [], rng.integers(len(store), size=queries).tolist()
-    for row in sources:
+    asked = []
+    for row in rng.integers(len(store), size=queries):
         asked.append((synthetic_question(store.paragraphs[row], rng), synthetic_vector(store, row, rng)))
 
     def answer_from_index(question, vector):
-        hits = retriever.search(question, vector, TOP_K)
-        for hit in hits:
+        for hit in retriever.search(question, vector, TOP_K):
             store.paragraph_states(hit.row)
-        return [hit.row for hit in hits]
 
     for question, vector in asked[:3]:
         answer_from_index(question, vector)
-    seconds, found = [], []
+    seconds = []
     for question, vector in asked:
         start = time.perf_counter()
-        found.append(answer_from_index(question, vector))
+        answer_from_index(question, vector)
         seconds.append(time.perf_counter() - start)
-    retriever.lexical = Lexical(retriever.lexical.model)  # every posting read: the exact ranking, to compare with
-    exact = [[hit.row for hit in retriever.search(question, vector, TOP_K)] for question, vector in asked]
     return {"open_seconds": open_seconds, **{f"query_{kind}_mb": opened[kind] - before[kind] for kind in opened},
             "retrieval_memory": retriever.memory(),
             "query_p50_ms": 1000 * statistics.median(seconds),
-            "query_p99_ms": 1000 * float(np.quantile(seconds, 0.99)), "queries": queries,
-            "bm25_depth": retriever.config.bm25_depth,
-            "same_top_k_as_exact": float(np.mean([a == b for a, b in zip(found, exact)])),
-            "top_k_overlap_with_exact": float(np.mean([len(set(a) & set(b)) / TOP_K for a, b in zip(found, exact)])),
-            "source_in_top_k": float(np.mean([row in rows for row, rows in zip(sources, found)])),
-            "source_in_exact_top_k": float(np.mean([row in rows for row, rows in zip(sources, exact)]))}
+            "query_p99_ms": 1000 * float(np.quantile(seconds, 0.99)), "queries": queries}
 
 
 def _in_child(fn, *args):
@@ -251,9 +241,8 @@ def fit_power(sizes: list[int], values: list[float]) -> dict:
             "fullwiki": float(at_largest * (FULLWIKI_PARAGRAPHS / largest) ** slope)}
 
 
-def run_scale_bench(sizes: list[int], *, states: str = "int8", queries: int = 200,
-                    compress_above: int = COMPRESS_ABOVE, bm25_depth: int = BM25_DEPTH, encoder_paragraphs: int = 64,
-                    grow: float = 0.01, keep: bool = False, seed: int = 0,
+def run_scale_bench(sizes: list[int], *, states: str = "int8", queries: int = 200, compress_above: int = COMPRESS_ABOVE,
+                    encoder_paragraphs: int = 64, grow: float = 0.01, keep: bool = False, seed: int = 0,
                     out_dir: str | Path = "runs/bench-scale") -> dict:
     """Build and query an index of each of `sizes` synthetic paragraphs, then grow it by the share `grow` of new
     ones; figures, fits and plot in `out_dir`."""
@@ -267,7 +256,7 @@ def run_scale_bench(sizes: list[int], *, states: str = "int8", queries: int = 20
         index_dir = out / f"index-{n}"
         shutil.rmtree(index_dir, ignore_errors=True)
         built = _in_child(_build_in_child, str(reader_dir), str(corpus_path), str(index_dir), states, compress_above)
-        queried = _in_child(_query_in_child, str(index_dir), queries, bm25_depth, seed)
+        queried = _in_child(_query_in_child, str(index_dir), queries, seed)
         row = {"n": n, **built, **queried,
                "build_seconds_without_encoder": built["build_seconds"] - built["encoder_seconds"],
                "bytes_per_paragraph": built["bytes"] / n, "windows_per_paragraph": built["windows"] / n,
@@ -323,9 +312,7 @@ def format_row(r: dict) -> str:
             f"the encoder, retrieval {r['retrieval_seconds']:.1f} s), {r['bytes_per_paragraph'] / 1024:.1f} KB a "
             f"paragraph, build peak {r['build_peak_rss_mb']:.0f} MB; open {r['open_seconds']:.1f} s, "
             f"{r['query_rss_mb']:.0f} MB ({r['query_anon_mb']:.0f} MB its own); query p50 {r['query_p50_ms']:.1f} ms, "
-            f"p99 {r['query_p99_ms']:.1f} ms; BM25 depth {r['bm25_depth']}: top {TOP_K} as exact "
-            f"{r['same_top_k_as_exact']:.3f} (overlap {r['top_k_overlap_with_exact']:.3f}), source paragraph in it "
-            f"{r['source_in_top_k']:.3f} (exact {r['source_in_exact_top_k']:.3f})"
+            f"p99 {r['query_p99_ms']:.1f} ms"
             + (" (vectors compressed)" if r["vectors_compressed"] else "")
             + (f"; grown by {r['grown']['paragraphs'] - r['n']}: build {r['grown']['build_seconds']:.1f} s, retrieval "
                f"{r['grown']['retrieval_seconds']:.1f} s" if "grown" in r else ""))

@@ -1,22 +1,18 @@
 """BM25 over an index's paragraphs, scored from the postings of a question's terms.
 
 bm25s keeps, per term, the BM25 share of every paragraph holding it (a CSC matrix: `indptr`, `indices` sorted by
-paragraph, `data`). The table is built from arrays of token ids (`bm25_table`), bit for bit bm25s's own. Scores
-equal bm25s's bit for bit: each paragraph's shares are added in float32 in the question's term order, as bm25s adds
-them, whether into an array as long as the index (`Lexical.scores`), for chosen rows by binary search in the
-postings, or for the rows the postings hold (`Scored`).
+paragraph, `data`). A question is scored once, into an array as long as the index (8 bytes a paragraph: 42 MB at
+5.2 M), by adding its terms' postings; its best k come from one partition of that array, and the second hop (the
+question plus a title) looks the question's scores up for the title's postings. Measured at 10^6 synthetic
+paragraphs (docs/index.md), this costs a fraction of finding the best k from the postings alone (MaxScore), whose
+bounds stay loose for questions of 12 to 16 terms. Scores equal bm25s's bit for bit: each paragraph's shares are
+added in float32 in the question's term order, as bm25s adds them; scores of chosen rows (binary search in the
+postings) equal the same rows of the full array. The table itself is built from arrays of token ids
+(`bm25_table`), bit for bit bm25s's own.
 
 A query is a list of parts whose scores add (the question; the question and a paragraph's title); a part is its
 distinct terms grouped by how often the text repeats them, [(count, term ids)], each group scored once and
 weighted by its count.
-
-Retrieval reads a question through `Lexical.query` (`Scored`): its shares are added for the rows its terms'
-postings hold, its best k taken from those, and the second hop (the question plus a title) looks the question's
-scores up for the title's postings. With a `depth`, a term held by more paragraphs than that reads only its `depth`
-best shares (its champion list), so a question's cost stops growing with N; the `RESCORED` best rows by what was
-read are then scored exactly and ranked by that. Where no term was cut, every ranking equals the exact one bit for
-bit; where one was, the top k is the exact one only mostly, because an exact top k needs postings read to a depth
-that grows with N (measured: docs/index.md). `latentqa bench-scale` measures how often it differs.
 """
 from __future__ import annotations
 
@@ -27,8 +23,6 @@ from pathlib import Path
 import numpy as np
 
 MAX_QUERY_TERMS = 256  # distinct terms of a query scored at most: bounds the work a question can ask for
-RESCORED = 256  # rows scored exactly where a term's postings were cut: the best by the shares read
-RESCORED_WITH_TITLE = 32  # the same for a second-hop query, whose candidates are mostly the question's, scored
 
 Part = list[tuple[int, np.ndarray]]
 
@@ -90,7 +84,7 @@ def bm25_table(ids: np.ndarray, starts: np.ndarray, vocab_size: int, k1: float, 
 class Lexical:
     """A saved bm25s index, scored as the module docstring says."""
 
-    def __init__(self, model, depth: int = 0):
+    def __init__(self, model):
         self.model = model
         scores = model.scores
         self.data, self.indices, self.indptr = scores["data"], scores["indices"], scores["indptr"]
@@ -101,23 +95,16 @@ class Lexical:
         if not ascending.all():  # binary search needs each term's rows in order (scipy's CSC keeps them so)
             raise ValueError("BM25 postings out of row order")
         self.stemmer = stemmer()
-        self.depth = depth
-        self.champions = {}  # term -> its `depth` best (rows ascending, shares), for terms held by more paragraphs
-        for term in (np.flatnonzero(np.diff(self.indptr) > depth).tolist() if depth else []):
-            rows, data = self._postings(term)
-            best = np.sort(np.argpartition(-data, depth - 1)[:depth])
-            self.champions[term] = (rows[best], data[best])
 
     @classmethod
-    def load(cls, folder: Path, depth: int = 0) -> "Lexical":
+    def load(cls, folder: Path) -> "Lexical":
         import bm25s
 
-        return cls(bm25s.BM25.load(str(folder)), depth)
+        return cls(bm25s.BM25.load(str(folder)))
 
     @property
     def nbytes(self) -> int:
-        champions = sum(rows.nbytes + shares.nbytes for rows, shares in self.champions.values())
-        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes + champions)
+        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes)
 
     def part(self, text: str) -> Part:
         """`text`'s indexed terms (English stopwords, Snowball stemmer), the first `MAX_QUERY_TERMS` distinct ones,
@@ -157,13 +144,6 @@ class Lexical:
         start, end = self.indptr[term], self.indptr[term + 1]
         return self.indices[start:end], self.data[start:end]
 
-    def _read(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """What a query reads of `term`: its champion list, or all its postings."""
-        return self.champions.get(term) or self._postings(term)
-
-    def query(self, parts: list[Part]) -> "Scored":
-        return Scored(self, parts)
-
     def scores(self, parts: list[Part], rows: np.ndarray | None = None) -> np.ndarray:
         """BM25 of the query for each of `rows` (distinct, in any order; None: every paragraph), float64."""
         size = self.num_docs if rows is None else len(rows)
@@ -198,80 +178,13 @@ class Lexical:
         order = np.lexsort((rows, -scores[rows]))
         return rows[order], scores[rows[order]]
 
-
-
-class Scored:
-    """A query's BM25 as retrieval reads it: its best rows, and any row's exact score. `rows` are the rows its
-    terms' read postings hold (ascending), `read` their scores from those postings: each row's exact score where
-    no term was `cut`, else at most it."""
-
-    def __init__(self, lexical: Lexical, parts: list[Part]):
-        self.lexical, self.parts, self._best, self._exact = lexical, parts, {}, {}
-        terms = [term for part in parts for _, group in part for term in group.tolist()]
-        self.cut = any(term in lexical.champions for term in terms)
-        self.rows = _distinct([lexical._read(term)[0] for term in terms])
-        self.read = np.zeros(len(self.rows), dtype=np.float64)
-        for part in parts:  # in `Lexical.scores`'s order and dtypes: equal to it bit for bit on these rows
-            scores = np.zeros(len(self.rows), dtype=np.float64)
-            for count, terms in part:
-                shares = np.zeros(lexical.num_docs, dtype=np.float32)  # its pages touched only where rows are read
-                for term in terms.tolist():
-                    rows, data = lexical._read(term)
-                    shares[rows] += data
-                shares = shares[self.rows]
-                scores += shares if count == 1 else count * shares
-            self.read += scores
-
-    def at(self, rows: np.ndarray) -> np.ndarray:
-        """The exact scores of `rows` (distinct, any order), each row's found once by binary search and kept: the
-        second hop asks again for the question's best rows with each title."""
-        rows = np.asarray(rows, dtype=np.int64).tolist()
-        new = [row for row in rows if row not in self._exact]
-        if new:
-            self._exact.update(zip(new, self.lexical.scores(self.parts, np.asarray(new, dtype=np.int64)).tolist()))
-        return np.asarray([self._exact[row] for row in rows], dtype=np.float64)
-
-    def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The `k` best rows and their exact scores, best first, ties by row (`Lexical.top` over every score, where
-        no term was cut)."""
-        if k in self._best:  # the second hop asks for the same k for each first-hop paragraph
-            return self._best[k]
-        rows, scores = self._rank(self.rows, self.read, self.cut, k, RESCORED, lambda at: self.at(self.rows[at]))
-        wanted = min(k, self.lexical.num_docs)
-        if len(rows) < wanted:  # rows no term holds score 0: after every held row, by row
-            unheld = np.setdiff1d(np.arange(wanted + len(self.rows)), self.rows)[:wanted - len(rows)]
-            rows, scores = np.concatenate([rows, unheld]), np.concatenate([scores, np.zeros(len(unheld))])
-        self._best[k] = rows, scores
-        return rows, scores
-
-    def top_with(self, extra: Part, k: int) -> np.ndarray:
-        """The `k` best rows for the query plus a part `extra` (a title): the same as `Lexical.top` over
-        `scores(parts + [extra])` where no term was cut. A row outside `extra`'s postings scores the query's
-        score alone, so only the query's best k and those postings compete."""
-        lexical = self.lexical
-        rows = _distinct([self.top(k)[0], *(lexical._read(term)[0] for _, terms in extra for term in terms.tolist())])
-        at = np.searchsorted(self.rows, rows)
-        found = at < len(self.rows)
-        found[found] = self.rows[at[found]] == rows[found]
-        base = np.zeros(len(rows))  # 0: a row the query's read postings miss
-        base[found] = self.read[at[found]]
-        added = lexical.scores([extra], rows)
-        scores = base + added  # as `Lexical.scores` adds a query's parts
-        cut = self.cut or any(term in lexical.champions for _, terms in extra for term in terms.tolist())
-        return self._rank(rows, scores, cut, k, RESCORED_WITH_TITLE, lambda at: self.at(rows[at]) + added[at])[0]
-
-    @staticmethod
-    def _rank(rows, scores, cut, k, rescored, exact) -> tuple[np.ndarray, np.ndarray]:
-        """The `k` best of `rows` (ascending) by `scores`, or, where postings were cut, the `rescored` best by
-        `scores` ranked by `exact` (a function of their places in `rows`); ties by row."""
-        if cut:
-            chosen = np.sort(Lexical.top(scores, max(k, rescored))[0])
-            rows, scores = rows[chosen], exact(chosen)
-        best, best_scores = Lexical.top(scores, k)
-        return rows[best], best_scores
-
-
-def _distinct(rows: list[np.ndarray]) -> np.ndarray:
-    """The distinct rows of several arrays, ascending (a sort: several times faster than `np.unique`'s hash here)."""
-    held = np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *rows]))
-    return held[np.concatenate([[True], held[1:] != held[:-1]])] if len(held) else held
+    def top_with(self, base: np.ndarray, best: np.ndarray, extra: Part, k: int) -> np.ndarray:
+        """The `k` best rows for a query of two parts, given `base`, every paragraph's score for the first (the
+        question), `best`, at least its k best rows (`top`), and `extra` (a title): the same rows as
+        `top(scores([base_part, extra]), k)`. A paragraph outside `extra`'s postings scores its base score alone, so
+        only the base's best k and those postings compete."""
+        held = (self.postings(term) for _, terms in extra for term in terms.tolist())
+        rows = np.sort(np.concatenate([best[:k], *held]))
+        rows = rows[np.concatenate([[True], rows[1:] != rows[:-1]])]  # distinct: a sort, cheaper than a hash here
+        scores = base[rows] + self.scores([extra], rows)  # as `scores` adds a query's parts
+        return rows[self.top(scores, k)[0]]  # rows ascending: ties by place are ties by row

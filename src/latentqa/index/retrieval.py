@@ -34,9 +34,9 @@ import numpy as np
 import safetensors.numpy
 
 from ..atomic import remove_dead_temps, temp_path, write_file, write_text
-from ..config import BM25_DEPTH, COMPRESS_ABOVE, option
+from ..config import COMPRESS_ABOVE, option
 from ..data.examples import Paragraph
-from .lexical import Lexical, Scored, Tokens, bm25, stemmer
+from .lexical import Lexical, Tokens, bm25, stemmer
 from .links import LINKS_DIR, build_links, remove_unlisted
 from .manifest import IndexFolderError, ShardEntry, file_sha256
 from .store import REBUILD, IndexStore
@@ -61,13 +61,10 @@ class RetrievalConfig:
     dense_weight: float = option(2.0, "weight of the dense cosine beside BM25 over the question's best BM25")
     link_bonus: float = option(1.0, "added to a pair where one paragraph names the other's title")
     dense_depth: int = option(200, "windows the vector index returns per query")
-    bm25_depth: int = option(BM25_DEPTH, "postings a question term reads at most, its best shares (0: all, exact)")
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"retrieval method must be one of {METHODS}, got {self.method!r}")
-        if self.bm25_depth < 0:
-            raise ValueError(f"bm25_depth must be at least 0 (0: every posting), got {self.bm25_depth}")
 
 
 @dataclass(frozen=True)
@@ -228,7 +225,7 @@ class Retriever:
             self.vectors = None if compressed else store.vectors()  # (W, H): searched exactly
             if compressed:
                 self.vector_index.nprobe = min(NPROBE, self.vector_index.nlist)
-            self.lexical = Lexical.load(folder / BM25_DIR, config.bm25_depth)
+            self.lexical = Lexical.load(folder / BM25_DIR)
             links = safetensors.numpy.load_file(str(folder / LINKS_FILE))
             self.link_indptr, self.link_indices = links["indptr"], links["indices"]
         except (OSError, ValueError, KeyError, RuntimeError, safetensors.SafetensorError) as err:
@@ -284,34 +281,37 @@ class Retriever:
         if c.method == "dense":
             ranked = sorted(self.dense_scores(vector).items(), key=lambda kv: -kv[1])[:k]
             return self._hits(ranked)
-        lexical = self.lexical.query([self.lexical.part(question)])  # read once: the hops below look it up
+        asked = self.lexical.part(question)
+        lexical = self.lexical.scores([asked])  # every paragraph's, once: the hops below look it up
         if c.method == "bm25":
-            rows, scores = lexical.top(k)
+            rows, scores = self.lexical.top(lexical, k)
             return self._hits(zip(rows.tolist(), scores.tolist()))
         depth = max(k, c.first_hop)
-        best, best_scores = lexical.top(depth)
+        best, best_scores = self.lexical.top(lexical, depth)
         top = max(float(best_scores[0]), 1e-9)
         dense = self.dense_scores(vector)
 
         def fused(rows) -> dict[int, float]:
             rows = np.asarray(sorted(rows), dtype=np.int64)
             cosines = self.dense_scores(vector, rows)
-            return dict(zip(rows.tolist(), (lexical.at(rows) / top + c.dense_weight
-                                            * np.asarray([cosines[r] for r in rows.tolist()])).tolist()))
+            return {r: lexical[r] / top + c.dense_weight * cosines[r] for r in rows.tolist()}
 
         first = fused(set(best.tolist()) | set(sorted(dense, key=dense.get, reverse=True)[:depth]))
         ranked_first = sorted(first.items(), key=lambda kv: -kv[1])
         if c.method == "fused":
             return self._hits(ranked_first[:k])
-        return self._hits(self._pairs(lexical, ranked_first, fused)[:k])
+        return self._hits(self._pairs(lexical, best, ranked_first, fused)[:k])
 
-    def _pairs(self, lexical: Scored, ranked_first: list[tuple[int, float]], fused) -> list[tuple[int, float]]:
+    def _pairs(self, lexical: np.ndarray, best: np.ndarray, ranked_first: list[tuple[int, float]],
+               fused) -> list[tuple[int, float]]:
         c = self.config
         heads = [row for row, _ in ranked_first[:c.first_hop]]
         candidates = {a: set(self.links(a).tolist()) | set(heads) for a in heads}
+        if len(best) < c.second_hop + 1:
+            best = self.lexical.top(lexical, c.second_hop + 1)[0]
         titles = self.lexical.parts([self.store.paragraphs.titles[a] for a in heads])
         for a, title in zip(heads, titles):  # BM25 adds over terms: the question and a's title, the question once
-            candidates[a] |= set(lexical.top_with(title, c.second_hop + 1).tolist())
+            candidates[a] |= set(self.lexical.top_with(lexical, best, title, c.second_hop + 1).tolist())
             candidates[a].discard(a)
         score = fused(set(heads).union(*candidates.values()))
         names = {row: set(self.links(row).tolist()) for row in score}
