@@ -233,11 +233,15 @@ def cmd_eval(args) -> None:
 def cmd_compare(args) -> None:
     from pathlib import Path
 
-    from .evaluation.report import compare_plot, format_comparison, read_evaluations
+    from .evaluation.report import compare_plot, format_comparison, latents_plot, read_evaluations
 
     names, rows = read_evaluations(args.eval_dirs)
     print(format_comparison(names, rows))
-    print(f"plot: {compare_plot(names, rows, Path(args.out))}")
+    out = Path(args.out)
+    print(f"plot: {compare_plot(names, rows, out)}")
+    by_latents = latents_plot(rows, out.with_name(f"{out.stem}-by-latents{out.suffix}"))
+    if by_latents:
+        print(f"plot: {by_latents} (quality against the latents read, one line per reader)")
 
 
 def cmd_demo(args) -> None:
@@ -590,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fields(p, ScaleOptions)
 
-    p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot.")
+    p = add("compare", cmd_compare, "Several evaluations side by side: one table, one plot; where two or more read a "
+                                    "known number of latents, a second plot of quality against it, one line per "
+                                    "reader (OUT-by-latents.png).")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="folders written by `latentqa eval`")
     p.add_argument("--out", default="compare.png", help="plot to write")
     p.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -34,6 +34,7 @@ def test_eval_writes_report_and_every_plot(trained_latent_run, sample_path, tmp_
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["count"] == 12 and metrics["reader"] == "latent"
+    assert metrics["model"] == str(trained_latent_run / "best") and metrics["latents"] == 4  # all it has
     assert set(metrics["groups"]) == {"context tokens", "answer past token 512", "support past token 512", "type",
                                       "level"}
     assert sum(g["n"] for g in metrics["groups"]["type"].values()) == 12

@@ -151,7 +151,39 @@ def compare_plot(names: list[str], metrics: list[dict], path: Path, keys=("em", 
     return path
 
 
-COMPARED = ("em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count")
+def latents_plot(metrics: list[dict], path: Path, keys=("f1", "sp_f1")) -> Path | None:
+    """Quality against the latents read, one line per reader folder (`eval --latents K` of one nested reader, or
+    readers trained for one count each); None where fewer than two evaluations say how many latents they read."""
+    read = [m for m in metrics if isinstance(m.get("latents"), int)]
+    if len(read) < 2:
+        return None
+    keys = [k for k in keys if any(m.get(k) is not None for m in read)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    models = sorted({m.get("model", "?") for m in read})
+    for ax, key in zip(axes[0], keys):
+        for model in models:
+            points = sorted((m["latents"], m[key]) for m in read
+                            if m.get("model", "?") == model and m.get(key) is not None)
+            ax.plot([k for k, _ in points], [v for _, v in points], "o-", label=_reader_name(model))
+        counts = sorted({m["latents"] for m in read})
+        ax.set_xscale("symlog", base=2, linthresh=1)  # 0 (masked), 4, 8, ... evenly apart
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_xlabel("latents read")
+        ax.set_ylabel(key)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _reader_name(model: str) -> str:
+    """runs/NAME/best -> NAME: the run's folder names the reader better than its `best` or `last`."""
+    path = Path(model)
+    return path.parent.name if path.name in ("best", "last") and path.parent.name else path.name
+
+
+COMPARED = ("em", "f1", "sp_em", "sp_f1", "joint_em", "joint_f1", "count", "latents")
 
 
 def read_evaluations(folders: list[str]) -> tuple[list[str], list[dict]]:

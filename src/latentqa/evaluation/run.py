@@ -41,6 +41,13 @@ def predict_source(model_dir: str, source: str, config: EvalConfig, rule: SpRule
     return reader, examples, features, predict(reader, loader, examples, accelerator, config, rule)
 
 
+def latents_read(reader: Reader, config: EvalConfig) -> int | None:
+    """How many latents the answers read: the count asked for, else all of them; 0 masked; None without latents."""
+    if not reader.has_latents:
+        return None
+    return 0 if config.mask_latents else config.latents or max(reader.latent_counts)
+
+
 def evaluate_source(model_dir: str, source: str, out_dir: Path, config: EvalConfig, rule: SpRule = SpRule(), *,
                     limit: int | None = None, cache_dir: str | None = CACHE_DIR, state_cache_dir: str | None = None,
                     evidence: bool = False) -> tuple[dict, Path]:
@@ -56,7 +63,8 @@ def evaluate_source(model_dir: str, source: str, out_dir: Path, config: EvalConf
     if unlabelled:
         raise DataError(f"{source}: {unlabelled} unlabelled example(s); predictions written to "
                         f"{out_dir / 'predictions.json'}, but a report needs labelled data")
-    metrics = {"reader": reader.kind, **score(examples, predictions.answers, predictions.sp)}
+    metrics = {"reader": reader.kind, "model": str(model_dir), "latents": latents_read(reader, config),
+               **score(examples, predictions.answers, predictions.sp)}
     if predictions.sentence_scores:
         metrics["paragraph_recall"] = paragraph_recall(examples, predictions.paragraph_ranking)
     if evidence and reader.predicts_facts:
