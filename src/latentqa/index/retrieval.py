@@ -79,15 +79,17 @@ def _document(paragraph: Paragraph) -> str:
 
 
 def compressed_vectors(store: IndexStore):
-    """Every window's vector in FAISS IVF-PQ: about 4·sqrt(W) lists, product codes of 8 dimensions a byte, trained
-    on at most `TRAINING_VECTORS` windows spread over the index and filled a shard at a time (memory: the codes)."""
+    """Every window's vector in FAISS IVF-PQ: about 4·sqrt(W) lists (at most one per 39 training windows), product
+    codes of 8 dimensions a byte, trained on at most `TRAINING_VECTORS` windows spread over the index and filled a
+    shard at a time (memory: the codes)."""
     import faiss
 
     count = store.num_windows
     width = store.window_vectors(np.arange(1)).shape[1]
-    lists = max(1, min(int(4 * count ** 0.5), count // 39))  # FAISS wants about 39 training points a list
+    training = np.unique(np.linspace(0, count - 1, min(count, TRAINING_VECTORS)).astype(int))
+    lists = max(1, min(int(4 * count ** 0.5), len(training) // 39))  # FAISS wants at least 39 training points a list
     index = faiss.IndexIVFPQ(faiss.IndexFlatIP(width), width, lists, width // 8, 8, faiss.METRIC_INNER_PRODUCT)
-    index.train(store.window_vectors(np.unique(np.linspace(0, count - 1, min(count, TRAINING_VECTORS)).astype(int))))
+    index.train(store.window_vectors(training))
     for start in range(0, count, 2**16):
         index.add(store.window_vectors(np.arange(start, min(start + 2**16, count))))
     index.nprobe = min(NPROBE, lists)
