@@ -106,3 +106,12 @@ def test_an_index_grown_in_two_runs_retrieves_what_one_built_at_once_does(built,
     assert_retrieves_as_once(Retriever(store))
     assert len(list((tmp_path / "index" / "retrieval" / "terms").iterdir())) == 3
 
+
+
+def test_vector_lists_are_at_most_one_per_39_training_windows(built, monkeypatch):
+    from latentqa.index import retrieval
+
+    store = IndexStore(built[0])
+    monkeypatch.setattr(retrieval, "TRAINING_VECTORS", 300)  # PQ codebooks need 256
+    index = retrieval.compressed_vectors(store)
+    assert store.num_windows >= 2 * 39 * 8 and index.nlist == 300 // 39  # by windows alone: 8 or more and index.ntotal == store.num_windows
