@@ -30,6 +30,19 @@ def test_stored_states_are_the_encoders_states_of_that_paragraph(built, index_re
             torch.testing.assert_close(saved.float(), live, atol=2e-3, rtol=2e-3)  # fp16 storage
 
 
+def test_windows_read_together_equal_windows_read_alone(built):
+    """Runs of consecutive windows are read at once: across a shard's end, repeated and out of order, each window
+    gets exactly its own states."""
+    store = IndexStore(built[0])
+    end = int(np.flatnonzero(np.diff(store.window_shard))[0])  # the first shard's last window
+    windows = [end + 1, 3, end, end - 1, 3, 4, end + 2, 0, store.num_windows - 1]
+    together = store.windows_states(windows)
+    alone = [store.windows_states([w])[0] for w in windows]
+    assert [len(s) for s in together] == [len(s) for s in alone]
+    assert all(torch.equal(a, b) for a, b in zip(together, alone))
+    assert not torch.equal(together[0][:1], together[2][:1])  # neighbours differ: a shifted read would show
+
+
 def test_readers_whose_states_are_not_the_index_s_are_refused(built, tiny_models):
     assert ReaderPipeline(tiny_reader(tiny_models, seed=1), index=built[0]).retriever is not None  # same encoder
     other = tiny_reader(tiny_models)

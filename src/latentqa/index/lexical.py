@@ -183,8 +183,17 @@ class Lexical:
         question), `best`, at least its k best rows (`top`), and `extra` (a title): the same rows as
         `top(scores([base_part, extra]), k)`. A paragraph outside `extra`'s postings scores its base score alone, so
         only the base's best k and those postings compete."""
-        held = (self.postings(term) for _, terms in extra for term in terms.tolist())
-        rows = np.sort(np.concatenate([best[:k], *held]))
+        held = [(count, [self._postings(term) for term in terms.tolist()]) for count, terms in extra]
+        rows = np.concatenate([best[:k].astype(self.indices.dtype), *(r for _, group in held for r, _ in group)])
+        rows.sort()
         rows = rows[np.concatenate([[True], rows[1:] != rows[:-1]])]  # distinct: a sort, cheaper than a hash here
-        scores = base[rows] + self.scores([extra], rows)  # as `scores` adds a query's parts
+        # `scores([extra], rows)` without its checks: every row of a posting is in `rows`, so one search of the
+        # posting into `rows` places it
+        extra_scores = np.zeros(len(rows), dtype=np.float64)
+        for count, group in held:
+            shares = np.zeros(len(rows), dtype=np.float32)  # as `scores`: float32, in term order
+            for held_rows, data in group:
+                shares[np.searchsorted(rows, held_rows)] += data
+            extra_scores += shares if count == 1 else count * shares
+        scores = base[rows] + extra_scores  # as `scores` adds a query's parts
         return rows[self.top(scores, k)[0]]  # rows ascending: ties by place are ties by row
