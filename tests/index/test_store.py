@@ -43,6 +43,23 @@ def test_windows_read_together_equal_windows_read_alone(built):
     assert not torch.equal(together[0][:1], together[2][:1])  # neighbours differ: a shifted read would show
 
 
+def test_a_shard_rewritten_after_the_index_opened_is_refused_in_one_line(built, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(built[0], copy)
+    store = IndexStore(copy)
+    store.paragraph_states(0)  # read before: fine
+    shard = store.shard_of(0)
+    data = shard.read_bytes()
+    shard.unlink()
+    shard.write_bytes(data)  # the same bytes in a new file, as a rebuild writes it
+    with pytest.raises(IndexFolderError, match="changed since the index was opened") as err:
+        store.paragraph_states(0)
+    assert str(shard) in str(err.value) and "\n" not in str(err.value)
+    shard.unlink()
+    with pytest.raises(IndexFolderError, match="unreadable shard"):
+        store.paragraph_states(0)
+
+
 def test_readers_whose_states_are_not_the_index_s_are_refused(built, tiny_models):
     assert ReaderPipeline(tiny_reader(tiny_models, seed=1), index=built[0]).retriever is not None  # same encoder
     other = tiny_reader(tiny_models)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -171,6 +172,10 @@ def mapped_tensor(path: Path, name: str) -> np.ndarray:
     return mapped.view(np.ndarray)  # the same pages; indexing a plain array skips memmap's bookkeeping (1.6x)
 
 
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def paragraphs_in(path: Path) -> list[Paragraph]:
     return [Paragraph(title, tuple(sentences)) for title, sentences in open_shard(path)[1]]
 
@@ -222,6 +227,7 @@ class IndexStore:
         self.manifest = manifest if manifest is not None else Manifest.read(self.directory)
         self.paragraphs = StoredParagraphs()
         self._shards, window_shard, window_local, paragraph_windows, keys = [], [], [], [0], []
+        self._identities: list[tuple[int, int, int]] = []  # each shard file as opened: states are read from it later
         for number, entry in enumerate(self.manifest.shards):
             path = self.directory / SHARDS / entry.name
             problem = entry.problem(self.directory, full=False)
@@ -230,6 +236,7 @@ class IndexStore:
             shard, paragraphs, owner, shard_keys, offsets = open_shard(path, entry.paragraphs, entry.windows,
                                                                        self.header)
             self._shards.append((shard, offsets, path))
+            self._identities.append(_identity(path.stat()))
             try:
                 self.paragraphs.extend(paragraphs)
             except (ValueError, TypeError, AttributeError):  # JSON that is not [[title, [sentences]], ...]
@@ -286,12 +293,27 @@ class IndexStore:
             number = int(self.window_shard[first])
             offsets, local = self._shards[number][1], int(self.window_local[first])
             bounds = offsets[local:local + len(run) + 1].tolist()
-            with open(self._shards[number][2], "rb", buffering=0) as file:
+            with self._open_shard_file(number) as file:
                 states = self.format.unpack(partial(self._read_rows, file, self._layout(number)), bounds[0],
                                             bounds[-1], self.projection)
             for i, start, end in zip(run, bounds, bounds[1:]):
                 out[i] = states[start - bounds[0]:end - bounds[0]]
         return out
+
+    def _open_shard_file(self, number: int):
+        """Shard `number`'s file, refused in one line if it is no longer the file this store opened (a build
+        since then rewrote or removed it): its offsets would read another shard's bytes."""
+        path = self._shards[number][2]
+        try:
+            file = open(path, "rb", buffering=0)
+        except OSError as err:
+            raise IndexFolderError(f"{path}: unreadable shard ({err.strerror}); if the index was rebuilt since it "
+                                   "was opened, open it again") from None
+        if _identity(os.fstat(file.fileno())) != self._identities[number]:
+            file.close()
+            raise IndexFolderError(f"{path}: the shard changed since the index was opened (a build since?); "
+                                   "open the index again")
+        return file
 
     def _layout(self, number: int) -> dict[str, tuple[int, np.dtype, tuple[int, ...]]]:
         """Where shard `number`'s tensors lie in its file: name → (first byte, dtype, shape of a row)."""
