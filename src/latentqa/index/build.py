@@ -118,7 +118,11 @@ def paragraph_states(reader, paragraphs: list[Paragraph]) -> tuple[list[tuple[li
 
 
 def fit_projection(reader, paragraphs: list[Paragraph], dims: int) -> Projection:
-    """The projection of a projected states format, fitted on these paragraphs' states (a build's first shard)."""
+    """The projection of a projected states format: the reader's own where it learnt from states stored through one
+    of as many directions (`latent.state_dims`), else fitted on these paragraphs' states (a build's first shard)."""
+    own = getattr(reader, "stored_states", None)
+    if own is not None and own.format.dims == dims:
+        return Projection(own.mean.cpu(), own.directions.cpu())
     return Projection.fit(torch.cat(paragraph_states(reader, paragraphs)[1]), dims)
 
 

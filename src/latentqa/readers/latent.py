@@ -31,6 +31,10 @@ Lexical attention bias (`selector_lexical`): each context block's attention logi
 weighting of the token's sentence's lexical evidence (`data.lexical`: which question words the sentence and its
 paragraph hold, title matches, links), so the latents can find the sentences that name what was asked without
 having to learn that match from the states; added after the context states, which stay cacheable.
+
+Stored states (`state_dims`): every context state, computed, cached or read from an index, passes through an
+int8-pcaD round trip with a projection fitted once on training contexts (`state_format.StoredStates`), so the reader
+learns from what an index of that format keeps, and such an index stores through the same projection.
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ from .pairs import PairRanker
 from .pooling import group_mean, masked_mean
 from .scorer import SentenceScorer
 from .state_cache import ContextStateCache, encoder_states
+from .state_format import StoredStates
 
 
 # What encoder families call attention-probability dropout: DistilBERT and ModernBERT, then BERT, RoBERTa, ELECTRA.
@@ -98,6 +103,11 @@ class LatentConfig:
                   "more windows)")
     max_context_tokens: int | None = option(None, "read only the first N context tokens (None: the whole context); "
                                                   "the truncated comparison")
+    state_dims: int = option(
+        0, "read every context state as an `index --states int8-pcaD` index of D = state_dims stores it: projected on "
+           "D directions fitted once on the training contexts before the first step (kept with the reader; an index "
+           "of that format stores through them), int8, restored; so the reader learns from the states it will read "
+           "(needs train.freeze_encoder; 0: off, the states as computed)")
 
     # --- the selector and its bottleneck
     num_latents: int = option(32, "learned latents: the length of the bottleneck the decoder sees besides the "
@@ -158,7 +168,7 @@ class LatentConfig:
     def __post_init__(self):
         at_least(self, 1, "num_latents", "selector_layers", "selector_heads", "answer_layers", "answer_paragraphs",
                  "max_answer_span", "max_context_tokens")
-        at_least(self, 0, "support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
+        at_least(self, 0, "state_dims", "support_loss_weight", "answer_span_loss_weight", "sp_scorer_loss_weight",
                  "sp_paragraph_loss_weight")
         for name, allowed in (("question_conditioning", CONDITIONING), ("window_packing", PACKINGS),
                               ("sp_scorer", SP_SCORERS), ("answer_head", ANSWER_HEADS),
@@ -340,6 +350,8 @@ class LatentReader(Reader):
         self.pair_ranker = PairRanker() if config.paragraph_ranker else None
         self.answer = ExtractiveAnswerHead(encoder, config.answer_layers, config.answer_paragraphs,
                                            config.max_answer_span) if config.answer_head == "extract" else None
+        self.stored_states = StoredStates(width * len(self.state_layers), config.state_dims) \
+            if config.state_dims else None
         self.encoder_frozen = False
         self.state_cache: ContextStateCache | None = None
 
@@ -470,14 +482,26 @@ class LatentReader(Reader):
     # --- the state builder, shared by forward and generate ---------------------------------------------------
 
     def context_states(self, batch) -> torch.Tensor:
-        """All windows in one encoder batch (or from the state cache), then every context token's state in reading
-        order: (B, L, H)."""
+        """Every context token's state in reading order, (B, L, H): as computed, or as a projected index stores
+        them (`latent.state_dims`)."""
+        states = self.computed_states(batch)
+        return states if self.stored_states is None else self.stored_states(states)
+
+    def computed_states(self, batch) -> torch.Tensor:
+        """All windows in one encoder batch (or from the state cache, or an index), then every context token's state
+        in reading order: (B, L, H)."""
         if self.state_cache is not None and self.cache_refusal(inference=not torch.is_grad_enabled()) is None:
             states = self.state_cache.encode(self.encoder, batch["window_ids"], batch["window_mask"],
                                              self.state_layers)
         else:
             states = encoder_states(self.encoder, batch["window_ids"], batch["window_mask"], self.state_layers)
         return states.flatten(0, 1)[batch["context_index"]]  # (W, Lw, H) → (W*Lw, H) → (B, L, H)
+
+    @torch.no_grad()
+    def fit_stored_states(self, batches) -> dict[str, float]:
+        """Fit the projection `latent.state_dims` reads through on the context tokens of these collated batches."""
+        tokens = [self.computed_states(batch)[batch["context_mask"].bool()].float().cpu() for batch in batches]
+        return self.stored_states.fit(torch.cat(tokens))
 
     def question_states(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The context encoder on the question alone, [CLS] q [SEP]: the states (B, Tqe, H) of each kept layer

@@ -9,7 +9,9 @@
                 token instead of 2 × the width
 
 Every format reads back as float32 states of the full width, so a reader never knows which one it reads; what each
-costs in quality is measured in docs/index.md.
+costs in quality is measured in docs/index.md. A reader can instead learn from what a projected format keeps
+(`StoredStates`, `latent.state_dims`): it then reads every state through that format's round trip, with a
+projection of its own that an index of the format stores through.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from torch import nn
 
 from ..atomic import write_file
 
@@ -116,8 +119,52 @@ class StateFormat:
         states = dequantize(read("states", start, end), read("scales", start, end))
         return states if self.dims is None else projection.restore(states)
 
+    def round_trip(self, states: torch.Tensor, groups: int, projection: Projection | None = None) -> torch.Tensor:
+        """(T, H) states as they read back once stored in this format."""
+        packed = self.pack(states, groups, projection)
+        return self.unpack(lambda name, start, end: packed[name][start:end], 0, len(states), projection)
+
     def stored_tensors(self) -> dict[str, torch.dtype]:
         """The tensors of tokens this format stores, with their dtypes."""
         if self.name in FLOATS:
             return {"states": FLOATS[self.name]}
         return {"states": torch.int8, "scales": torch.float16}
+
+
+class StoredStates(nn.Module):
+    """The states a reader reads when it reads them as an int8-pcaD index stores them (`latent.state_dims`): a
+    projection fitted once on training states, kept as buffers (saved and loaded with the reader, never trained),
+    and the format's round trip through it."""
+
+    def __init__(self, width: int, dims: int):
+        super().__init__()
+        self.format = StateFormat(f"int8-pca{dims}")
+        self.format.check(width)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("directions", torch.zeros(dims, width))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def projection(self) -> Projection:
+        return Projection(self.mean, self.directions)
+
+    @torch.no_grad()
+    def fit(self, states: torch.Tensor) -> dict[str, float]:
+        """Fit on (N, H) states; returns their count and the relative error the round trip leaves on them."""
+        states = states.to(self.mean.device)
+        fitted = Projection.fit(states, self.format.dims)
+        self.mean.copy_(fitted.mean)
+        self.directions.copy_(fitted.directions)
+        self.fitted.fill_(True)
+        centred = states.float() - self.mean
+        error = (self(states) - states.float()).norm() / centred.norm().clamp_min(1e-12)
+        return {"tokens": len(states), "relative_error": float(error)}
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """States (..., H) as an index of this format reads them back, float32, without gradient (int8 rounds)."""
+        if not self.fitted:
+            raise RuntimeError(f"states {self.format.name}: the projection is not fitted yet (training fits it on "
+                               "the training contexts before its first step)")
+        with torch.autocast(states.device.type, enabled=False):  # the projection in float32, as an index makes it
+            flat = states.detach().float().reshape(-1, states.shape[-1])
+            return self.format.round_trip(flat, 1, self.projection).reshape(states.shape)

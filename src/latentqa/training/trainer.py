@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 RUN_STATE_FILE = "run_state.json"
 ANSWER_METRICS = ("em", "f1", "sp_f1", "joint_f1")  # need labelled validation data
 SP_METRICS = ("sp_f1", "joint_f1")  # need a reader that predicts supporting facts
+# training questions whose context tokens `latent.state_dims`'s projection is fitted on: about 48,000 tokens, as many
+# as an index's first shard of 256 paragraphs gives its own
+STATE_FIT_QUESTIONS = 32
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -129,6 +132,9 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError(f"train.freeze_t5_*: the {kind.kind} reader is all T5; freezing it would train nothing")
     if "encoder" not in kind.parts and cfg.freeze_encoder:
         raise ConfigError(f"train.freeze_encoder: the {kind.kind} reader has no context encoder")
+    if getattr(config.reader, "state_dims", 0) and not cfg.freeze_encoder:
+        raise ConfigError("latent.state_dims rounds the context states to int8, so no gradient reaches the encoder "
+                          "through them: set train.freeze_encoder=true")
     if not kind.predicts_facts and cfg.best_metric in SP_METRICS:
         raise ConfigError(f"train.best_metric={cfg.best_metric}: the {kind.kind} reader predicts no supporting "
                           "facts; use loss, em or f1")
@@ -355,9 +361,17 @@ def maybe_cache_states(reader, cfg, contexts: list[list[int]]) -> None:
 
 
 def fit_heads(reader, features, collate, accelerator, source: str) -> None:
-    """Fit the evidence heads that are fitted, not trained (the paragraph-pair ranker), on the training data before
-    the first step (an `init_from` reader keeps its fit; a resumed run refits the same and then loads its
+    """Fit what is fitted, not trained (the stored states' projection, the paragraph-pair ranker), on the training
+    data before the first step (an `init_from` reader keeps its fit; a resumed run refits the same and then loads its
     checkpoint's); every process fits the same data."""
+    stored = getattr(reader, "stored_states", None)
+    if stored is not None and not stored.fitted:
+        first = features.select(range(min(STATE_FIT_QUESTIONS, len(features))))
+        batches = DataLoader(IndexedRows(first), batch_size=8, collate_fn=collate)
+        figures = reader.fit_stored_states(progress_bar(batches, desc=f"fit {stored.format.name}", unit="batch",
+                                                        disable=not accelerator.is_local_main_process))
+        log.info("states %s fitted on the first %d questions of data.train: %s", stored.format.name, len(first),
+                 ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
     for head in [head for head in reader.heads if head.needs_fit]:
         batches = DataLoader(IndexedRows(features), batch_size=256, collate_fn=collate)
         try:
