@@ -70,6 +70,8 @@ def test_training_fits_the_projection_on_the_first_training_questions_before_the
                  "train.batch_size=3", "eval.max_new_tokens=2", f"train.output_dir={tmp_path / 'run'}"]
     with pytest.raises(ConfigError, match="latent.state_dims .* train.freeze_encoder=true"):
         train(load_config(None, overrides))
+    with pytest.raises(ConfigError, match="latent.state_dims=65: this reader keeps 64 values a context token"):
+        tiny_reader(tiny_models, state_dims=65)
     run = train(load_config(None, [*overrides, "train.freeze_encoder=true", "train.state_cache_mb=0"]))
     reader = latentqa.load_reader(run / "best", cache_mb=0).reader
     trained = reader.stored_states.mean.clone(), reader.stored_states.directions.clone()

@@ -350,8 +350,11 @@ class LatentReader(Reader):
         self.pair_ranker = PairRanker() if config.paragraph_ranker else None
         self.answer = ExtractiveAnswerHead(encoder, config.answer_layers, config.answer_paragraphs,
                                            config.max_answer_span) if config.answer_head == "extract" else None
-        self.stored_states = StoredStates(width * len(self.state_layers), config.state_dims) \
-            if config.state_dims else None
+        stored_width = width * len(self.state_layers)
+        if config.state_dims > stored_width:
+            raise ConfigError(f"latent.state_dims={config.state_dims}: this reader keeps {stored_width} values a "
+                              "context token; project on at most as many")
+        self.stored_states = StoredStates(stored_width, config.state_dims) if config.state_dims else None
         self.encoder_frozen = False
         self.state_cache: ContextStateCache | None = None
 
