@@ -251,8 +251,10 @@ def cmd_demo(args) -> None:
     if options.nested:
         from .demo.nested import format_nested_table, run_nested_demo
 
-        print(format_nested_table(run_nested_demo(options.out_dir, options.nested, seed=options.seed,
-                                                  quick=options.quick)))
+        print(format_nested_table(run_nested_demo(
+            options.out_dir, options.nested, seed=options.seed, quick=options.quick, facts=options.facts,
+            encoder=options.encoder, freeze_encoder=options.freeze_encoder, lexical_scale=options.lexical_scale,
+            relevance=options.relevance)))
         print(f"plot: {options.out_dir}/em_by_latents.png")
         return
     from .demo.run import format_table, run_demo

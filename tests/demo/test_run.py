@@ -96,3 +96,23 @@ def test_nested_demo_tests_each_reader_at_every_count_it_can_read(tmp_path, caps
             assert 0 <= figures["em"] <= 1 and figures["n_past_cut"] > 0
     assert all(name in table for name in tested) and "k=2" in table and "k=4" in table
     assert (tmp_path / "em_by_latents.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_nested_demo_on_many_facts_trains_question_aware_readers_over_one_state_cache(tmp_path, capsys):
+    """`demo --nested --facts K --freeze-encoder`: every reader is the many-facts demo's question-aware one, no
+    every-k reader is trained, and the frozen encoder's states are computed once into a cache the readers share."""
+    assert main(["demo", "--quick", "--nested", "4", "2", "--facts", "4", "--freeze-encoder", "--relevance",
+                 "--out-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["facts"] == 4 and results["question_conditioning"] == "latents"
+    assert sorted(results["readers"]) == ["fixed-2", "fixed-4", "nested-draw"]
+    for name in results["readers"]:
+        saved = json.loads((tmp_path / name / "best" / "reader.json").read_text())["config"]
+        assert saved["question_conditioning"] == "latents" and saved["selector_relevance"]
+        assert saved["selector_lexical"] and saved["selector_lexical_scale"] == 10.0
+    windows = [w.stat().st_mtime for w in (tmp_path / "states").rglob("*.safetensors")]
+    later_reader = min(f.stat().st_mtime for f in (tmp_path / "fixed-4").rglob("*") if f.is_file())
+    assert windows and max(windows) < later_reader  # the second reader encoded nothing: all read from the cache
+    assert "4 facts per context" in table and (tmp_path / "em_by_latents.png").stat().st_size > 10_000

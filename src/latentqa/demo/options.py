@@ -35,7 +35,9 @@ class DemoOptions:
     nested: tuple[int, ...] = option((), "compression as a knob instead: train one latent reader with "
                                          "latent.nested_latents=[K...] (k drawn per step), one reading every k each "
                                          "step, and one reader per k alone; test each at every k it can read; EM "
-                                         "against k, plotted (docs/nested.md)")
+                                         "against k, plotted (docs/nested.md). With --facts above 1: on the "
+                                         "many-facts task, the readers question-aware (latents), with --lexical-scale "
+                                         "and --relevance as given, and no every-k reader")
     seed: int = option(0, "seed of the task and of the tiny models' weights (the readers' own new modules and the "
                           "data order use train.seed, 0)")
 
