@@ -55,3 +55,6 @@ class DemoOptions:
             raise ConfigError(f"lexical_scale must be at least 0, got {self.lexical_scale:g}")
         if self.nested and min(self.nested) < 1:
             raise ConfigError(f"nested counts of latents must be at least 1, got {list(self.nested)}")
+        if self.nested and (self.modes or self.full):  # the nested demo trains no baseline and one kind of reader
+            raise ConfigError(f"{'modes' if self.modes else 'full'}: not with --nested (its readers are all the "
+                              "question-aware latents reader, and it trains no baseline)")
