@@ -39,7 +39,7 @@ def test_data_stats_json(sample_path, capsys, tmp_path):
     (["demo", "--modes", "latents", "both"], "--modes must be among none, latents, encoder, got both"),
     (["demo", "--nested", "4", "0"], "--nested counts of latents must be at least 1, got [4, 0]"),
     (["demo", "--nested", "4", "--facts", "4", "--modes", "none"],
-     "--modes: not with --nested (its readers are all the question-aware latents reader, and it trains no baseline)"),
+     "--modes: not with --nested (it trains one kind of latent reader and no baseline)"),
     (["bench", "--lengths", "512", "0"], "--lengths must be at least 1 each, got [512, 0]"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
 ])

@@ -99,7 +99,7 @@ def format_nested_table(results: dict) -> str:
         lines.append(f"{name:<14}" + "".join(
             f"{'-':>14}" if c is None else f"{c['em']:>7.3f} ({c['em_past_cut'] or 0:.3f})" for c in cells)
             + f"{r['train_seconds']:>9.0f}")
-    task = f"{results['facts']} facts per context, " if results.get("facts", 1) > 1 else ""
+    task = f"{results['facts']} facts per context, " if results["facts"] > 1 else ""
     lines.append(f"chance {results['chance']:.3f}; {task}{results['epochs']} epochs each; "
                  f"{results['seconds']:.0f} s in all")
     return "\n".join(lines)

@@ -56,5 +56,5 @@ class DemoOptions:
         if self.nested and min(self.nested) < 1:
             raise ConfigError(f"nested counts of latents must be at least 1, got {list(self.nested)}")
         if self.nested and (self.modes or self.full):  # the nested demo trains no baseline and one kind of reader
-            raise ConfigError(f"{'modes' if self.modes else 'full'}: not with --nested (its readers are all the "
-                              "question-aware latents reader, and it trains no baseline)")
+            raise ConfigError(f"{'modes' if self.modes else 'full'}: not with --nested (it trains one kind of latent "
+                              "reader and no baseline)")
