@@ -97,3 +97,15 @@ def test_two_processes_build_the_index_one_process_builds(built, index_reader_di
             torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
     assert len(list((tmp_path / "index" / "shards").iterdir())) == 3
 
+
+
+@pytest.mark.parametrize("every,entered", [(0.0, [0, 1, 2, 3, 3]), (3600.0, [0, 3])])
+def test_the_manifest_enters_new_shards_every_few_seconds_not_after_each(index_reader_dir, corpus, tmp_path,
+                                                                         monkeypatch, every, entered):
+    reader = latentqa.load_reader(index_reader_dir, cache_mb=0).reader
+    writes, real = [], build_module.Manifest.write
+    monkeypatch.setattr(build_module, "MANIFEST_SECONDS", every)
+    monkeypatch.setattr(build_module.Manifest, "write", lambda self, d: (writes.append(len(self.shards)), real(self, d)))
+    build_index(reader, corpus, tmp_path / "index", reader_name="r", shard_paragraphs=40, states="fp16", progress=False)
+    assert writes == entered  # (the first: the new folder's empty manifest; the last: the build's final one)
+    assert len(IndexStore(tmp_path / "index")) == 120

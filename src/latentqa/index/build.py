@@ -6,8 +6,10 @@ hash: a damaged or missing one leaves the manifest, and its paragraphs are encod
 its title; one whose text changed in the corpus is encoded again, and with `prune` one the corpus no longer holds
 is removed. A shard holding such a paragraph leaves the index at the end of the build, its other paragraphs
 encoded into new shards first. The paragraphs still to encode are cut into shards of `shard_paragraphs`, each
-written whole (temporary name, then rename) and entered in the manifest, so an interrupted build keeps every
-finished shard and a rerun encodes only what is left, into the same shards one run at once writes. Retrieval is
+written whole (temporary name, then rename); the manifest enters them every `MANIFEST_SECONDS` and when a build is
+interrupted (rewritten after every shard, it cost a 10^6-paragraph build 216 s: it grows with the index), so an
+interrupted build keeps every finished shard, a killed one all but the last seconds' (never entered, so never read,
+then removed), and a rerun encodes only what is left, into the same shards one run at once writes. Retrieval is
 rebuilt at the end whenever the manifest changed or a retrieval file is damaged.
 
 States are stored in the format the index was created with (`--states`, `readers/state_format.py`). A projected
@@ -46,6 +48,7 @@ from .store import HEADER_FILE, PROJECTION_FILE, Header, IndexStore, paragraphs_
 log = logging.getLogger(__name__)
 
 SHARD_PARAGRAPHS = 256
+MANIFEST_SECONDS = 10.0  # how often a build enters its new shards in the manifest: a kill loses at most this
 
 
 def reader_header(reader, reader_name: str, states: str = DEFAULT_STATES) -> Header:
@@ -293,16 +296,25 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
     written: list[ShardEntry] = []
     bar = progress_bar(total=sum(len(chunks[i]) for i in mine), desc="index", unit="paragraph",
                        disable=not (progress and state.is_local_main_process))
-    for i in mine:
-        tensors, seconds = encode_shard(reader, chunks[i], header.state_format, projection)
-        encode_seconds += seconds
-        path = directory / SHARDS / f"{first + i:06d}.safetensors"
-        write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
-        if state.num_processes == 1:  # entered at once: a kill from here on keeps this shard
-            written.append(ShardEntry.of(path, len(chunks[i]), len(tensors["window_paragraph"])))
+    entered = time.perf_counter()
+    try:
+        for i in mine:
+            tensors, seconds = encode_shard(reader, chunks[i], header.state_format, projection)
+            encode_seconds += seconds
+            path = directory / SHARDS / f"{first + i:06d}.safetensors"
+            write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
+            if state.num_processes == 1:
+                written.append(ShardEntry.of(path, len(chunks[i]), len(tensors["window_paragraph"])))
+                if time.perf_counter() - entered >= MANIFEST_SECONDS:
+                    Manifest(manifest.shards + written).write(directory)
+                    entered = time.perf_counter()
+            bar.update(len(chunks[i]))
+    except BaseException:  # Ctrl-C or an error: every finished shard is kept
+        if written:
             Manifest(manifest.shards + written).write(directory)
-        bar.update(len(chunks[i]))
-    bar.close()
+        raise
+    finally:
+        bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
         if state.num_processes > 1:  # every process's shards, entered in number order
