@@ -22,7 +22,7 @@ def indexes(index_reader_dir, sample_path, tmp_path_factory):
     corpus = load_corpus(str(sample_path))[0][:60]
     root = tmp_path_factory.mktemp("formats")
     built = {}
-    for name in ("fp16", "int8", f"int8-pca{WIDTH}", "int8-pca8"):
+    for name in ("fp16", "int8", f"int8-pca{WIDTH}", "int8-pca8", "int4-pca16"):
         build_index(reader, corpus, root / name, reader_name=str(index_reader_dir), shard_paragraphs=25,
                     states=name, progress=False)
         built[name] = root / name
@@ -32,7 +32,7 @@ def indexes(index_reader_dir, sample_path, tmp_path_factory):
 def states_bytes(directory) -> int:
     store = IndexStore(directory)
     return sum(shard.get_slice(name).get_shape()[0] * int(np.prod(shard.get_slice(name).get_shape()[1:]))
-               * {"F16": 2, "I8": 1}[shard.get_slice(name).get_dtype()]
+               * {"F16": 2, "I8": 1, "U8": 1}[shard.get_slice(name).get_dtype()]
                for shard, _, _ in store._shards for name in store.format.stored_tensors())
 
 
@@ -54,7 +54,7 @@ def test_smaller_formats_store_fewer_bytes(indexes):
     sizes = {name: states_bytes(directory) for name, directory in indexes.items()}
     tokens = sizes["fp16"] // (2 * WIDTH)
     assert sizes == {"fp16": tokens * WIDTH * 2, "int8": tokens * (WIDTH + 2), f"int8-pca{WIDTH}": tokens * (WIDTH + 2),
-                     "int8-pca8": tokens * (8 + 2)}
+                     "int8-pca8": tokens * (8 + 2), "int4-pca16": tokens * (8 + 2)}
     assert (indexes["int8-pca8"] / PROJECTION_FILE).is_file() and not (indexes["int8"] / PROJECTION_FILE).exists()
 
 
@@ -111,6 +111,18 @@ def test_an_index_keeps_the_format_it_was_built_in(indexes, index_reader_dir, sa
     with pytest.raises(ValueError, match="128 directions of states 64 wide"):
         build_index(reader, corpus, indexes["int8"].parent / "too-wide", reader_name="r", states="int8-pca128",
                     progress=False)
+
+
+def test_an_int4_index_reads_back_what_its_projection_keeps_to_int4_s_step(indexes):
+    fp16, small = IndexStore(indexes["fp16"]), IndexStore(indexes["int4-pca16"])
+    projection = small.projection
+    assert projection.spread is not None and len(projection.spread) == 16
+    for title, row in list(fp16.rows.items())[:10]:
+        for full, read in zip(fp16.paragraph_states(row), small.paragraph_states(small.rows[title])):
+            kept = projection.project(full) / projection.spread  # each token's codes, at int4's scale
+            step = kept.abs().amax(dim=1, keepdim=True) / 7
+            error = (projection.project(read) - projection.project(full)) / projection.spread
+            assert (error.abs() <= step / 2 + 1e-2 * step).all()
 
 
 def assert_same_states(a: IndexStore, b: IndexStore) -> None:

@@ -6,7 +6,8 @@ retrieval vectors; beside them a vector index, a lexical index and the title lin
     DIR/shards/NNNNNN.safetensors  one build step's paragraphs, written whole under a temporary name and renamed:
         states (T, H)           every window's encoder states ([CLS] ... [SEP]) back to back, in the index's
                                 format (`state_format`): fp32 or fp16; int8 with scales (T, layers) fp16; or
-                                D-wide int8 codes with scales (T, 1) beside DIR/projection.safetensors
+                                D-wide int8 codes (int4-pcaD: D / 2 uint8, two codes a byte) with scales (T, 1)
+                                beside DIR/projection.safetensors
         offsets (W + 1,)        where each window's states start in `states`
         keys (W, 16) uint8      each window's content hash (`state_cache.window_key`)
         window_paragraph (W,)   each window's paragraph, as its place in the shard
@@ -43,7 +44,7 @@ from .manifest import SHARDS, IndexFolderError, Manifest, file_sha256
 
 HEADER_FILE = "index.json"
 PROJECTION_FILE = "projection.safetensors"
-SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.int8: "I8"}
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.int8: "I8", torch.uint8: "U8"}
 NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32, "I8": np.int8, "U8": np.uint8, "I64": np.int64}
 FORMAT_VERSION = 3  # 3: the states' format recorded; 2 (fp16 only) and 1 are built again
 REBUILD = "run `latentqa index` on this folder again to rebuild it"
@@ -88,7 +89,7 @@ class Header:
     @property
     def stored_width(self) -> int:
         """The width of a stored token: the states' own, or the projection's directions."""
-        return self.state_format.dims or self.hidden_size
+        return self.state_format.stored_width(self.hidden_size)
 
     def projection(self, directory: Path) -> Projection | None:
         """The fitted projection of a projected format, checked against the hash recorded here; None for the

@@ -7,6 +7,9 @@
     int8-pcaD   the states projected on the D directions of largest variance of the first paragraphs indexed
                 (`Projection`, fitted once and kept beside the index), then int8 with one scale a token: D bytes a
                 token instead of 2 × the width
+    int4-pcaD   as int8-pcaD, but each direction's code first divided by its spread over the fitted states (so
+                every direction uses int4's 15 levels alike), then int4 with one scale a token, two a byte: D / 2
+                bytes a token, so twice the directions of int8-pcaD for the same bytes
 
 Every format reads back as float32 states of the full width, so a reader never knows which one it reads; what each
 costs in quality is measured in docs/index.md. A reader can instead learn from what a projected format keeps
@@ -25,10 +28,12 @@ from torch import nn
 
 from ..atomic import write_file
 
-PCA_FORMAT = re.compile(r"int8-pca([1-9]\d*)")
-FORMATS_HELP = "fp32, fp16, int8 or int8-pcaD (D directions, e.g. int8-pca128)"
+PCA_FORMAT = re.compile(r"int([48])-pca([1-9]\d*)")
+FORMATS_HELP = ("fp32, fp16, int8, int8-pcaD (D directions, e.g. int8-pca64) or int4-pcaD (D even, e.g. "
+                "int4-pca128: the bytes of int8-pca64)")
 FLOATS = {"fp32": torch.float32, "fp16": torch.float16}
 INT8_LEVELS = 127
+INT4_LEVELS = 7
 # a new index's format where none is asked for: the smallest within the quality target on real questions
 # (docs/index.md, "Stored states")
 DEFAULT_STATES = "int8"
@@ -41,6 +46,7 @@ class Projection:
 
     mean: torch.Tensor  # (H,) float32
     directions: torch.Tensor  # (D, H) float32, orthonormal rows
+    spread: torch.Tensor | None = None  # (D,) float32: each direction's standard deviation over the fitted states
 
     @classmethod
     def fit(cls, states: torch.Tensor, dims: int) -> "Projection":
@@ -50,8 +56,10 @@ class Projection:
         x = states.double()
         mean = x.mean(dim=0)
         centred = x - mean
-        _, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))  # ascending eigenvalues
-        return cls(mean.float(), vectors[:, -dims:].flip(1).T.contiguous().float())
+        values, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))  # ascending eigenvalues
+        kept = values[-dims:].flip(0).clamp_min(0).sqrt()
+        spread = kept.clamp_min(max(float(kept[0]), 1e-12) * 1e-6)  # a direction of no variance: no division by 0
+        return cls(mean.float(), vectors[:, -dims:].flip(1).T.contiguous().float(), spread.float())
 
     def project(self, states: torch.Tensor) -> torch.Tensor:
         return (states.float() - self.mean) @ self.directions.T
@@ -60,29 +68,42 @@ class Projection:
         return codes.float() @ self.directions + self.mean
 
     def save(self, path: Path) -> None:
-        write_file(path, lambda tmp: safetensors.torch.save_file({"mean": self.mean, "directions": self.directions},
-                                                                 str(tmp)))
+        tensors = {"mean": self.mean, "directions": self.directions,
+                   **({"spread": self.spread} if self.spread is not None else {})}
+        write_file(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
 
     @classmethod
     def load(cls, path: Path) -> "Projection":
-        tensors = safetensors.torch.load_file(str(path))
-        return cls(tensors["mean"], tensors["directions"])
+        tensors = safetensors.torch.load_file(str(path))  # an index of before int4 saved no spread
+        return cls(tensors["mean"], tensors["directions"], tensors.get("spread"))
 
 
-def quantize(values: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, W) → int8 (T, W) and fp16 scales (T, groups): each token's `groups` equal slices of W have a scale of
-    their own (the stored layers differ in magnitude)."""
+def quantize(values: torch.Tensor, groups: int, levels: int = INT8_LEVELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, W) → int8 codes in [-levels, levels] (T, W) and fp16 scales (T, groups): each token's `groups` equal slices
+    of W have a scale of their own (the stored layers differ in magnitude)."""
     sliced = values.float().reshape(len(values), groups, -1)
     # rounded to fp16 first, so that reading back uses the scale the codes were made with; an all-zero slice gets
     # fp16's smallest normal number rather than 0
-    scales = (sliced.abs().amax(dim=-1) / INT8_LEVELS).half().clamp_min(torch.finfo(torch.float16).smallest_normal)
-    codes = (sliced / scales.float()[..., None]).round().clamp(-INT8_LEVELS, INT8_LEVELS).to(torch.int8)
+    scales = (sliced.abs().amax(dim=-1) / levels).half().clamp_min(torch.finfo(torch.float16).smallest_normal)
+    codes = (sliced / scales.float()[..., None]).round().clamp(-levels, levels).to(torch.int8)
     return codes.reshape(values.shape), scales
 
 
 def dequantize(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     sliced = codes.float().reshape(len(codes), scales.shape[1], -1)
     return (sliced * scales.float()[..., None]).reshape(codes.shape)
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """int8 codes in [-7, 7], (T, D) with D even → uint8 (T, D / 2): code 2i in the low four bits of byte i, 2i + 1
+    in the high four, each stored as code + 8."""
+    shifted = (codes + 8).to(torch.uint8)
+    return shifted[:, 0::2] | (shifted[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    low, high = (packed & 15).to(torch.int8) - 8, (packed >> 4).to(torch.int8) - 8
+    return torch.stack([low, high], dim=-1).reshape(len(packed), -1)
 
 
 @dataclass(frozen=True)
@@ -92,12 +113,22 @@ class StateFormat:
     def __post_init__(self):
         if self.name not in (*FLOATS, "int8") and not PCA_FORMAT.fullmatch(self.name):
             raise ValueError(f"states format {self.name!r} is not one latentqa reads: {FORMATS_HELP}")
+        if self.int4 and self.dims % 2:
+            raise ValueError(f"states format {self.name!r}: int4 stores two directions a byte, so D must be even")
 
     @property
     def dims(self) -> int | None:
         """The directions of a projected format; None where the states keep their width."""
         match = PCA_FORMAT.fullmatch(self.name)
-        return int(match.group(1)) if match else None
+        return int(match.group(2)) if match else None
+
+    @property
+    def int4(self) -> bool:
+        return self.name.startswith("int4-")
+
+    def stored_width(self, width: int) -> int:
+        """The columns a shard's `states` tensor has for states `width` wide."""
+        return width if self.dims is None else self.dims // 2 if self.int4 else self.dims
 
     def check(self, width: int) -> None:
         if self.dims is not None and self.dims > width:
@@ -107,6 +138,9 @@ class StateFormat:
         """(T, H) float states, H = `groups` stored layers side by side → the tensors a shard stores."""
         if self.name in FLOATS:
             return {"states": states.to(FLOATS[self.name])}
+        if self.int4:
+            codes, scales = quantize(projection.project(states) / projection.spread, 1, INT4_LEVELS)
+            return {"states": pack_int4(codes), "scales": scales}
         if self.dims is not None:
             states, groups = projection.project(states), 1
         codes, scales = quantize(states, groups)
@@ -116,6 +150,9 @@ class StateFormat:
         """Tokens [start, end) back as (L, H) float32; `read(name, start, end)` gives the rows of a stored tensor."""
         if self.name in FLOATS:
             return read("states", start, end).float()
+        if self.int4:
+            codes = dequantize(unpack_int4(read("states", start, end)), read("scales", start, end))
+            return projection.restore(codes * projection.spread)
         states = dequantize(read("states", start, end), read("scales", start, end))
         return states if self.dims is None else projection.restore(states)
 
@@ -128,7 +165,7 @@ class StateFormat:
         """The tensors of tokens this format stores, with their dtypes."""
         if self.name in FLOATS:
             return {"states": FLOATS[self.name]}
-        return {"states": torch.int8, "scales": torch.float16}
+        return {"states": torch.uint8 if self.int4 else torch.int8, "scales": torch.float16}
 
 
 class StoredStates(nn.Module):
