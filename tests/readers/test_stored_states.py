@@ -80,3 +80,11 @@ def test_training_fits_the_projection_on_the_first_training_questions_before_the
     reader.fit_stored_states([collate(reader, load_examples(str(SAMPLE_PATH))[0][:6])[0]])
     torch.testing.assert_close(reader.stored_states.mean, trained[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(reader.stored_states.directions, trained[1], atol=1e-3, rtol=0)
+
+
+def test_an_int4_index_of_such_a_reader_fits_a_projection_of_its_own(stored_reader_dir, sample_path, tmp_path):
+    reader = latentqa.load_reader(stored_reader_dir, cache_mb=0).reader  # reads through int8-pca8
+    build_index(reader, load_corpus(str(sample_path))[0][:25], tmp_path / "index", reader_name="r",
+                states=f"int4-pca{DIMS}", progress=False)
+    projection = Projection.load(tmp_path / "index" / PROJECTION_FILE)
+    assert projection.spread is not None and not torch.equal(projection.directions, reader.stored_states.directions)

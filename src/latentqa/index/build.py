@@ -120,13 +120,13 @@ def paragraph_states(reader, paragraphs: list[Paragraph]) -> tuple[list[tuple[li
     return windows, [s.float().cpu() for s in states]
 
 
-def fit_projection(reader, paragraphs: list[Paragraph], dims: int) -> Projection:
-    """The projection of a projected states format: the reader's own where it learnt from states stored through one
-    of as many directions (`latent.state_dims`), else fitted on these paragraphs' states (a build's first shard)."""
+def fit_projection(reader, paragraphs: list[Paragraph], state_format: StateFormat) -> Projection:
+    """The projection of a projected states format: the reader's own where it learnt from states stored through that
+    format (`latent.state_dims`), else fitted on these paragraphs' states (a build's first shard)."""
     own = getattr(reader, "stored_states", None)
-    if own is not None and own.format.dims == dims:
+    if own is not None and own.format == state_format:
         return Projection(own.mean.cpu(), own.directions.cpu())
-    return Projection.fit(torch.cat(paragraph_states(reader, paragraphs)[1]), dims)
+    return Projection.fit(torch.cat(paragraph_states(reader, paragraphs)[1]), state_format.dims)
 
 
 @torch.no_grad()
@@ -284,7 +284,7 @@ def _build(reader, paragraphs, directory: Path, state, *, reader_name, shard_par
     header = Header.read(directory)
     if state.is_main_process and header.state_format.dims and not header.projection_sha256 and plan.todo:
         # fitted once, before any shard is encoded with it (so no shard outlives the projection it was encoded with)
-        fit_projection(reader, plan.todo[:shard_paragraphs], header.state_format.dims).save(directory / PROJECTION_FILE)
+        fit_projection(reader, plan.todo[:shard_paragraphs], header.state_format).save(directory / PROJECTION_FILE)
         write_header(directory, dataclasses.replace(header, projection_sha256=file_sha256(directory / PROJECTION_FILE)))
     state.wait_for_everyone()
     header = Header.read(directory)

@@ -88,7 +88,7 @@ class Header:
 
     @property
     def stored_width(self) -> int:
-        """The width of a stored token: the states' own, or the projection's directions."""
+        """The width of a stored token: the states' own, or the projection's directions (int4: two a byte)."""
         return self.state_format.stored_width(self.hidden_size)
 
     def projection(self, directory: Path) -> Projection | None:
