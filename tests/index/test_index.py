@@ -92,3 +92,18 @@ def test_bench_index_prints_its_figures(built, sample_path, tmp_path, capsys):
     assert set(results["compressed_vectors"]["recall_both_gold"]) == {"dense", "two-hop"}
     assert "batch 8: from the index" in out and "two-hop" in out
 
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--states", "int4-pca7"], "states format 'int4-pca7': int4 stores two directions a byte, so D must be even"),
+    (["--states", "int8-pca65"], "states format int8-pca65: 65 directions of states 64 wide"),
+    (["--states", "int9"], "states format 'int9' is not one latentqa reads"),
+    (["--shard-paragraphs", "0"], "--shard-paragraphs must be at least 1, got 0"),
+])
+def test_cli_index_refuses_a_bad_option_in_one_line_before_writing(index_reader_dir, sample_path, tmp_path, capsys,
+                                                                   option, message):
+    assert main(["index", "--model", str(index_reader_dir), "--data", str(sample_path), "--out",
+                 str(tmp_path / "i"), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"latentqa: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "i").exists()

@@ -7,7 +7,7 @@ its title; one whose text changed in the corpus is encoded again, and with `prun
 is removed. A shard holding such a paragraph leaves the index at the end of the build, its other paragraphs
 encoded into new shards first. The paragraphs still to encode are cut into shards of `shard_paragraphs`, each
 written whole (temporary name, then rename); the manifest enters them every `MANIFEST_SECONDS` and when a build is
-interrupted (rewritten after every shard, it cost a 10^6-paragraph build 216 s: it grows with the index), so an
+interrupted (rewritten after every shard, it grew with the index: about 200 s of a 10^6-paragraph build), so an
 interrupted build keeps every finished shard, a killed one all but the last seconds' (never entered, so never read,
 then removed), and a rerun encodes only what is left, into the same shards one run at once writes. Retrieval is
 rebuilt at the end whenever the manifest changed or a retrieval file is damaged.
@@ -36,6 +36,7 @@ from accelerate import PartialState
 from torch.nn import functional as F
 
 from ..atomic import FolderLocked, folder_lock, remove_dead_temps, write_file
+from ..config import ConfigError
 from ..data.examples import DataError, Example, Paragraph
 from ..data.features import encode_examples
 from ..progress import progress_bar
@@ -230,9 +231,12 @@ def build_index(reader, paragraphs: list[Paragraph], directory: str | Path, *, r
     directory = Path(directory)
     state = PartialState(cpu=next(reader.encoder.parameters()).device.type == "cpu")
     if shard_paragraphs < 1:
-        raise ValueError(f"shard_paragraphs must be at least 1, got {shard_paragraphs}")
-    if states is not None:
-        StateFormat(states).check(reader_header(reader, reader_name).hidden_size)
+        raise ConfigError(f"shard_paragraphs must be at least 1, got {shard_paragraphs}")
+    if states is not None:  # a format the command line names, refused in one line before any work
+        try:
+            StateFormat(states).check(reader_header(reader, reader_name).hidden_size)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     for paragraph in paragraphs:  # before any work: text a shard cannot hold would stop every build at its shard
         try:
             json_text([paragraph.title, list(paragraph.sentences)]).encode("utf-8")
